@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian/Ubuntu machine and runs the whole test suite (what CI runs, via .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=(etcd-server nftables iproute2 iptables qemu-system-x86 busybox-static)
+missing=()
+for p in "${need_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v node >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
+fi
+
+npm ci --no-audit --no-fund
+npm run typecheck
+npm run lint
+# Privileged tests (network namespaces, nftables, qemu) run as root; elsewhere they skip with a reason.
+npm test

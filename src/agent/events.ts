@@ -1,0 +1,37 @@
+// The agent library's events. The daemon turns them into log lines (src/agent/daemon.ts) and metrics
+// (src/metrics/agentMetrics.ts); tests and the chaos runner subscribe to them too.
+// Reasons are closed sets so they can label metrics.
+
+export type MoveReason = 'ownerDead' | 'ownerDraining' | 'rebalanceJoin' | 'unassigned';
+
+/** Why this node releases a bucket. */
+export type ReleaseReason = 'notAssigned' | 'draining' | 'fenced' | 'shutdown' | 'startupOrphan' | 'vipRemoved';
+
+/** Why this node does not (yet) acquire a bucket it is assigned. */
+export type AcquireBlock = 'heldByOther' | 'fenced' | 'draining' | 'backendFailed' | 'etcdError';
+
+export type FenceReason = 'deadlinePassed' | 'leaseLost' | 'shutdown';
+
+export type AgentEvent =
+  | { event: 'sessionStarted'; leaseId: string; ttlSeconds: number }
+  | { event: 'keepaliveAck'; rttMs: number; headroomMs: number }
+  | { event: 'fenced'; reason: FenceReason; buckets: number }
+  | { event: 'unfenced'; sameLease: boolean }
+  | { event: 'leaseLost' }
+  | { event: 'elected'; revision: string }
+  | { event: 'deposed'; reason: string }
+  | { event: 'assignmentWritten'; vip: string; epoch: number; moves: { bucket: number; from: string | null; to: string | null; reason: MoveReason }[]; planMs: number; sinceTriggerMs: number }
+  | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' }
+  | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number }
+  | { event: 'acquireBlocked'; vip: string; bucket: number; reason: AcquireBlock; holder?: string }
+  | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number }
+  | { event: 'backendError'; op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure'; error: string; attempt: number; willRetry: boolean }
+  | { event: 'badValue'; key: string; error: string }
+  | { event: 'etcdError'; op: string; error: string }
+  | { event: 'loopDelay'; p99Ms: number; maxMs: number }
+  | { event: 'drainRequested' }
+  | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' };
+
+export type AgentEventName = AgentEvent['event'];
+
+export type AgentEventListener = (e: AgentEvent) => void;

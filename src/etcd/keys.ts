@@ -1,0 +1,64 @@
+// The etcd key layout (DESIGN.md §4). Every key of a cluster lives under `/clusterip-ha/<cluster>/`.
+// Bucket numbers in keys are zero-padded so a range read returns them in numeric order.
+
+export const KEY_ROOT = '/clusterip-ha/';
+
+export interface Keys {
+  readonly prefix: string;
+  readonly spec: string;
+  readonly nodesPrefix: string;
+  node(id: string): string;
+  readonly electionName: string;
+  readonly assignPrefix: string;
+  assign(vip: string): string;
+  readonly claimsPrefix: string;
+  claimsOf(vip: string): string;
+  claim(vip: string, bucket: number): string;
+  readonly statusPrefix: string;
+  status(id: string): string;
+}
+
+export function keysFor(cluster: string): Keys {
+  const prefix = `${KEY_ROOT}${cluster}/`;
+  return {
+    prefix,
+    spec: `${prefix}spec`,
+    nodesPrefix: `${prefix}nodes/`,
+    node: (id) => `${prefix}nodes/${id}`,
+    // etcd3's Election appends `/<lease hex>` to this prefix.
+    electionName: `${prefix}leader`,
+    assignPrefix: `${prefix}assign/`,
+    assign: (vip) => `${prefix}assign/${vip}`,
+    claimsPrefix: `${prefix}claims/`,
+    claimsOf: (vip) => `${prefix}claims/${vip}/`,
+    claim: (vip, bucket) => `${prefix}claims/${vip}/${String(bucket).padStart(4, '0')}`,
+    statusPrefix: `${prefix}status/`,
+    status: (id) => `${prefix}status/${id}`,
+  };
+}
+
+export type ParsedKey =
+  | { family: 'spec' }
+  | { family: 'node'; node: string }
+  | { family: 'leader'; rest: string }
+  | { family: 'assign'; vip: string }
+  | { family: 'claim'; vip: string; bucket: number }
+  | { family: 'status'; node: string }
+  | { family: 'unknown'; rest: string };
+
+/** Classify a key under `keys.prefix`. Never throws: what it cannot read is `unknown`. */
+export function parseKey(keys: Keys, key: string): ParsedKey {
+  if (!key.startsWith(keys.prefix)) return { family: 'unknown', rest: key };
+  const rest = key.slice(keys.prefix.length);
+  if (rest === 'spec') return { family: 'spec' };
+  const parts = rest.split('/');
+  const [family, a, b] = parts;
+  if (family === 'nodes' && parts.length === 2 && a) return { family: 'node', node: a };
+  if (family === 'status' && parts.length === 2 && a) return { family: 'status', node: a };
+  if (family === 'assign' && parts.length === 2 && a) return { family: 'assign', vip: a };
+  if (family === 'leader') return { family: 'leader', rest: parts.slice(1).join('/') };
+  if (family === 'claims' && parts.length === 3 && a && b && /^\d{1,5}$/.test(b)) {
+    return { family: 'claim', vip: a, bucket: Number(b) };
+  }
+  return { family: 'unknown', rest };
+}

@@ -1,0 +1,70 @@
+import { z } from 'zod';
+
+// Values stored in etcd. Each is JSON with a schema version `v`, except claims, whose value is the bare owner
+// node id so that `etcdctl get` reads naturally and the release txn can compare it byte for byte.
+// Anything that fails these schemas is logged with its key and ignored, never trusted.
+
+export const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export const nodeIdSchema = z.string().regex(NODE_ID_RE, 'a node id: letters, digits, ".", "_", "-", at most 63');
+
+export const nodeValueSchema = z.strictObject({
+  v: z.literal(1),
+  address: z.string().max(255),
+  weight: z.number().int().min(0).max(1000),
+  draining: z.boolean(),
+  version: z.string().max(64),
+  startedAt: z.string().max(40),
+});
+export type NodeValue = z.infer<typeof nodeValueSchema>;
+
+export const assignValueSchema = z.strictObject({
+  v: z.literal(1),
+  epoch: z.number().int().nonnegative(),
+  /** The leader that wrote it, for operators. */
+  leader: nodeIdSchema,
+  /** bucket number (as a string key) → owner node id; absent = unassigned. */
+  owners: z.record(z.string().regex(/^[1-9]\d{0,4}$/), nodeIdSchema),
+});
+export type AssignValue = z.infer<typeof assignValueSchema>;
+
+export const claimValueSchema = nodeIdSchema;
+
+export const backendHeldSchema = z.record(z.string(), z.array(z.number().int().positive()));
+
+export const statusValueSchema = z.strictObject({
+  v: z.literal(1),
+  /** What the backend really holds, per VIP, as last read back. */
+  held: backendHeldSchema,
+  backend: z.string().max(32),
+  fenced: z.boolean(),
+  lastError: z.string().max(2000).nullable(),
+  lastErrorAt: z.string().max(40).nullable(),
+  lastApplyAt: z.string().max(40).nullable(),
+  /** Wall-clock time of the last acknowledged keepalive (ISO). */
+  lastAckAt: z.string().max(40).nullable(),
+  updatedAt: z.string().max(40),
+});
+export type StatusValue = z.infer<typeof statusValueSchema>;
+
+export type Decoded<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** Parse a raw etcd value against a schema; the error text names what was wrong, for a log line with the key. */
+export function decodeJson<T>(schema: z.ZodType<T>, raw: string): Decoded<T> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    return { ok: false, error: `not JSON: ${(err as Error).message}` };
+  }
+  const r = schema.safeParse(parsed);
+  if (r.success) return { ok: true, value: r.data };
+  return {
+    ok: false,
+    error: r.error.issues.map((i) => `${i.path.join('.') || '(value)'}: ${i.message}`).join('; '),
+  };
+}
+
+export function decodeClaim(raw: string): Decoded<string> {
+  const r = claimValueSchema.safeParse(raw);
+  return r.success ? { ok: true, value: r.data } : { ok: false, error: `claim value is not a node id: ${JSON.stringify(raw.slice(0, 80))}` };
+}
