@@ -1,0 +1,51 @@
+// Contract between the invariant observer (src/invariant/observer.ts), the pure checker
+// (src/invariant/checker.ts) and their users: the agent's integration tests, the netns dataplane tests, chaos.
+
+/** Who holds one bucket at one instant, as one source saw it. */
+export interface OwnershipSample {
+  /** Wall-clock ms (Date.now()) when the observation was made. */
+  t: number;
+  source: 'claims' | 'backend' | 'dataplane';
+  vip: string;
+  bucket: number;
+  /** Nodes holding it: the claim owner (claims), nodes whose backend holds it unexpired (backend), nodes that
+   *  answered a probe (dataplane). */
+  holders: string[];
+}
+
+export type Violation =
+  | { kind: 'doubleOwner'; source: OwnershipSample['source']; vip: string; bucket: number; nodes: string[]; at: number }
+  | { kind: 'unownedTooLong'; vip: string; bucket: number; fromMs: number; toMs: number; durationMs: number; boundMs: number }
+  | { kind: 'notConverged'; vip: string; bucket: number; detail: string };
+
+export interface InvariantReport {
+  violations: Violation[];
+  /** Longest time each bucket (`vip#bucket`) had no owner in the backend while a live node existed. */
+  maxUnownedMs: Record<string, number>;
+  /** Every completed unowned interval, for failover percentiles. */
+  unownedIntervals: { vip: string; bucket: number; fromMs: number; toMs: number }[];
+  samples: number;
+  startedAt: number;
+  endedAt: number;
+}
+
+export interface ObserverOptions {
+  endpoints: string[];
+  cluster: string;
+  /** File-backend directory of every node to read (nodes may be added later with addNode). */
+  backendDirs: Record<string, string>;
+  /** Unowned longer than this while a live node exists is a violation. */
+  unownedBoundMs: number;
+  /** How often backend files are read (ms). Default 10. */
+  pollMs?: number;
+}
+
+export interface Observer {
+  addNode(id: string, backendDir: string): void;
+  /** Feed dataplane observations (netns probes) into the same checker. */
+  record(sample: OwnershipSample): void;
+  /** Violations seen so far (cheap; for progress lines and early test failure). */
+  violations(): Violation[];
+  /** Stop watching and return the report. With `expectConverged`, also checks claims == assignment == backend. */
+  stop(opts?: { expectConverged?: boolean }): Promise<InvariantReport>;
+}
