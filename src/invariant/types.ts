@@ -47,5 +47,5 @@ export interface Observer {
   /** Violations seen so far (cheap; for progress lines and early test failure). */
   violations(): Violation[];
   /** Stop watching and return the report. With `expectConverged`, also checks claims == assignment == backend. */
-  stop(opts?: { expectConverged?: boolean }): Promise<InvariantReport>;
+  stop(opts?: { expectConverged?: boolean; convergeTimeoutMs?: number }): Promise<InvariantReport>;
 }

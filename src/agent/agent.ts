@@ -1,0 +1,428 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { Etcd3 } from 'etcd3';
+import type { Backend } from '../backends/backend.js';
+import type { NodeConfig } from '../config/types.js';
+import { etcdClientOptions } from '../etcd/client.js';
+import { keysFor, type Keys } from '../etcd/keys.js';
+import { watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
+import type { NodeValue } from '../etcd/values.js';
+import { makeBackend } from './backendFactory.js';
+import { ClaimReconciler } from './claims.js';
+import { monoNow, sleep } from './clock.js';
+import { Election } from './election.js';
+import type { AgentEvent, FenceReason } from './events.js';
+import { FenceTimer } from './fence.js';
+import { KernelGate } from './kernel.js';
+import { startLoopDelayMonitor } from './loopDelay.js';
+import { Rebalancer } from './rebalancer.js';
+import { NodeSession, defaultFenceMarginMs } from './session.js';
+import { StatusWriter } from './status.js';
+
+// The agent: one session (lease + fence), one watched picture of the cluster, the election and the leader's
+// rebalancer, the claim reconciler and the status writer, composed. It emits AgentEvents ('event') and never
+// logs; the daemon (daemon.ts) turns events into log lines and metrics and maps signals to shutdown().
+
+export const AGENT_VERSION = '0.1.0';
+
+export type AgentPhase =
+  | { phase: 'starting' }
+  | { phase: 'running' }
+  | { phase: 'draining'; since: number }
+  | { phase: 'stopping' }
+  | { phase: 'stopped' };
+
+export interface AgentOptions {
+  cfg: NodeConfig;
+  /** Inject a client (tests); created from cfg.etcd otherwise. */
+  etcd?: Etcd3;
+}
+
+export class Agent extends EventEmitter {
+  readonly keys: Keys;
+  readonly nodeId: string;
+  private readonly cfg: NodeConfig;
+  private readonly etcd: Etcd3;
+  private readonly ownsEtcd: boolean;
+  private backend!: Backend;
+  private fence!: FenceTimer;
+  private kernel!: KernelGate;
+  private watch!: ClusterWatch;
+  private session!: NodeSession;
+  private election!: Election;
+  private rebalancer!: Rebalancer;
+  private reconciler!: ClaimReconciler;
+  private status!: StatusWriter;
+  private stopLoopDelay: (() => void) | undefined;
+  private phase: AgentPhase = { phase: 'starting' };
+  private releaseAll = false;
+  private registering = false;
+  private readonly startedAt = new Date().toISOString();
+  private readonly abort = new AbortController();
+
+  constructor(opts: AgentOptions) {
+    super();
+    this.cfg = opts.cfg;
+    this.nodeId = opts.cfg.nodeId;
+    this.keys = keysFor(opts.cfg.cluster);
+    this.ownsEtcd = opts.etcd === undefined;
+    this.etcd =
+      opts.etcd ??
+      new Etcd3({
+        ...etcdClientOptions(opts.cfg.etcd),
+        // grpc-js backs reconnects off up to 120 s; after a partition heals we want etcd back within a second.
+        grpcOptions: {
+          'grpc.initial_reconnect_backoff_ms': 100,
+          'grpc.min_reconnect_backoff_ms': 100,
+          'grpc.max_reconnect_backoff_ms': 1000,
+        },
+      });
+  }
+
+  private emitEvent(e: AgentEvent): void {
+    this.emit('event', e);
+  }
+
+  get state(): ClusterState {
+    return this.watch.state;
+  }
+
+  get isLeader(): boolean {
+    return this.election?.isLeader ?? false;
+  }
+
+  get sessionState(): NodeSession['state'] {
+    return this.session.state;
+  }
+
+  get currentPhase(): AgentPhase {
+    return this.phase;
+  }
+
+  /** Start everything; resolves once the first lease is held (retries until etcd answers or stop()). */
+  async start(): Promise<void> {
+    const emit = (e: AgentEvent): void => this.emitEvent(e);
+    this.backend = await makeBackend(this.cfg.backend, this.nodeId);
+    this.fence = await FenceTimer.start({
+      backend: this.cfg.backend,
+      nodeId: this.nodeId,
+      onFenced: (m) => this.session?.handleWorkerFenced(m),
+      onWorkerError: (err) => {
+        emit({ event: 'backendError', op: 'clear', error: `fence worker died: ${err.message}`, attempt: 1, willRetry: false });
+        // Without its timer path we cannot promise the deadline: drop everything from here and stop acquiring.
+        this.releaseAll = true;
+        void this.kernel.clear().catch(() => undefined);
+      },
+    });
+    this.kernel = new KernelGate({
+      backend: this.backend,
+      emit,
+      fence: {
+        isFenced: () => this.fence.isFenced(),
+        msToDeadline: () => {
+          const d = this.fence.currentDeadline();
+          return d === 0 ? 0 : d - monoNow();
+        },
+      },
+    });
+    this.stopLoopDelay = startLoopDelayMonitor(emit);
+
+    // Start-up: nothing is claimed under a lease we do not have yet, so whatever the backend holds is an orphan
+    // of an earlier run. Release it before anything else.
+    await this.releaseOrphans();
+    this.watch = await this.retry('watch', () =>
+      watchCluster(this.etcd, this.keys, {
+        onChange: (c) => this.onChange(c),
+        onError: (err) => emit({ event: 'etcdError', op: 'watch', error: err.message }),
+      }),
+    );
+    for (const b of this.watch.state.badValues) emit({ event: 'badValue', key: b.key, error: b.error });
+    if (this.watch.state.spec) await this.ensureSpec();
+    await this.revokePreviousIncarnation();
+
+    this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
+    this.rebalancer = new Rebalancer({
+      etcd: this.etcd,
+      keys: this.keys,
+      nodeId: this.nodeId,
+      election: this.election,
+      state: () => this.watch.state,
+      emit,
+      onNotLeader: () => void this.recampaign(),
+    });
+    this.reconciler = new ClaimReconciler({
+      etcd: this.etcd,
+      keys: this.keys,
+      nodeId: this.nodeId,
+      kernel: this.kernel,
+      state: () => this.watch.state,
+      leaseId: () => this.session.leaseId,
+      live: () => this.session.isLive() && !this.releaseAll,
+      draining: () => this.phase.phase === 'draining',
+      releaseAll: () => this.releaseAll,
+      emit,
+      afterPass: () => {
+        this.status.mark();
+        this.emit('pass');
+      },
+    });
+    this.status = new StatusWriter({
+      etcd: this.etcd,
+      keys: this.keys,
+      nodeId: this.nodeId,
+      leaseId: () => this.session.leaseId,
+      emit,
+      snapshot: () => ({
+        held: Object.fromEntries([...this.kernel.held].map(([vip, s]) => [vip, [...s].sort((a, b) => a - b)])),
+        backend: this.backend.kind,
+        fenced: this.session.state.state === 'fenced',
+        lastError: this.kernel.lastError?.message.slice(0, 2000) ?? null,
+        lastErrorAt: this.kernel.lastError?.at.toISOString() ?? null,
+        lastApplyAt: this.kernel.lastApplyAt?.toISOString() ?? null,
+        lastAckAt: this.session.lastAckAt?.toISOString() ?? null,
+      }),
+    });
+    this.session = new NodeSession({
+      etcd: this.etcd,
+      ttlSeconds: this.cfg.leaseTtlSeconds,
+      marginMs: this.cfg.fenceMarginMs > 0 ? this.cfg.fenceMarginMs : defaultFenceMarginMs(this.cfg.leaseTtlSeconds),
+      fence: this.fence,
+      emit,
+      hooks: {
+        onLease: (leaseId) => this.onLease(leaseId),
+        onAck: () => {
+          void this.kernel.refresh().catch(() => undefined);
+        },
+        onFenced: (reason) => this.onFenced(reason),
+        onUnfenced: () => {
+          this.reconciler.trigger();
+          this.status.mark();
+        },
+      },
+    });
+    await this.session.start();
+    this.phase = { phase: 'running' };
+  }
+
+  private async retry<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (this.abort.signal.aborted) throw err;
+        this.emitEvent({ event: 'etcdError', op, error: (err as Error).message });
+        await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal);
+      }
+    }
+  }
+
+  private async releaseOrphans(): Promise<void> {
+    let held;
+    try {
+      held = await this.kernel.read();
+    } catch {
+      held = new Map<string, Set<number>>();
+    }
+    const t0 = monoNow();
+    await this.kernel.clear();
+    for (const [vip, s] of held) {
+      for (const bucket of s) {
+        this.emitEvent({ event: 'released', vip, bucket, reason: 'startupOrphan', durationMs: Math.round((monoNow() - t0) * 100) / 100 });
+      }
+    }
+  }
+
+  /** A node key of ours under another lease is an earlier run of this node: end it so its claims go now. */
+  private async revokePreviousIncarnation(): Promise<void> {
+    const old = this.watch.state.nodes.get(this.nodeId);
+    if (!old || old.lease === '0') return;
+    try {
+      await this.etcd.leaseClient.leaseRevoke({ ID: old.lease });
+      this.emitEvent({ event: 'etcdError', op: 'revokePrevious', error: `revoked lease ${old.lease} of an earlier run of ${this.nodeId}` });
+    } catch {
+      // Already expired.
+    }
+  }
+
+  private async ensureSpec(): Promise<void> {
+    const spec = this.watch.state.spec?.spec;
+    if (!spec) return;
+    try {
+      await this.kernel.ensure(spec);
+    } catch (err) {
+      this.emitEvent({ event: 'backendError', op: 'ensure', error: (err as Error).message, attempt: 1, willRetry: false });
+    }
+  }
+
+  private nodeValue(): NodeValue {
+    return {
+      v: 1,
+      address: hostname().slice(0, 255),
+      weight: this.cfg.weight,
+      draining: this.phase.phase === 'draining' || this.phase.phase === 'stopping',
+      version: AGENT_VERSION,
+      startedAt: this.startedAt,
+    };
+  }
+
+  private async register(leaseId: string): Promise<void> {
+    await this.etcd.put(this.keys.node(this.nodeId)).value(JSON.stringify(this.nodeValue())).lease(leaseId);
+  }
+
+  private async onLease(leaseId: string): Promise<void> {
+    this.reconciler.resetLease();
+    this.rebalancer.reset();
+    await this.register(leaseId);
+    await this.election.campaign(leaseId);
+    this.election.evaluate(this.watch.state);
+    this.status.mark(true);
+    this.reconciler.trigger();
+    if (this.election.isLeader) this.rebalancer.trigger();
+  }
+
+  private onFenced(reason: FenceReason): void {
+    const buckets = this.kernel.heldCount();
+    this.kernel.markCleared();
+    // The worker cleared its view of the kernel; clear ours too in case a write of ours raced with it.
+    void this.kernel.clear().catch(() => undefined);
+    this.emitEvent({ event: 'fenced', reason, buckets });
+    if (reason === 'leaseLost') {
+      this.election.reset('leaseLost');
+      this.rebalancer.reset();
+      this.reconciler.resetLease();
+    }
+    this.status.mark();
+  }
+
+  private async recampaign(): Promise<void> {
+    const leaseId = this.session.leaseId;
+    if (!leaseId || this.session.state.state !== 'live') return;
+    try {
+      await this.election.campaign(leaseId);
+      this.election.evaluate(this.watch.state);
+      if (this.election.isLeader) this.rebalancer.trigger();
+    } catch (err) {
+      this.emitEvent({ event: 'etcdError', op: 'campaign', error: (err as Error).message });
+      setTimeout(() => void this.recampaign(), 200).unref();
+    }
+  }
+
+  private onChange(change: StateChange): void {
+    const seenAt = monoNow();
+    for (const b of change.bad) this.emitEvent({ event: 'badValue', key: b.key, error: b.error });
+    const state = this.watch.state;
+    const touched = (k: string): boolean => change.puts.includes(k) || change.deletes.includes(k);
+    if (touched(this.keys.spec) || change.puts.includes(this.keys.prefix)) void this.ensureSpec();
+    if (!this.session || !this.election) return;
+    // Our node key must say what we are: re-put it if it vanished or was overwritten (bad data, an operator).
+    const leaseId = this.session.leaseId;
+    const mine = state.nodes.get(this.nodeId);
+    const mineBad = state.badValues.some((b) => b.key === this.keys.node(this.nodeId));
+    if (leaseId && this.session.isLive() && (!mine || mine.lease !== leaseId || mineBad) && !this.registering) {
+      this.registering = true;
+      void this.register(leaseId)
+        .catch((err: Error) => this.emitEvent({ event: 'etcdError', op: 'register', error: err.message }))
+        .finally(() => (this.registering = false));
+    }
+    if (this.election.evaluate(state) === 'recampaign') void this.recampaign();
+    if (this.election.isLeader) this.rebalancer.trigger(seenAt);
+    this.reconciler.trigger();
+  }
+
+  /** Bucket handoff done: no claim, no kernel entry, nothing assigned to us. */
+  private handedOff(): boolean {
+    if (this.reconciler.heldClaimCount() > 0 || this.kernel.heldCount() > 0) return false;
+    for (const a of this.watch.state.assignments.values()) {
+      if (Object.values(a.value.owners).includes(this.nodeId)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Graceful stop: mark draining, let the leader move every bucket away through the normal release → acquire
+   * path, then release what is left, revoke the lease and close. `hurry` (a second signal) cuts the wait short.
+   */
+  async shutdown(opts: { timeoutMs: number; hurry?: AbortSignal }): Promise<void> {
+    if (this.phase.phase === 'stopping' || this.phase.phase === 'stopped') return;
+    const emit = (e: AgentEvent): void => this.emitEvent(e);
+    if (this.phase.phase === 'running' && this.session?.isLive()) {
+      this.phase = { phase: 'draining', since: Date.now() };
+      emit({ event: 'shutdown', phase: 'draining' });
+      const leaseId = this.session.leaseId;
+      const until = Date.now() + opts.timeoutMs;
+      try {
+        if (leaseId) await withTimeout(this.register(leaseId), Math.max(100, opts.timeoutMs));
+        await new Promise<void>((resolve) => {
+          const check = (): void => {
+            if (this.handedOff() || Date.now() >= until || opts.hurry?.aborted) {
+              clearInterval(t);
+              this.off('pass', check);
+              opts.hurry?.removeEventListener('abort', check);
+              resolve();
+            }
+          };
+          const t = setInterval(check, 50);
+          this.on('pass', check);
+          opts.hurry?.addEventListener('abort', check);
+          this.reconciler.trigger();
+          check();
+        });
+      } catch (err) {
+        emit({ event: 'etcdError', op: 'drain', error: (err as Error).message });
+      }
+      emit({ event: 'shutdown', phase: this.handedOff() ? 'handedOff' : 'timedOut' });
+    }
+    this.phase = { phase: 'stopping' };
+    await this.stopEverything(opts.hurry?.aborted ? 300 : 1000);
+  }
+
+  /** Release everything and stop, at once (second signal, fatal errors). */
+  async stopNow(): Promise<void> {
+    if (this.phase.phase === 'stopped') return;
+    this.phase = { phase: 'stopping' };
+    await this.stopEverything(300);
+  }
+
+  private async stopEverything(stepTimeoutMs: number): Promise<void> {
+    const emit = (e: AgentEvent): void => this.emitEvent(e);
+    this.abort.abort();
+    this.releaseAll = true;
+    this.rebalancer?.stop();
+    this.reconciler?.stop();
+    this.status?.stop();
+    // Each cleanup step runs under its own bound, never under the signal that got us here.
+    if (this.fence) {
+      const fenced = await withTimeout(this.fence.fenceNow('shutdown'), stepTimeoutMs * 3).catch(() => null);
+      if (!fenced && this.kernel) await withTimeout(this.kernel.clear(), stepTimeoutMs).catch(() => undefined);
+      this.kernel?.markCleared();
+    }
+    emit({ event: 'shutdown', phase: 'released' });
+    if (this.session) {
+      await this.session.close({ revoke: true, timeoutMs: stepTimeoutMs });
+      emit({ event: 'shutdown', phase: 'revoked' });
+    }
+    await withTimeout(this.watch?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
+    await withTimeout(this.fence?.stop() ?? Promise.resolve(), stepTimeoutMs * 3).catch(() => undefined);
+    await withTimeout(this.backend?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
+    this.stopLoopDelay?.();
+    if (this.ownsEtcd) this.etcd.close();
+    this.phase = { phase: 'stopped' };
+    emit({ event: 'shutdown', phase: 'done' });
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}

@@ -1,0 +1,80 @@
+import type { ClusterSpec } from '../config/types.js';
+import type { AssignValue } from '../etcd/values.js';
+import { planVip, type Move, type PlannerNode } from '../planner/index.js';
+
+// The leader's pure step: from the picture (spec, live nodes, current assignments) and the join budget left in
+// this interval, which `assign/<vip>` values to write and which to delete. Writes happen only when the owners
+// really change, so the leader's own write coming back through the watch plans to "nothing to do".
+
+export interface CurrentAssignment {
+  epoch: number;
+  owners: ReadonlyMap<number, string>;
+}
+
+export interface AssignmentInput {
+  leader: string;
+  spec: ClusterSpec;
+  nodes: readonly PlannerNode[];
+  current: ReadonlyMap<string, CurrentAssignment>;
+  /** rebalanceJoin moves still allowed per VIP in this interval (missing = the policy's full k). */
+  joinBudgetLeft: (vip: string) => number;
+}
+
+export interface AssignmentWrite {
+  vip: string;
+  value: AssignValue;
+  moves: Move[];
+  joinMoves: number;
+}
+
+export interface AssignmentPlan {
+  writes: AssignmentWrite[];
+  /** VIPs with an assignment but no longer in the spec. */
+  deletes: string[];
+  /** Some VIP would make more join moves with more budget (re-plan when the interval rolls over). */
+  wantsMoreJoinMoves: boolean;
+}
+
+export function ownersFromValue(v: AssignValue): Map<number, string> {
+  const m = new Map<number, string>();
+  for (const [b, n] of Object.entries(v.owners)) m.set(Number(b), n);
+  return m;
+}
+
+function sameOwners(a: ReadonlyMap<number, string>, b: ReadonlyMap<number, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
+
+export function planAssignments(input: AssignmentInput): AssignmentPlan {
+  const writes: AssignmentWrite[] = [];
+  let wantsMore = false;
+  const inSpec = new Set<string>();
+  for (const vip of input.spec.vips) {
+    inSpec.add(vip.address);
+    const cur = input.current.get(vip.address);
+    const currentOwners = cur?.owners ?? new Map<number, string>();
+    const budget = Math.max(0, input.joinBudgetLeft(vip.address));
+    const plan = planVip({
+      vip: vip.address,
+      buckets: vip.buckets,
+      nodes: input.nodes,
+      current: currentOwners,
+      joinMoveBudget: budget,
+    });
+    const joinMoves = plan.moves.filter((m) => m.reason === 'rebalanceJoin').length;
+    if (!plan.balanced && joinMoves >= budget) wantsMore = true;
+    if (cur && sameOwners(plan.owners, currentOwners)) continue;
+    const owners: Record<string, string> = {};
+    for (const [b, n] of [...plan.owners].sort((x, y) => x[0] - y[0])) owners[String(b)] = n;
+    writes.push({
+      vip: vip.address,
+      value: { v: 1, epoch: (cur?.epoch ?? 0) + 1, leader: input.leader, owners },
+      moves: plan.moves,
+      joinMoves,
+    });
+  }
+  const deletes = [...input.current.keys()].filter((v) => !inSpec.has(v));
+  return { writes, deletes, wantsMoreJoinMoves: wantsMore };
+}

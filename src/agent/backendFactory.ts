@@ -1,0 +1,11 @@
+import type { Backend } from '../backends/backend.js';
+import type { BackendConfig } from '../config/types.js';
+
+// Builds the node's Backend through the backends area's factory (src/backends/index.ts). Loaded lazily so the
+// fence worker and the daemon share one path.
+export async function makeBackend(cfg: BackendConfig, nodeId: string): Promise<Backend> {
+  const mod = (await import('../backends/index.js')) as {
+    createBackend: (cfg: BackendConfig, ctx: { nodeId: string }) => Backend;
+  };
+  return mod.createBackend(cfg, { nodeId });
+}

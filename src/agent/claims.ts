@@ -1,0 +1,277 @@
+import type { Etcd3 } from 'etcd3';
+import type { BucketChange } from '../backends/backend.js';
+import type { Keys } from '../etcd/keys.js';
+import { cmpRevision, type ClaimEntry, type ClusterState } from '../etcd/store.js';
+import { monoNow } from './clock.js';
+import { bucketKey, planClaims, type BucketRef, type ClaimPlan } from './claimPlan.js';
+import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
+import type { KernelGate } from './kernel.js';
+
+// Executes the claim protocol (DESIGN §5) for this node:
+//   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
+//   release = kernel remove (confirmed by the backend's read-back)  →  then txn If(Value == me ∧ Lease == mine) Delete
+// A claim we got but could not apply to the kernel is released again. Our own writes are overlaid on the
+// watched picture until the watch catches up, so a stale picture never makes us drop what we just took.
+
+export interface ReconcilerOptions {
+  etcd: Etcd3;
+  keys: Keys;
+  nodeId: string;
+  kernel: KernelGate;
+  state: () => ClusterState;
+  leaseId: () => string | null;
+  live: () => boolean;
+  draining: () => boolean;
+  releaseAll: () => boolean;
+  emit: (e: AgentEvent) => void;
+  /** Called after each pass (status writer, shutdown waiter). */
+  afterPass?: () => void;
+}
+
+const CONCURRENCY = 64;
+
+export class ClaimReconciler {
+  private scheduled = false;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+  /** key → our write not yet visible in the picture: the claim (or null = deleted) as of `revision`. */
+  private readonly overlay = new Map<string, { vip: string; bucket: number; revision: string; entry: ClaimEntry | null }>();
+  private readonly blocked = new Map<string, AcquireBlock>();
+  private backendFailures = 0;
+  private backendBlockedUntil = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: ReconcilerOptions) {}
+
+  trigger(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.pass();
+    });
+  }
+
+  /** Run passes until nothing is pending (for shutdown and tests). */
+  async settle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
+  /** Forget overlays (new lease: every claim of the old one is gone). */
+  resetLease(): void {
+    this.overlay.clear();
+    this.blocked.clear();
+  }
+
+  /** Claims we hold under our lease in the (overlaid) picture. */
+  heldClaimCount(): number {
+    const lease = this.o.leaseId();
+    let n = 0;
+    for (const m of this.claimsView().values()) for (const c of m.values()) if (c.owner === this.o.nodeId && c.lease === lease) n++;
+    return n;
+  }
+
+  private claimsView(): Map<string, Map<number, ClaimEntry>> {
+    const state = this.o.state();
+    const out = new Map<string, Map<number, ClaimEntry>>();
+    for (const [vip, m] of state.claims) out.set(vip, new Map(m));
+    for (const [k, ov] of this.overlay) {
+      if (cmpRevision(state.revision, ov.revision) >= 0) {
+        this.overlay.delete(k);
+        continue;
+      }
+      let m = out.get(ov.vip);
+      if (!m) out.set(ov.vip, (m = new Map()));
+      if (ov.entry) m.set(ov.bucket, ov.entry);
+      else m.delete(ov.bucket);
+    }
+    return out;
+  }
+
+  private async pass(): Promise<void> {
+    if (this.running || this.stopped) return;
+    this.again = false;
+    this.running = this.passInner()
+      .catch((err: unknown) => {
+        this.o.emit({ event: 'etcdError', op: 'reconcile', error: (err as Error).message });
+        this.retryLater(200);
+      })
+      .finally(() => {
+        this.running = null;
+        this.o.afterPass?.();
+        if (this.again) this.trigger();
+      });
+    await this.running;
+  }
+
+  private async passInner(): Promise<void> {
+    const state = this.o.state();
+    const leaseId = this.o.leaseId();
+    const plan = planClaims({
+      me: this.o.nodeId,
+      leaseId,
+      spec: state.spec?.spec ?? null,
+      assignments: state.assignments,
+      claims: this.claimsView(),
+      kernel: this.o.kernel.held,
+      live: this.o.live() && leaseId !== null,
+      releaseAll: this.o.releaseAll(),
+      draining: this.o.draining(),
+      backendBlocked: monoNow() < this.backendBlockedUntil,
+    });
+    this.reportBlocked(plan);
+    await this.release(plan, leaseId);
+    if (leaseId !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0)) await this.acquire(plan, leaseId);
+  }
+
+  private async release(plan: ClaimPlan, leaseId: string | null): Promise<void> {
+    if (plan.kernelRemove.length === 0 && plan.claimDelete.length === 0) return;
+    const t0 = monoNow();
+    if (plan.kernelRemove.length > 0) {
+      // Kernel first; a failure here leaves every claim in place (never a kernel bucket without its claim).
+      await this.o.kernel.apply(group(plan.kernelRemove, 'remove'));
+    }
+    const deleted = new Set<string>();
+    if (leaseId !== null) {
+      await inBatches(plan.claimDelete, async (r) => {
+        const key = this.o.keys.claim(r.vip, r.bucket);
+        const res = await this.o.etcd
+          .if(key, 'Value', '==', this.o.nodeId)
+          .and(key, 'Lease', '==', leaseId)
+          .then(this.o.etcd.delete().key(key))
+          .commit();
+        this.overlay.set(bucketKey(r.vip, r.bucket), { vip: r.vip, bucket: r.bucket, revision: res.header.revision, entry: null });
+        deleted.add(bucketKey(r.vip, r.bucket));
+        this.o.emit({ event: 'released', vip: r.vip, bucket: r.bucket, reason: r.reason, durationMs: ms(monoNow() - t0) });
+      });
+    }
+    for (const r of plan.kernelRemove) {
+      if (deleted.has(bucketKey(r.vip, r.bucket))) continue;
+      if (plan.claimDelete.some((d) => d.vip === r.vip && d.bucket === r.bucket)) continue;
+      this.o.emit({ event: 'released', vip: r.vip, bucket: r.bucket, reason: r.reason, durationMs: ms(monoNow() - t0) });
+    }
+  }
+
+  private async acquire(plan: ClaimPlan, leaseId: string): Promise<void> {
+    const started = new Map<string, number>();
+    const got: BucketRef[] = [];
+    await inBatches(plan.acquire, async (r) => {
+      const key = this.o.keys.claim(r.vip, r.bucket);
+      started.set(bucketKey(r.vip, r.bucket), monoNow());
+      const res = await this.o.etcd
+        .if(key, 'Create', '==', 0)
+        .then(this.o.etcd.put(key).value(this.o.nodeId).lease(leaseId))
+        .commit();
+      if (res.succeeded) {
+        this.overlay.set(bucketKey(r.vip, r.bucket), {
+          vip: r.vip,
+          bucket: r.bucket,
+          revision: res.header.revision,
+          entry: { owner: this.o.nodeId, lease: leaseId, createRevision: res.header.revision },
+        });
+        got.push(r);
+      } else {
+        // Someone holds it; the watch brings the holder and its delete, which triggers another pass.
+        this.noteBlocked(r, 'heldByOther');
+      }
+    });
+    const toAdd = [...got, ...plan.kernelAdd];
+    if (toAdd.length === 0) return;
+    let added: BucketChange[];
+    try {
+      added = await this.o.kernel.apply(group(toAdd, 'add'));
+    } catch (err) {
+      // Could not apply: hold no claim for it (the kernel gate already undid the adds).
+      this.backendFailures++;
+      const wait = Math.min(5000, 100 * 2 ** Math.min(this.backendFailures, 6));
+      this.backendBlockedUntil = monoNow() + wait;
+      for (const r of toAdd) this.noteBlocked(r, 'backendFailed');
+      await this.deleteClaims(toAdd, leaseId);
+      this.o.emit({ event: 'etcdError', op: 'acquire', error: `backend apply failed, claims released: ${(err as Error).message}` });
+      this.retryLater(wait);
+      return;
+    }
+    this.backendFailures = 0;
+    const addedSet = new Set(added.flatMap((c) => c.add.map((b) => bucketKey(c.vip, b))));
+    const now = monoNow();
+    for (const r of toAdd) {
+      const k = bucketKey(r.vip, r.bucket);
+      if (!addedSet.has(k)) {
+        this.noteBlocked(r, 'fenced');
+        continue;
+      }
+      this.blocked.delete(k);
+      this.o.emit({ event: 'acquired', vip: r.vip, bucket: r.bucket, durationMs: ms(now - (started.get(k) ?? now)) });
+    }
+  }
+
+  private async deleteClaims(refs: BucketRef[], leaseId: string): Promise<void> {
+    await inBatches(refs, async (r) => {
+      const key = this.o.keys.claim(r.vip, r.bucket);
+      const res = await this.o.etcd
+        .if(key, 'Value', '==', this.o.nodeId)
+        .and(key, 'Lease', '==', leaseId)
+        .then(this.o.etcd.delete().key(key))
+        .commit()
+        .catch(() => null);
+      if (res) this.overlay.set(bucketKey(r.vip, r.bucket), { vip: r.vip, bucket: r.bucket, revision: res.header.revision, entry: null });
+    });
+  }
+
+  private reportBlocked(plan: ClaimPlan): void {
+    const now = new Set<string>();
+    for (const b of plan.blocked) {
+      now.add(bucketKey(b.vip, b.bucket));
+      this.noteBlocked(b, b.reason, b.holder);
+    }
+    // Buckets no longer blocked nor wanted: forget, so a later block is reported again.
+    for (const k of [...this.blocked.keys()]) if (!now.has(k)) this.blocked.delete(k);
+  }
+
+  private noteBlocked(r: BucketRef, reason: AcquireBlock, holder?: string): void {
+    const k = bucketKey(r.vip, r.bucket);
+    if (this.blocked.get(k) === reason) return;
+    this.blocked.set(k, reason);
+    this.o.emit({ event: 'acquireBlocked', vip: r.vip, bucket: r.bucket, reason, ...(holder !== undefined ? { holder } : {}) });
+  }
+
+  private retryLater(ms: number): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.trigger();
+    }, ms);
+    this.retryTimer.unref();
+  }
+}
+
+function group(refs: (BucketRef & { reason?: ReleaseReason })[], op: 'add' | 'remove'): BucketChange[] {
+  const by = new Map<string, number[]>();
+  for (const r of refs) {
+    let l = by.get(r.vip);
+    if (!l) by.set(r.vip, (l = []));
+    l.push(r.bucket);
+  }
+  return [...by].map(([vip, bs]) => ({ vip, add: op === 'add' ? bs : [], remove: op === 'remove' ? bs : [] }));
+}
+
+async function inBatches<T>(items: T[], fn: (t: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += CONCURRENCY) {
+    await Promise.all(items.slice(i, i + CONCURRENCY).map(fn));
+  }
+}
+
+function ms(x: number): number {
+  return Math.round(x * 100) / 100;
+}

@@ -1,0 +1,150 @@
+import type { NodeConfig } from '../config/types.js';
+import { createLogger, type Logger } from '../log/logger.js';
+import { Agent } from './agent.js';
+import type { AgentEvent } from './events.js';
+
+// `clusterip-ha agent`: the Agent plus logs (one line per event, fixed vocabulary), metrics and signals.
+// First SIGTERM/SIGINT: graceful (drain, hand off, revoke) bounded by shutdownTimeoutMs. Second: release and
+// exit at once.
+
+export interface DaemonOptions {
+  logger?: Logger;
+}
+
+type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+/** One event → (level, op, fields). Pure, so the vocabulary is tested. */
+export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: Record<string, unknown>; msg: string } {
+  switch (e.event) {
+    case 'sessionStarted':
+      return { level: 'info', op: 'lease', fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds }, msg: 'lease granted' };
+    case 'keepaliveAck':
+      return { level: 'trace', op: 'lease', fields: { rttMs: e.rttMs, headroomMs: e.headroomMs }, msg: 'keepalive acknowledged' };
+    case 'leaseLost':
+      return { level: 'warn', op: 'lease', fields: {}, msg: 'lease lost' };
+    case 'fenced':
+      return { level: 'warn', op: 'fence', fields: { reason: e.reason, buckets: e.buckets }, msg: 'fenced: every bucket released' };
+    case 'unfenced':
+      return { level: 'info', op: 'fence', fields: { sameLease: e.sameLease }, msg: 'unfenced' };
+    case 'elected':
+      return { level: 'info', op: 'election', fields: { revision: e.revision }, msg: 'elected leader' };
+    case 'deposed':
+      return { level: 'warn', op: 'election', fields: { reason: e.reason }, msg: 'no longer leader' };
+    case 'assignmentWritten':
+      return {
+        level: 'info',
+        op: 'assign',
+        fields: {
+          vip: e.vip,
+          epoch: e.epoch,
+          moveCount: e.moves.length,
+          ...(e.moves.length <= 64 ? { moves: e.moves } : {}),
+          planMs: e.planMs,
+          sinceTriggerMs: e.sinceTriggerMs,
+        },
+        msg: 'assignment written',
+      };
+    case 'assignmentRejected':
+      return { level: 'warn', op: 'assign', fields: { vip: e.vip, reason: e.reason }, msg: 'assignment write rejected' };
+    case 'acquired':
+      return {
+        level: 'info',
+        op: 'acquire',
+        fields: { vip: e.vip, bucket: e.bucket, durationMs: e.durationMs, ...(e.unownedMs !== undefined ? { unownedMs: e.unownedMs } : {}) },
+        msg: 'bucket acquired',
+      };
+    case 'acquireBlocked':
+      return {
+        level: e.reason === 'backendFailed' || e.reason === 'etcdError' ? 'warn' : 'debug',
+        op: 'acquire',
+        fields: { vip: e.vip, bucket: e.bucket, reason: e.reason, ...(e.holder !== undefined ? { holder: e.holder } : {}) },
+        msg: 'acquire blocked',
+      };
+    case 'released':
+      return { level: 'info', op: 'release', fields: { vip: e.vip, bucket: e.bucket, reason: e.reason, durationMs: e.durationMs }, msg: 'bucket released' };
+    case 'backendError':
+      return {
+        level: e.willRetry ? 'warn' : 'error',
+        op: 'backend',
+        fields: { backendOp: e.op, error: e.error, attempt: e.attempt, willRetry: e.willRetry },
+        msg: 'backend error',
+      };
+    case 'badValue':
+      return { level: 'warn', op: 'etcd', fields: { key: e.key, error: e.error, reason: 'badValue' }, msg: 'ignoring invalid value' };
+    case 'etcdError':
+      return { level: 'warn', op: 'etcd', fields: { etcdOp: e.op, error: e.error }, msg: 'etcd error' };
+    case 'loopDelay':
+      return { level: e.maxMs > 100 ? 'warn' : 'debug', op: 'loop', fields: { p99Ms: e.p99Ms, maxMs: e.maxMs }, msg: 'event loop delay' };
+    case 'drainRequested':
+      return { level: 'info', op: 'shutdown', fields: {}, msg: 'drain requested' };
+    case 'shutdown':
+      return { level: 'info', op: 'shutdown', fields: { reason: e.phase }, msg: `shutdown: ${e.phase}` };
+  }
+}
+
+export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}): Promise<number> {
+  const base = opts.logger ?? createLogger({ level: cfg.logLevel, pretty: false });
+  const log = base.child({ node: cfg.nodeId });
+  const agent = new Agent({ cfg });
+  agent.on('event', (e: AgentEvent) => {
+    const l = logLineFor(e);
+    log[l.level]({ op: l.op, event: e.event, ...l.fields }, l.msg);
+  });
+
+  // Metrics are optional: a build without src/metrics still runs the agent.
+  let closeMetrics: () => Promise<void> = async () => undefined;
+  if (cfg.metricsListen !== 'off') {
+    try {
+      const m = await import('../metrics/index.js');
+      const metrics = m.attachAgentMetrics(agent);
+      const health = m.trackHealth(agent);
+      const srv = await m.startMetricsServer(cfg.metricsListen, metrics.registry, health);
+      closeMetrics = () => srv.close();
+      log.info({ op: 'metrics', url: srv.url }, 'metrics listening');
+    } catch (err) {
+      log.warn({ op: 'metrics', error: (err as Error).message }, 'metrics not started');
+    }
+  }
+
+  const hurry = new AbortController();
+  let signals = 0;
+  let stopping: Promise<void> | null = null;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    log.info({ op: 'shutdown', event: 'signal', reason: sig, count: signals }, `received ${sig}`);
+    if (signals === 1) {
+      stopping = agent.shutdown({ timeoutMs: cfg.shutdownTimeoutMs, hurry: hurry.signal });
+    } else {
+      hurry.abort();
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const onRejection = (err: unknown): void => {
+    // A library promise nobody awaited: log it with what we know, never crash on it.
+    log.error({ op: 'agent', event: 'unhandledRejection', error: String((err as Error)?.stack ?? err) }, 'unhandled rejection');
+  };
+  process.on('unhandledRejection', onRejection);
+
+  let code = 0;
+  try {
+    await agent.start();
+    log.info({ op: 'agent', event: 'started', cluster: cfg.cluster, backend: cfg.backend.kind }, 'agent running');
+  } catch (err) {
+    if (signals === 0) {
+      log.fatal({ op: 'agent', event: 'startFailed', error: (err as Error).message }, 'agent failed to start');
+      code = 1;
+      stopping = agent.stopNow();
+    }
+  }
+  // Run until a signal started the shutdown, then wait for it.
+  while (stopping === null) await new Promise((r) => setTimeout(r, 200));
+  await stopping;
+  await closeMetrics().catch(() => undefined);
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  process.off('unhandledRejection', onRejection);
+  log.info({ op: 'shutdown', event: 'exit', code }, 'agent stopped');
+  log.flush?.();
+  return code;
+}

@@ -1,0 +1,26 @@
+// Messages and shared-memory layout between the main thread (fence.ts) and the fence worker (fenceWorker.ts).
+// Shared buffer: Float64 deadline (monotonic ms, 0 = disarmed) at byte 0; Int32 flags at byte 8.
+
+export const FENCED = 0; // Int32 index: 1 once the worker fired, until the main thread re-arms
+
+export interface FenceWorkerData {
+  sab: SharedArrayBuffer;
+  backend: unknown;
+  nodeId: string;
+}
+
+export type ToWorker =
+  | { type: 'arm' }
+  | { type: 'fenceNow'; reason: 'leaseLost' | 'shutdown' }
+  | { type: 'stop' };
+
+export type FromWorker =
+  | { type: 'ready' }
+  | {
+      type: 'fenced';
+      reason: 'deadlinePassed' | 'leaseLost' | 'shutdown';
+      deadline: number;
+      firedAt: number;
+      clearedAt: number;
+      error: string | undefined;
+    };

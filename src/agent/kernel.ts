@@ -1,0 +1,175 @@
+import pRetry from 'p-retry';
+import type { Backend, BucketChange, HeldBuckets } from '../backends/backend.js';
+import type { ClusterSpec } from '../config/types.js';
+import { BackendError } from '../errors.js';
+import type { AgentEvent } from './events.js';
+
+// The main thread's only door to the kernel. It serializes backend calls, never adds a bucket once the fence
+// flag is up or the deadline is too close, hands every add the time left to the fence deadline (so backends
+// that can expire entries do), retries transient failures with backoff, and undoes an add that raced with the
+// fence worker's clear. `held` is the model of what the kernel holds, kept from read-backs and applies.
+
+export interface FenceView {
+  /** The worker raised the fence flag (it may still be clearing). */
+  isFenced(): boolean;
+  /** Milliseconds until the fence deadline; <= 0 when passed or unknown. */
+  msToDeadline(): number;
+}
+
+export interface KernelOptions {
+  backend: Backend;
+  fence: FenceView;
+  emit: (e: AgentEvent) => void;
+  /** Do not add when less than this is left before the fence deadline. */
+  minHoldMs?: number;
+  retries?: number;
+}
+
+export class KernelGate {
+  readonly held: HeldBuckets = new Map();
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly minHoldMs: number;
+  private readonly retries: number;
+  lastError: { message: string; at: Date } | null = null;
+  lastApplyAt: Date | null = null;
+
+  constructor(private readonly o: KernelOptions) {
+    this.minHoldMs = o.minHoldMs ?? 25;
+    this.retries = o.retries ?? 4;
+  }
+
+  get kind(): string {
+    return this.o.backend.kind;
+  }
+
+  has(vip: string, bucket: number): boolean {
+    return this.held.get(vip)?.has(bucket) ?? false;
+  }
+
+  heldCount(): number {
+    let n = 0;
+    for (const s of this.held.values()) n += s.size;
+    return n;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  ensure(spec: ClusterSpec): Promise<void> {
+    return this.serial(() => this.withRetry('ensure', () => this.o.backend.ensure(spec)));
+  }
+
+  read(): Promise<HeldBuckets> {
+    return this.serial(() => this.readNow());
+  }
+
+  private async readNow(): Promise<HeldBuckets> {
+    const h = await this.withRetry('read', () => this.o.backend.read());
+    this.held.clear();
+    for (const [vip, s] of h) if (s.size > 0) this.held.set(vip, new Set(s));
+    return h;
+  }
+
+  /**
+   * Apply removes and adds. Removes always go through; adds only while unfenced with enough time left.
+   * Resolves with the adds that really were applied.
+   */
+  apply(changes: BucketChange[]): Promise<BucketChange[]> {
+    return this.serial(async () => {
+      const removes = changes.filter((c) => c.remove.length > 0).map((c) => ({ vip: c.vip, add: [], remove: c.remove }));
+      if (removes.length > 0) {
+        await this.withRetry('apply', () => this.o.backend.apply(removes));
+        for (const c of removes) for (const b of c.remove) this.held.get(c.vip)?.delete(b);
+        this.lastApplyAt = new Date();
+      }
+      const adds = changes.filter((c) => c.add.length > 0).map((c) => ({ vip: c.vip, add: c.add, remove: [] }));
+      if (adds.length === 0) return [];
+      if (!this.mayAdd()) return [];
+      try {
+        await this.withRetry('apply', async () => {
+          if (!this.mayAdd()) throw new FencedDuringApply();
+          await this.o.backend.apply(adds, { holdForMs: this.o.fence.msToDeadline() });
+        });
+      } catch (err) {
+        if (err instanceof FencedDuringApply) return [];
+        // Unknown what landed: undo the adds so nothing is held without a confirmed claim path.
+        await this.o.backend.apply(adds.map((c) => ({ vip: c.vip, add: [], remove: c.add }))).catch(() => undefined);
+        await this.readNow().catch(() => undefined);
+        throw err;
+      }
+      if (this.o.fence.isFenced()) {
+        // The worker fenced while we wrote: our add may have landed after its clear.
+        await this.o.backend.clear().catch(() => undefined);
+        this.held.clear();
+        return [];
+      }
+      for (const c of adds) {
+        let s = this.held.get(c.vip);
+        if (!s) this.held.set(c.vip, (s = new Set()));
+        for (const b of c.add) s.add(b);
+      }
+      this.lastApplyAt = new Date();
+      return adds;
+    });
+  }
+
+  /** Extend every held bucket to the current deadline (after each acknowledged keepalive). */
+  refresh(): Promise<void> {
+    return this.serial(async () => {
+      if (this.heldCount() === 0 || !this.mayAdd()) return;
+      await this.withRetry('refresh', () => this.o.backend.refresh(this.o.fence.msToDeadline()));
+      if (this.o.fence.isFenced()) {
+        await this.o.backend.clear().catch(() => undefined);
+        this.held.clear();
+      }
+    });
+  }
+
+  /** Drop everything (shutdown, fence follow-up on the main thread). */
+  clear(): Promise<void> {
+    return this.serial(async () => {
+      await this.withRetry('clear', () => this.o.backend.clear());
+      this.held.clear();
+    });
+  }
+
+  /** Forget the model after the fence worker cleared the kernel behind our back. */
+  markCleared(): void {
+    this.held.clear();
+  }
+
+  private mayAdd(): boolean {
+    return !this.o.fence.isFenced() && this.o.fence.msToDeadline() >= this.minHoldMs;
+  }
+
+  private async withRetry<T>(op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure', fn: () => Promise<T>): Promise<T> {
+    try {
+      return await pRetry(fn, {
+        retries: this.retries,
+        minTimeout: 10,
+        maxTimeout: 200,
+        factor: 2,
+        shouldRetry: ({ error }) => !(error instanceof FencedDuringApply) && isTransient(error),
+        onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+          if (error instanceof FencedDuringApply) return;
+          const willRetry = retriesLeft > 0 && isTransient(error);
+          this.lastError = { message: `${op}: ${error.message}`, at: new Date() };
+          this.o.emit({ event: 'backendError', op, error: error.message, attempt: attemptNumber, willRetry });
+        },
+      });
+    } catch (err) {
+      if (!(err instanceof FencedDuringApply)) this.lastError = { message: `${op}: ${(err as Error).message}`, at: new Date() };
+      throw err;
+    }
+  }
+}
+
+class FencedDuringApply extends Error {}
+
+function isTransient(err: unknown): boolean {
+  // Unknown errors (an fs error from the file backend, say) are worth a few retries too.
+  return err instanceof BackendError ? err.recoverable : true;
+}

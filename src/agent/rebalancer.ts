@@ -1,0 +1,169 @@
+import type { Etcd3 } from 'etcd3';
+import type { Keys } from '../etcd/keys.js';
+import type { ClusterState } from '../etcd/store.js';
+import { cmpRevision } from '../etcd/store.js';
+import { NotLeaderError } from '../errors.js';
+import { monoNow } from './clock.js';
+import type { Election } from './election.js';
+import type { AgentEvent } from './events.js';
+import { ownersFromValue, planAssignments, type CurrentAssignment } from './assignments.js';
+
+// The leader loop (DESIGN §6): on any change of nodes, claims, spec or assignments (coalesced for a few ms) it
+// plans every VIP and writes the changed assignments in one txn fenced by the campaign key. Join moves are
+// rationed to k per interval; when the budget runs out it plans again when the interval rolls over.
+
+export interface RebalancerOptions {
+  etcd: Etcd3;
+  keys: Keys;
+  nodeId: string;
+  election: Election;
+  state: () => ClusterState;
+  emit: (e: AgentEvent) => void;
+  /** Our fenced write failed: campaign again. */
+  onNotLeader: () => void;
+  coalesceMs?: number;
+}
+
+export class Rebalancer {
+  private timer: NodeJS.Timeout | undefined;
+  private firstTrigger: number | null = null;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private windowStart = 0;
+  private readonly joinUsed = new Map<string, number>();
+  private rollover: NodeJS.Timeout | undefined;
+  /** Our last writes, until the picture catches up with them. */
+  private readonly written = new Map<string, { revision: string; current: CurrentAssignment | null }>();
+
+  constructor(private readonly o: RebalancerOptions) {}
+
+  /** Something changed; plan soon. `at` is when the change was seen (monotonic). */
+  trigger(at = monoNow()): void {
+    if (this.stopped || !this.o.election.isLeader) return;
+    this.firstTrigger ??= at;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) return;
+    const wait = Math.max(0, (this.o.coalesceMs ?? 2) - (monoNow() - at));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.run();
+    }, wait);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.rollover) clearTimeout(this.rollover);
+  }
+
+  /** Leadership changed hands: forget what we wrote (the next leader's picture is authoritative). */
+  reset(): void {
+    this.written.clear();
+    this.firstTrigger = null;
+  }
+
+  private async run(): Promise<void> {
+    if (this.running || this.stopped) return;
+    this.running = true;
+    const trigger = this.firstTrigger ?? monoNow();
+    this.firstTrigger = null;
+    this.again = false;
+    try {
+      await this.step(trigger);
+    } finally {
+      this.running = false;
+      if (this.again && !this.stopped) this.trigger(this.firstTrigger ?? monoNow());
+    }
+  }
+
+  private budgetLeft(vip: string, k: number, intervalMs: number): number {
+    const now = monoNow();
+    if (now - this.windowStart >= intervalMs) {
+      this.windowStart = now;
+      this.joinUsed.clear();
+    }
+    return Math.max(0, k - (this.joinUsed.get(vip) ?? 0));
+  }
+
+  private async step(trigger: number): Promise<void> {
+    const { election, keys, etcd } = this.o;
+    if (!election.isLeader) return;
+    const state = this.o.state();
+    const spec = state.spec?.spec;
+    if (!spec) return;
+    const t0 = monoNow();
+    const current = new Map<string, CurrentAssignment>();
+    for (const [vip, a] of state.assignments) current.set(vip, { epoch: a.value.epoch, owners: ownersFromValue(a.value) });
+    // Until the watch shows our own last write, plan from what we wrote, not from the older picture.
+    for (const [vip, w] of this.written) {
+      if (cmpRevision(state.revision, w.revision) >= 0) this.written.delete(vip);
+      else if (w.current) current.set(vip, w.current);
+      else current.delete(vip);
+    }
+    const nodes = [...state.nodes].map(([id, n]) => ({ id, weight: n.value.weight, draining: n.value.draining }));
+    const { joinMovesPerInterval: k, intervalMs } = spec.rebalance;
+    const plan = planAssignments({
+      leader: this.o.nodeId,
+      spec,
+      nodes,
+      current,
+      joinBudgetLeft: (vip) => this.budgetLeft(vip, k, intervalMs),
+    });
+    const planMs = monoNow() - t0;
+    if (plan.wantsMoreJoinMoves && k > 0) this.scheduleRollover(intervalMs);
+    if (plan.writes.length === 0 && plan.deletes.length === 0) return;
+
+    const ops = [
+      ...plan.writes.map((w) => etcd.put(keys.assign(w.vip)).value(JSON.stringify(w.value))),
+      ...plan.deletes.map((vip) => etcd.delete().key(keys.assign(vip))),
+    ];
+    let revision: string;
+    try {
+      // etcd allows 128 ops per txn; one VIP is one op, and specs stay far below that.
+      revision = await election.fencedTxn(ops);
+    } catch (err) {
+      const reason = err instanceof NotLeaderError ? 'notLeader' : 'etcdError';
+      for (const w of plan.writes) this.o.emit({ event: 'assignmentRejected', vip: w.vip, reason });
+      if (reason === 'notLeader') {
+        this.reset();
+        this.o.onNotLeader();
+      } else {
+        this.o.emit({ event: 'etcdError', op: 'assign', error: (err as Error).message });
+        setTimeout(() => this.trigger(), 200).unref();
+      }
+      return;
+    }
+    const done = monoNow();
+    for (const w of plan.writes) {
+      this.joinUsed.set(w.vip, (this.joinUsed.get(w.vip) ?? 0) + w.joinMoves);
+      this.written.set(w.vip, { revision, current: { epoch: w.value.epoch, owners: ownersFromValue(w.value) } });
+      this.o.emit({
+        event: 'assignmentWritten',
+        vip: w.vip,
+        epoch: w.value.epoch,
+        moves: w.moves,
+        planMs: round(planMs),
+        sinceTriggerMs: round(done - trigger),
+      });
+    }
+    for (const vip of plan.deletes) this.written.set(vip, { revision, current: null });
+  }
+
+  private scheduleRollover(intervalMs: number): void {
+    if (this.rollover) return;
+    const wait = Math.max(1, intervalMs - (monoNow() - this.windowStart));
+    this.rollover = setTimeout(() => {
+      this.rollover = undefined;
+      this.trigger();
+    }, wait);
+    this.rollover.unref();
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}

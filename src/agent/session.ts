@@ -1,0 +1,284 @@
+import type { Etcd3, ILeaseKeepAliveResponse } from 'etcd3';
+import { monoNow, sleep } from './clock.js';
+import type { AgentEvent, FenceReason } from './events.js';
+import type { FencedMessage } from './fence.js';
+
+// The node's one lease (DESIGN §5), like etcd's concurrency.Session but with a fence: keepalives run on our own
+// stream so we know when each acknowledged keepalive was SENT (monotonic); the lease cannot expire on the server
+// before t_send + TTL, so the fence deadline is t_send(last ack) + TTL − margin. The deadline is handed to the
+// fence worker, which drops every bucket when it passes. Recovery: an ack for the same lease after a fence
+// resumes it; a lease etcd says is gone is replaced by a new one and the agent re-registers (onLease).
+
+export type SessionState =
+  | { state: 'starting' }
+  | { state: 'live'; leaseId: string; ttlSeconds: number }
+  | { state: 'fenced'; reason: FenceReason; leaseId: string | null }
+  | { state: 'closed' };
+
+/** What the session needs from the fence worker (FenceTimer). */
+export interface FenceControl {
+  setDeadline(mono: number): void;
+  rearm(mono: number): void;
+  fenceNow(reason: 'leaseLost' | 'shutdown'): Promise<FencedMessage>;
+  isFenced(): boolean;
+}
+
+export interface SessionHooks {
+  /** A lease was granted (first or after loss): register node key, campaign, status under it. */
+  onLease(leaseId: string): Promise<void> | void;
+  /** Each acknowledged keepalive while live (refresh kernel expiries). */
+  onAck(): void;
+  /** The kernel was cleared by the fence; stop acquiring. */
+  onFenced(reason: FenceReason): void;
+  /** Live again. */
+  onUnfenced(sameLease: boolean): void;
+}
+
+export interface SessionOptions {
+  etcd: Etcd3;
+  ttlSeconds: number;
+  marginMs: number;
+  fence: FenceControl;
+  emit: (e: AgentEvent) => void;
+  hooks: SessionHooks;
+}
+
+/** Keep at least this much time before the deadline when (re)arming, or stay fenced. */
+const MIN_HEADROOM_MS = 50;
+
+export function defaultFenceMarginMs(ttlSeconds: number): number {
+  return Math.max(250, (ttlSeconds * 1000) / 4);
+}
+
+/** Deadline arithmetic, pure: margin is clamped so a short TTL still leaves half of it usable. */
+export function fenceDeadline(tSend: number, ttlSeconds: number, marginMs: number): number {
+  const ttlMs = ttlSeconds * 1000;
+  return tSend + ttlMs - Math.min(marginMs, ttlMs / 2);
+}
+
+export class NodeSession {
+  private st: SessionState = { state: 'starting' };
+  private readonly abort = new AbortController();
+  private lease: { id: string; ttl: number } | null = null;
+  private lastAck: { tSend: number; wall: Date; deadline: number; leaseId: string } | null = null;
+  private stream: { end(): void } | undefined;
+  private replacing = false;
+
+  constructor(private readonly o: SessionOptions) {}
+
+  get state(): SessionState {
+    return this.st;
+  }
+
+  /** Aborted when the session closes. */
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  get leaseId(): string | null {
+    return this.lease?.id ?? null;
+  }
+
+  get grantedTtlSeconds(): number {
+    return this.lease?.ttl ?? this.o.ttlSeconds;
+  }
+
+  get lastAckAt(): Date | null {
+    return this.lastAck?.wall ?? null;
+  }
+
+  get deadline(): number {
+    return this.lastAck?.deadline ?? 0;
+  }
+
+  isLive(): boolean {
+    return this.st.state === 'live' && !this.o.fence.isFenced();
+  }
+
+  /** Grant the first lease (retrying until etcd answers or the session closes) and start keepalives. */
+  async start(): Promise<void> {
+    await this.grantAndRegister();
+  }
+
+  private keepaliveIntervalMs(ttl: number): number {
+    // Three keepalives fit between an ack and its deadline, so one lost keepalive never fences.
+    const usable = ttl * 1000 - Math.min(this.o.marginMs, (ttl * 1000) / 2);
+    return Math.max(50, Math.floor(usable / 3));
+  }
+
+  private async grantAndRegister(): Promise<void> {
+    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+      const tSend = monoNow();
+      try {
+        const res = await this.o.etcd.leaseClient.leaseGrant({ TTL: this.o.ttlSeconds });
+        const ttl = Number(res.TTL);
+        const id = res.ID;
+        this.lease = { id, ttl };
+        const deadline = fenceDeadline(tSend, ttl, this.o.marginMs);
+        this.lastAck = { tSend, wall: new Date(), deadline, leaseId: id };
+        this.o.fence.rearm(deadline);
+        this.o.emit({ event: 'sessionStarted', leaseId: id, ttlSeconds: ttl });
+        this.startKeepalives(id, ttl);
+        try {
+          await this.o.hooks.onLease(id);
+        } catch (err) {
+          this.o.emit({ event: 'etcdError', op: 'register', error: (err as Error).message });
+        }
+        const wasFenced = this.st.state === 'fenced';
+        if (this.lease?.id === id && !this.abort.signal.aborted) {
+          this.st = { state: 'live', leaseId: id, ttlSeconds: ttl };
+          if (wasFenced) {
+            this.o.emit({ event: 'unfenced', sameLease: false });
+            this.o.hooks.onUnfenced(false);
+          }
+        }
+        return;
+      } catch (err) {
+        this.o.emit({ event: 'etcdError', op: 'leaseGrant', error: (err as Error).message });
+        await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal);
+      }
+    }
+  }
+
+  private startKeepalives(leaseId: string, ttl: number): void {
+    void this.keepaliveLoop(leaseId, ttl);
+  }
+
+  private async keepaliveLoop(leaseId: string, ttl: number): Promise<void> {
+    const interval = this.keepaliveIntervalMs(ttl);
+    // An unanswered keepalive older than this means the stream is stuck (a blackholed connection): reopen it.
+    const staleMs = Math.max(2 * interval, 500);
+    while (!this.abort.signal.aborted && this.lease?.id === leaseId) {
+      let stream;
+      try {
+        stream = await this.o.etcd.leaseClient.leaseKeepAlive();
+      } catch (err) {
+        this.o.emit({ event: 'etcdError', op: 'keepalive', error: (err as Error).message });
+        await sleep(100, this.abort.signal);
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const sent: number[] = [];
+        let done = false;
+        const finish = (): void => {
+          if (done) return;
+          done = true;
+          clearInterval(tick);
+          try {
+            stream.end();
+          } catch {
+            // already broken
+          }
+          resolve();
+        };
+        const send = (): void => {
+          if (this.abort.signal.aborted || this.lease?.id !== leaseId) return finish();
+          const oldest = sent[0];
+          if (oldest !== undefined && monoNow() - oldest > staleMs) {
+            this.o.emit({ event: 'etcdError', op: 'keepalive', error: `no keepalive answer for ${staleMs} ms` });
+            return finish();
+          }
+          sent.push(monoNow());
+          try {
+            stream.write({ ID: leaseId });
+          } catch {
+            finish();
+          }
+        };
+        stream.on('data', (res: ILeaseKeepAliveResponse) => {
+          const tSend = sent.shift();
+          if (tSend === undefined || done) return;
+          if (res.TTL === '0') {
+            finish();
+            void this.onLeaseLost(leaseId);
+            return;
+          }
+          this.onAck(leaseId, tSend, Number(res.TTL));
+        });
+        stream.on('error', (err: Error) => {
+          if (!done && !this.abort.signal.aborted) this.o.emit({ event: 'etcdError', op: 'keepalive', error: err.message });
+          finish();
+        });
+        stream.on('end', finish);
+        this.stream = { end: finish };
+        const tick = setInterval(send, interval);
+        send();
+      });
+      if (!this.abort.signal.aborted && this.lease?.id === leaseId) await sleep(50, this.abort.signal);
+    }
+  }
+
+  private onAck(leaseId: string, tSend: number, ttl: number): void {
+    if (this.lease?.id !== leaseId) return;
+    const now = monoNow();
+    const deadline = fenceDeadline(tSend, ttl, this.o.marginMs);
+    // Acks can arrive out of order only across streams; never move the deadline back.
+    if (this.lastAck && this.lastAck.leaseId === leaseId && deadline <= this.lastAck.deadline) return;
+    this.lastAck = { tSend, wall: new Date(), deadline, leaseId };
+    this.o.emit({ event: 'keepaliveAck', rttMs: round(now - tSend), headroomMs: round(deadline - now) });
+    if (this.st.state === 'live') {
+      this.o.fence.setDeadline(deadline);
+      if (!this.o.fence.isFenced()) this.o.hooks.onAck();
+    } else if (this.st.state === 'fenced') {
+      this.tryResume();
+    }
+  }
+
+  /** The fence worker fired (its backend is already clear). */
+  handleWorkerFenced(m: FencedMessage): void {
+    // fenceNow() callers (lease loss, shutdown) handle their own fences.
+    if (this.st.state === 'closed' || m.reason !== 'deadlinePassed') return;
+    if (this.st.state === 'fenced' && this.st.reason !== 'deadlinePassed') return;
+    this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: this.lease?.id ?? null };
+    this.o.hooks.onFenced('deadlinePassed');
+    this.tryResume();
+  }
+
+  /** Same lease, and an ack newer than the fence leaves room: resume. */
+  private tryResume(): void {
+    if (this.st.state !== 'fenced' || this.st.reason !== 'deadlinePassed' || this.replacing) return;
+    const a = this.lastAck;
+    if (!a || a.leaseId !== this.lease?.id || a.deadline - monoNow() < MIN_HEADROOM_MS) return;
+    this.o.fence.rearm(a.deadline);
+    this.st = { state: 'live', leaseId: a.leaseId, ttlSeconds: this.lease.ttl };
+    this.o.emit({ event: 'unfenced', sameLease: true });
+    this.o.hooks.onUnfenced(true);
+  }
+
+  private async onLeaseLost(leaseId: string): Promise<void> {
+    if (this.lease?.id !== leaseId || this.replacing || this.abort.signal.aborted) return;
+    this.replacing = true;
+    try {
+      this.o.emit({ event: 'leaseLost' });
+      this.st = { state: 'fenced', reason: 'leaseLost', leaseId };
+      // The kernel must be empty before anything is claimed under a new lease.
+      const m = await this.o.fence.fenceNow('leaseLost');
+      this.o.hooks.onFenced('leaseLost');
+      if (m.error) this.o.emit({ event: 'backendError', op: 'clear', error: m.error, attempt: 5, willRetry: false });
+      this.lease = null;
+      await this.grantAndRegister();
+    } finally {
+      this.replacing = false;
+    }
+  }
+
+  /** Stop keepalives; revoke the lease (node key, claims, status, campaign key vanish at once) when asked. */
+  async close(opts: { revoke: boolean; timeoutMs?: number }): Promise<void> {
+    if (this.st.state === 'closed') return;
+    const lease = this.lease;
+    this.st = { state: 'closed' };
+    this.abort.abort();
+    this.stream?.end();
+    if (opts.revoke && lease) {
+      await Promise.race([
+        this.o.etcd.leaseClient.leaseRevoke({ ID: lease.id }).catch(() => undefined),
+        sleep(opts.timeoutMs ?? 1000),
+      ]);
+    }
+    this.lease = null;
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}

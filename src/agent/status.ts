@@ -1,0 +1,76 @@
+import type { Etcd3 } from 'etcd3';
+import type { Keys } from '../etcd/keys.js';
+import type { StatusValue } from '../etcd/values.js';
+import type { AgentEvent } from './events.js';
+
+// Writes `status/<node>` under the node's lease when what it reports changes, at most once per `minIntervalMs`
+// (trailing write, so the last change is always published). The keepalive time alone is not a change.
+
+export interface StatusWriterOptions {
+  etcd: Etcd3;
+  keys: Keys;
+  nodeId: string;
+  leaseId: () => string | null;
+  snapshot: () => Omit<StatusValue, 'v' | 'updatedAt'>;
+  emit: (e: AgentEvent) => void;
+  minIntervalMs?: number;
+}
+
+export class StatusWriter {
+  private lastKey = '';
+  private lastWrite = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private writing = false;
+  private pending = false;
+  private stopped = false;
+
+  constructor(private readonly o: StatusWriterOptions) {}
+
+  /** Something may have changed; write if it did. `force` after a new lease (the old key is gone). */
+  mark(force = false): void {
+    if (this.stopped) return;
+    if (force) this.lastKey = '';
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastWrite + (this.o.minIntervalMs ?? 500) - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.write();
+    }, wait);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private async write(): Promise<void> {
+    if (this.writing) {
+      this.pending = true;
+      return;
+    }
+    const leaseId = this.o.leaseId();
+    if (leaseId === null || this.stopped) return;
+    const snap = this.o.snapshot();
+    const { lastAckAt: _ack, ...rest } = snap;
+    const key = JSON.stringify(rest);
+    if (key === this.lastKey) return;
+    this.writing = true;
+    try {
+      const value: StatusValue = { v: 1, ...snap, updatedAt: new Date().toISOString() };
+      await this.o.etcd.put(this.o.keys.status(this.o.nodeId)).value(JSON.stringify(value)).lease(leaseId);
+      this.lastKey = key;
+      this.lastWrite = Date.now();
+    } catch (err) {
+      this.o.emit({ event: 'etcdError', op: 'status', error: (err as Error).message });
+      this.lastWrite = Date.now();
+      this.pending = true;
+    } finally {
+      this.writing = false;
+      if (this.pending) {
+        this.pending = false;
+        this.mark();
+      }
+    }
+  }
+}

@@ -1,0 +1,221 @@
+import type { HashMode, VipSpec } from '../config/types.js';
+import type { BucketChange, HeldBuckets } from './backend.js';
+
+// Pure text of the nft batches the nftables backend sends (one `nft -f -` each, so each is atomic), and the
+// parser of `nft -j list table`. All values were validated (validate.ts) before they get here.
+//
+// Layout (DESIGN §7), table `ip <table>`:
+//   set owned_10_77_0_100 { typeof numgen inc mod N; flags timeout; }   owned buckets, elements carry timeouts
+//   chain pre        (prerouting, priority raw):    non-sticky VIPs; drop before conntrack sees the packet
+//   chain pre_sticky (prerouting, priority mangle): sticky VIPs; needs conntrack's verdict, so after it
+// and with arpMangle, table `arp <table>` chain out rewrites the sender MAC of ARP replies for each VIP.
+
+/** nft 1.0.6 cannot list a set typed `typeof jhash …` (segfault); numgen has the same 32-bit integer type. */
+const SET_TYPE = (buckets: number) => `typeof numgen inc mod ${buckets}`;
+
+export function setName(vip: string): string {
+  return `owned_${vip.replaceAll('.', '_')}`;
+}
+
+/** The VIP of an owned-set name, or null for other sets. */
+export function vipOfSet(name: string): string | null {
+  const m = /^owned_(\d{1,3})_(\d{1,3})_(\d{1,3})_(\d{1,3})$/.exec(name);
+  return m ? `${m[1]}.${m[2]}.${m[3]}.${m[4]}` : null;
+}
+
+function seedHex(seed: number): string {
+  return `0x${seed.toString(16).padStart(8, '0')}`;
+}
+
+/**
+ * The jhash input per hash mode. nft concatenations pad each field to 4 bytes, so the port modes hash
+ * saddr(4) . sport(2)+pad(2) [. dport(2)+pad(2)] — the bucket numbers differ from CLUSTERIP's jhash_2words/3words
+ * (as sourceip's do: DESIGN §8). `th` reads the first transport-header words whatever the protocol.
+ */
+export function hashInput(mode: HashMode): string {
+  switch (mode) {
+    case 'sourceip':
+      return 'ip saddr';
+    case 'sourceip-sourceport':
+      return 'ip saddr . th sport';
+    case 'sourceip-sourceport-destport':
+      return 'ip saddr . th sport . th dport';
+  }
+}
+
+export function hashExpr(vip: VipSpec): string {
+  return `jhash ${hashInput(vip.hashMode)} mod ${vip.buckets} seed ${seedHex(vip.seed)} offset 1`;
+}
+
+function match(vip: VipSpec): string {
+  return `ip daddr ${vip.address} iifname "${vip.interface}"`;
+}
+
+/** The rules of one VIP, and the chain they go to. */
+export function vipRules(vip: VipSpec): { chain: 'pre' | 'pre_sticky'; rules: string[] } {
+  const m = match(vip);
+  const owned = `@${setName(vip.address)}`;
+  // Without pkttype host, TCP drops the packet addressed to the multicast cluster MAC (UDP does not care).
+  const setHost = `${m} meta pkttype multicast meta pkttype set host`;
+  if (!vip.sticky) {
+    return { chain: 'pre', rules: [`${m} ${hashExpr(vip)} != ${owned} drop`, setHost] };
+  }
+  return {
+    chain: 'pre_sticky',
+    rules: [
+      setHost,
+      // Connections this node already tracks stay here even after their bucket moved away.
+      `${m} meta l4proto tcp ct state established,related accept`,
+      // A mid-stream packet of a connection another node tracks: never answer it (the RST would kill it there).
+      `${m} meta l4proto tcp ct state new tcp flags & (fin|syn|rst|ack) != syn drop`,
+      `${m} ${hashExpr(vip)} != ${owned} drop`,
+    ],
+  };
+}
+
+export interface EnsureInput {
+  table: string;
+  vips: readonly VipSpec[];
+  /** Owned sets that exist now (from the listing); the ones of VIPs no longer in the spec are deleted. */
+  existingSets: readonly string[];
+  arpMangle: boolean;
+}
+
+/** The whole table in one idempotent batch; owned sets keep their elements. */
+export function ensureBatch(i: EnsureInput): string {
+  const t = `ip ${i.table}`;
+  const lines = [
+    `add table ${t}`,
+    `add chain ${t} pre { type filter hook prerouting priority raw; policy accept; }`,
+    `add chain ${t} pre_sticky { type filter hook prerouting priority mangle; policy accept; }`,
+    // Flush and refill in the same transaction: packets see the old rules or the new ones, never none.
+    `flush chain ${t} pre`,
+    `flush chain ${t} pre_sticky`,
+  ];
+  for (const v of i.vips) lines.push(`add set ${t} ${setName(v.address)} { ${SET_TYPE(v.buckets)}; flags timeout; }`);
+  const wanted = new Set(i.vips.map((v) => setName(v.address)));
+  for (const s of i.existingSets) if (!wanted.has(s) && vipOfSet(s)) lines.push(`delete set ${t} ${s}`);
+  for (const v of i.vips) {
+    const { chain, rules } = vipRules(v);
+    for (const r of rules) lines.push(`add rule ${t} ${chain} ${r}`);
+  }
+  const a = `arp ${i.table}`;
+  // add-then-delete makes the delete idempotent (nft 1.0.6 has no `destroy`).
+  lines.push(`add table ${a}`, `delete table ${a}`);
+  if (i.arpMangle && i.vips.length > 0) {
+    lines.push(`add table ${a}`, `add chain ${a} out { type filter hook output priority filter; policy accept; }`);
+    for (const v of i.vips) {
+      lines.push(`add rule ${a} out arp operation reply arp saddr ip ${v.address} arp saddr ether set ${v.clusterMac}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+function elems(buckets: readonly number[], hold?: number): string {
+  const t = hold === undefined ? '' : ` timeout ${hold}ms expires ${hold}ms`;
+  return `{ ${buckets.map((b) => `${b}${t}`).join(', ')} }`;
+}
+
+/**
+ * One batch for every change. Removes are `add` then `delete` (deleting an absent element fails the whole
+ * batch; after the add it cannot be absent), so "already removed" is not an error and the batch stays atomic.
+ * Adds with a hold time set timeout and expires, which also resets an existing element's expiry. Adds without
+ * one are add, delete, add: the element ends up with no timeout even if it had one.
+ */
+export function applyBatch(table: string, changes: readonly BucketChange[], holdForMs?: number): string {
+  const lines: string[] = [];
+  for (const c of changes) {
+    const s = `ip ${table} ${setName(c.vip)}`;
+    if (c.remove.length > 0) lines.push(`add element ${s} ${elems(c.remove)}`, `delete element ${s} ${elems(c.remove)}`);
+    if (c.add.length > 0) {
+      if (holdForMs !== undefined) lines.push(`add element ${s} ${elems(c.add, holdForMs)}`);
+      else lines.push(`add element ${s} ${elems(c.add)}`, `delete element ${s} ${elems(c.add)}`, `add element ${s} ${elems(c.add)}`);
+    }
+  }
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+/** Re-add every held element with a fresh timeout and expiry: one batch. */
+export function refreshBatch(table: string, held: HeldBuckets, holdForMs: number): string {
+  const lines: string[] = [];
+  for (const [vip, buckets] of held) {
+    if (buckets.size === 0) continue;
+    lines.push(`add element ip ${table} ${setName(vip)} ${elems([...buckets].sort((a, b) => a - b), holdForMs)}`);
+  }
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+/** Empty every owned set at once (the rules stay: without them every node would accept every bucket). */
+export function clearBatch(table: string, sets: readonly string[]): string {
+  const lines = sets.filter((s) => vipOfSet(s)).map((s) => `flush set ip ${table} ${s}`);
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+export interface TableListing {
+  /** Owned sets by name with their (unexpired: the kernel does not list expired ones) elements. */
+  sets: Map<string, Set<number>>;
+}
+
+/** Parses `nft -j list table ip <table>`; throws on a shape it does not know. */
+export function parseTableListing(json: string): TableListing {
+  const doc = JSON.parse(json) as { nftables?: unknown };
+  if (!Array.isArray(doc.nftables)) throw new Error('no "nftables" array');
+  const sets = new Map<string, Set<number>>();
+  for (const item of doc.nftables as Record<string, unknown>[]) {
+    const set = item.set as { name?: unknown; elem?: unknown } | undefined;
+    if (!set || typeof set.name !== 'string') continue;
+    const held = new Set<number>();
+    for (const e of (set.elem as unknown[] | undefined) ?? []) {
+      // A bare number, or {elem: {val, timeout, expires}} when the element carries a timeout.
+      const val = typeof e === 'number' ? e : (e as { elem?: { val?: unknown } })?.elem?.val;
+      if (typeof val !== 'number' || !Number.isInteger(val)) throw new Error(`unexpected element ${JSON.stringify(e)}`);
+      held.add(val);
+    }
+    sets.set(set.name, held);
+  }
+  return { sets };
+}
+
+/** Owned sets of a listing as held buckets per VIP. */
+export function heldFromListing(listing: TableListing): HeldBuckets {
+  const out: HeldBuckets = new Map();
+  for (const [name, buckets] of listing.sets) {
+    const vip = vipOfSet(name);
+    if (vip) out.set(vip, buckets);
+  }
+  return out;
+}
+
+export const MIN_NFT_VERSION: readonly [number, number, number] = [1, 0, 0];
+
+export type NftVersionVerdict = { ok: true; version: string } | { ok: false; message: string };
+
+/** `nft --version` prints "nftables v1.0.6 (Lester Gooch #5)". */
+export function checkNftVersion(output: string): NftVersionVerdict {
+  const m = /v(\d+)\.(\d+)\.(\d+)/.exec(output);
+  if (!m) return { ok: false, message: `cannot parse nft version from ${JSON.stringify(output.trim())}` };
+  const v = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const min = MIN_NFT_VERSION;
+  for (let i = 0; i < 3; i++) {
+    if (v[i]! > min[i]!) break;
+    if (v[i]! < min[i]!) {
+      return { ok: false, message: `nft ${v.join('.')} is too old: the nftables backend needs ${min.join('.')} or newer (set element timeouts with expires, typeof sets)` };
+    }
+  }
+  return { ok: true, version: v.join('.') };
+}
+
+/** A throwaway table exercising every kernel feature the backend uses; sent with `nft -c` (nothing committed). */
+export function probeBatch(table: string): string {
+  const t = `ip ${table}`;
+  return [
+    `add table ${t}`,
+    `add set ${t} s { ${SET_TYPE(16)}; flags timeout; }`,
+    `add chain ${t} c { type filter hook prerouting priority raw; policy accept; }`,
+    `add rule ${t} c ip daddr 127.0.0.9 jhash ip saddr . th sport . th dport mod 16 seed 0x00000001 offset 1 != @s drop`,
+    `add rule ${t} c ip daddr 127.0.0.9 meta pkttype multicast meta pkttype set host`,
+    `add rule ${t} c ip daddr 127.0.0.9 meta l4proto tcp ct state established,related accept`,
+    `add element ${t} s { 1 timeout 1000ms expires 1000ms }`,
+    '',
+  ].join('\n');
+}

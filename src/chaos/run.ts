@@ -1,0 +1,320 @@
+import { randomInt } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
+import { defaultSpec, startLocalCluster, type LocalCluster } from '../localcluster/cluster.js';
+import {
+  failoverLatencies,
+  failoverStats,
+  renderSvg,
+  renderText,
+  type ChaosReport,
+  type FaultRecord,
+} from './report.js';
+import { planSchedule, type FaultKind, type PlannedFault } from './schedule.js';
+
+// `clusterip-ha chaos`: a local cluster (etcd + N agents with file backends + the invariant observer), a seeded
+// schedule of bounded faults that are always undone, and a report. Exit code 1 on any violation.
+
+export interface ChaosOptions {
+  agents?: number;
+  durationSeconds?: number;
+  faults?: number;
+  seed?: number;
+  etcdMembers?: 1 | 3;
+  dataplane?: 'file' | 'netns';
+  reportDir?: string;
+  /** An existing etcd instead of local members (not supported yet: chaos needs members it can kill). */
+  etcdEndpoints?: string[];
+  cluster?: string;
+  /** Lease TTL of every agent (s); default 2 (etcd's minimum with default flags). */
+  leaseTtlSeconds?: number;
+  /** etcd with `--heartbeat-interval 50 --election-timeout 500` (needed for TTL 1). */
+  fastEtcd?: boolean;
+  buckets?: number;
+  /** Node faults in flight at once (default min(3, agents - 2)). */
+  concurrency?: number;
+  /** Mean gap between fault starts (ms). */
+  meanGapMs?: number;
+  /** Where the cluster's data, backend dirs and agent logs go (temp dir by default, removed afterwards). */
+  baseDir?: string;
+  /** Summary and notable lines; default: stderr. */
+  log?: (line: string) => void;
+  /** The progress line; default: rewritten in place on a TTY stderr, else a line every 10 s. */
+  progress?: (line: string) => void;
+}
+
+export interface ChaosResult {
+  exitCode: number;
+  report: ChaosReport;
+  text: string;
+}
+
+/** A running node needs this long after a fault is undone before another fault may pick it. */
+const SETTLE_MS = 600;
+/** Never fault a node when fewer than this many healthy (running, unfaulted) nodes would remain. */
+const MIN_HEALTHY = 2;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
+
+function defaultProgress(): (line: string) => void {
+  if (process.stderr.isTTY) return (line) => process.stderr.write(`\r${line.padEnd(110).slice(0, 110)}`);
+  let last = 0;
+  return (line) => {
+    if (Date.now() - last < 10_000) return;
+    last = Date.now();
+    process.stderr.write(line + '\n');
+  };
+}
+
+export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const progress = opts.progress ?? defaultProgress();
+  if (opts.dataplane === 'netns') {
+    throw new ConfigError([{ where: '--dataplane', path: '', message: 'netns is not available in this build yet; use --dataplane file' }]);
+  }
+  if (opts.etcdEndpoints !== undefined) {
+    throw new ConfigError([
+      { where: '--etcd-endpoints', path: '', message: 'chaos starts its own etcd (it kills and restarts members); an external etcd is not supported yet' },
+    ]);
+  }
+  const agents = opts.agents ?? 5;
+  if (agents < 3) throw new ConfigError([{ where: '--agents', path: '', message: 'chaos needs at least 3 agents' }]);
+  const etcdMembers = opts.etcdMembers ?? 1;
+  const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
+  const ttlS = opts.leaseTtlSeconds ?? 2;
+  const ttlMs = ttlS * 1000;
+  const boundMs = ttlMs + 200;
+  const durationMs = opts.faults === undefined ? (opts.durationSeconds ?? 60) * 1000 : undefined;
+  const wantFaults = opts.faults;
+  log(`chaos: seed ${seed} (reproduce with --seed ${seed}), ${agents} agents, ${etcdMembers} etcd member(s), TTL ${ttlS}s`);
+
+  const plan: PlannedFault[] = planSchedule({
+    seed,
+    agents,
+    etcdMembers,
+    ttlMs,
+    // Count mode plans extra faults: some are skipped at run time when no node is free.
+    ...(wantFaults !== undefined ? { faults: wantFaults * 2 + 20 } : { durationMs: durationMs! }),
+    ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+    ...(opts.meanGapMs !== undefined ? { meanGapMs: opts.meanGapMs } : {}),
+  });
+  // Hard bound on the fault phase, whatever happens.
+  const maxWallMs = durationMs !== undefined ? durationMs + 5000 : (plan[plan.length - 1]?.atMs ?? 0) + 60_000;
+
+  const lc: LocalCluster = await startLocalCluster({
+    agents,
+    etcdMembers,
+    leaseTtlSeconds: ttlS,
+    fastEtcd: opts.fastEtcd ?? false,
+    spec: defaultSpec(opts.buckets ?? 16),
+    cluster: opts.cluster ?? 'chaos',
+    unownedBoundMs: boundMs,
+    ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
+  });
+  const obs = lc.observer;
+  const records: FaultRecord[] = [];
+  const busy = new Map<string, FaultKind>();
+  let etcdBusy = false;
+  const inFlight = new Set<Promise<void>>();
+  let done = 0;
+  let t0 = Date.now();
+  let progressTimer: NodeJS.Timeout | undefined;
+  let startupConverged = false;
+
+  const healthy = (): string[] =>
+    lc
+      .nodes()
+      .filter((n) => n.run === 'running' && !busy.has(n.id))
+      .map((n) => n.id)
+      .sort();
+
+  const execute = async (f: PlannedFault, rec: FaultRecord, target: string): Promise<void> => {
+    let endImpair: ((t?: number) => void) | undefined;
+    const hold = () => sleep(f.holdMs);
+    try {
+      switch (f.kind) {
+        case 'kill':
+        case 'killLeader':
+          endImpair = obs.impair(target, f.kind);
+          rec.injectedAt = Date.now();
+          await lc.kill(target, 'SIGKILL');
+          await hold();
+          await lc.restart(target);
+          break;
+        case 'stopShort':
+        case 'stopLong':
+          endImpair = obs.impair(target, f.kind);
+          rec.injectedAt = Date.now();
+          lc.freeze(target);
+          await hold();
+          lc.thaw(target);
+          break;
+        case 'partitionShort':
+        case 'partitionLong':
+          endImpair = obs.impair(target, f.kind);
+          rec.injectedAt = Date.now();
+          // Alternate a reset (peer gone) and a blackhole (cable pulled: only timeouts tell).
+          lc.partition(target, f.seq % 2 === 0 ? 'reset' : 'blackhole');
+          await hold();
+          lc.heal(target);
+          break;
+        case 'drain':
+          rec.injectedAt = Date.now();
+          if (!(await lc.drain(target))) rec.error = 'node key missing or already draining';
+          await hold();
+          await lc.undrain(target);
+          break;
+        case 'terminate':
+          rec.injectedAt = Date.now();
+          await lc.terminate(target);
+          await hold();
+          await lc.restart(target);
+          break;
+        case 'addNode': {
+          rec.injectedAt = Date.now();
+          const id = await lc.addNode();
+          rec.target = id;
+          busy.set(id, 'addNode');
+          await hold();
+          await lc.terminate(id);
+          busy.delete(id);
+          break;
+        }
+        case 'etcdMember': {
+          const i = Number(target.slice(1));
+          endImpair = obs.impair(null, 'etcdMember');
+          rec.injectedAt = Date.now();
+          await lc.etcd.killMember(i);
+          await hold();
+          await lc.etcd.restartMember(i);
+          break;
+        }
+      }
+      rec.undoneAt = Date.now();
+    } catch (err) {
+      rec.error = (err as Error).message;
+      rec.undoneAt = Date.now();
+    } finally {
+      endImpair?.(Date.now());
+    }
+  };
+
+  const start = (f: PlannedFault): void => {
+    const rec: FaultRecord = { seq: f.seq, kind: f.kind, target: '', plannedAtMs: f.atMs, outcome: 'skipped', holdMs: f.holdMs };
+    records.push(rec);
+    let target: string;
+    if (f.kind === 'etcdMember') {
+      if (etcdBusy) {
+        rec.skipReason = 'etcd member fault in flight';
+        return;
+      }
+      target = `m${Math.floor(f.pick * lc.etcd.members.length)}`;
+    } else if (f.kind === 'addNode') {
+      target = '';
+    } else {
+      const free = healthy();
+      if (free.length - 1 < MIN_HEALTHY) {
+        rec.skipReason = 'no free node';
+        return;
+      }
+      if (f.kind === 'killLeader') {
+        const leader = obs.cluster().leader;
+        if (!leader || !free.includes(leader)) {
+          rec.skipReason = leader ? 'leader busy' : 'no leader';
+          return;
+        }
+        target = leader;
+      } else {
+        target = free[Math.floor(f.pick * free.length)]!;
+      }
+    }
+    rec.target = target;
+    rec.outcome = 'done';
+    done++;
+    if (f.kind === 'etcdMember') etcdBusy = true;
+    else if (target) busy.set(target, f.kind);
+    const p = execute(f, rec, target)
+      .then(() => sleep(SETTLE_MS))
+      .finally(() => {
+        if (f.kind === 'etcdMember') etcdBusy = false;
+        else if (target) busy.delete(target);
+        inFlight.delete(p);
+      });
+    inFlight.add(p);
+  };
+
+  let report: ChaosReport | undefined;
+  try {
+    startupConverged = await lc.waitConverged(60_000);
+    if (!startupConverged) log('chaos: the cluster did not converge within 60 s of start; running anyway');
+    t0 = Date.now();
+    const deadline = t0 + maxWallMs;
+    progressTimer = setInterval(() => {
+      const el = ((Date.now() - t0) / 1000).toFixed(0);
+      const of = durationMs !== undefined ? `/${durationMs / 1000}s` : '';
+      const c = obs.cluster();
+      progress(
+        `chaos ${el}s${of} faults ${done}${wantFaults ? `/${wantFaults}` : ''} in flight ${inFlight.size}` +
+          ` violations ${obs.violations().length} nodes ${c.nodes.size} leader ${c.leader ?? '-'}`,
+      );
+    }, 1000);
+    for (const f of plan) {
+      if (wantFaults !== undefined && done >= wantFaults) break;
+      const wait = Math.min(t0 + f.atMs, deadline) - Date.now();
+      if (wait > 0) await sleep(wait);
+      if (Date.now() >= deadline) break;
+      start(f);
+    }
+    // Let every fault be undone (each is bounded by its hold plus bounded kills and restarts).
+    await Promise.race([Promise.all([...inFlight]), sleep(120_000)]);
+    clearInterval(progressTimer);
+    progressTimer = undefined;
+    if (process.stderr.isTTY && !opts.progress) process.stderr.write('\n');
+    log(`chaos: ${done} faults done; waiting for convergence`);
+    const converged = await lc.waitConverged(60_000);
+    const inv = await lc.finish({ expectConverged: true, convergeTimeoutMs: 5000 });
+    const backendHistory = obs.history().filter((s) => s.source === 'backend');
+    const samples = failoverLatencies(records, backendHistory);
+    const faultsByKind: Record<string, number> = {};
+    const skippedByKind: Record<string, number> = {};
+    for (const r of records) {
+      const m = r.outcome === 'done' ? faultsByKind : skippedByKind;
+      m[r.kind] = (m[r.kind] ?? 0) + 1;
+    }
+    const { violations, maxUnownedMs, ...rest } = inv;
+    report = {
+      seed,
+      options: { agents, etcdMembers, ttlS, fastEtcd: opts.fastEtcd ?? false, durationMs, faults: wantFaults, buckets: opts.buckets ?? 16 },
+      startedAt: inv.startedAt,
+      endedAt: inv.endedAt,
+      ttlMs,
+      boundMs,
+      faultsByKind,
+      skippedByKind,
+      faults: records,
+      failover: failoverStats(samples),
+      failoverSamples: samples,
+      maxUnownedMs,
+      violations,
+      converged: converged && !violations.some((v) => v.kind === 'notConverged'),
+      invariant: rest,
+      backendHistory,
+      nodes: lc.nodes().map((n) => n.id),
+    };
+  } finally {
+    if (progressTimer) clearInterval(progressTimer);
+    await lc.stop();
+  }
+  const text = renderText(report);
+  log(text);
+  if (opts.reportDir) {
+    await mkdir(opts.reportDir, { recursive: true });
+    await writeFile(join(opts.reportDir, 'report.json'), JSON.stringify(report, null, 1));
+    await writeFile(join(opts.reportDir, 'report.txt'), text);
+    await writeFile(join(opts.reportDir, 'timeline.svg'), renderSvg(report));
+    log(`chaos: report written to ${opts.reportDir} (report.txt, report.json, timeline.svg)`);
+  }
+  const exitCode = report.violations.length === 0 && report.converged ? 0 : 1;
+  return { exitCode, report, text };
+}

@@ -1,0 +1,150 @@
+// The seeded fault schedule: a pure function of (seed, options). It fixes every fault's kind, start time, how
+// long it lasts before it is undone, and a number that picks its target among the nodes free at run time (which
+// nodes are free depends on how fast the cluster recovers, so targets are chosen then, deterministically from
+// the pick). Pacing models `concurrency` fault slots so a schedule never asks for more overlap than the runner
+// allows.
+
+export const FAULT_KINDS = [
+  'kill', // SIGKILL an agent, restart it after holdMs
+  'killLeader', // SIGKILL the current leader, restart it after holdMs
+  'stopShort', // SIGSTOP for less than the TTL, then SIGCONT
+  'stopLong', // SIGSTOP for longer than the TTL, then SIGCONT
+  'partitionShort', // cut the agent's etcd proxies for less than the TTL, then heal
+  'partitionLong', // cut for longer than the TTL, then heal
+  'drain', // set the node's draining flag (as `clusterip-ha drain`); undrain after holdMs
+  'terminate', // SIGTERM: graceful drain, handoff and exit; start it again after holdMs
+  'addNode', // start one more agent; after holdMs it leaves gracefully (SIGTERM)
+  'etcdMember', // SIGKILL one etcd member (3 members only), restart after holdMs
+] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+/** Faults after which survivors must take over the target's buckets: the failover latency is measured for these. */
+export const FAILOVER_KINDS: readonly FaultKind[] = ['kill', 'killLeader', 'stopLong', 'partitionLong'];
+
+export interface PlannedFault {
+  seq: number;
+  /** Offset from the start of the run. */
+  atMs: number;
+  kind: FaultKind;
+  /** How long the fault lasts before it is undone. */
+  holdMs: number;
+  /** In [0, 1): picks the target among the eligible nodes (or etcd members) at run time. */
+  pick: number;
+}
+
+export interface ScheduleOptions {
+  seed: number;
+  agents: number;
+  etcdMembers: 1 | 3;
+  ttlMs: number;
+  /** Stop after this many faults ... */
+  faults?: number;
+  /** ... or when the next one would start after this offset. At least one of the two is required. */
+  durationMs?: number;
+  /** Node faults in flight at once; default min(3, agents - 2), at least 1. */
+  concurrency?: number;
+  /** Mean gap between fault starts (ms); default 400. */
+  meanGapMs?: number;
+  /** Time a node needs after a fault is undone before it counts as free again (ms); default 600. */
+  settleMs?: number;
+}
+
+/** mulberry32: a small, fast, seedable PRNG with 32-bit state. Returns floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WEIGHTS: Record<FaultKind, number> = {
+  kill: 18,
+  killLeader: 8,
+  stopShort: 14,
+  stopLong: 10,
+  partitionShort: 12,
+  partitionLong: 10,
+  drain: 8,
+  terminate: 6,
+  addNode: 6,
+  etcdMember: 10,
+};
+
+export function defaultConcurrency(agents: number): number {
+  return Math.max(1, Math.min(3, agents - 2));
+}
+
+/** How long a fault of this kind lasts, drawn from its range (ms). */
+export function holdRange(kind: FaultKind, ttlMs: number): [number, number] {
+  switch (kind) {
+    case 'kill':
+    case 'killLeader':
+      return [100, 1500];
+    case 'stopShort':
+      // Shorter than the TTL by a margin, so the lease survives and the node resumes with it.
+      return [50, Math.max(60, ttlMs - 400)];
+    case 'stopLong':
+      return [ttlMs + 300, ttlMs + 1500];
+    case 'partitionShort':
+      return [50, Math.max(60, ttlMs - 400)];
+    case 'partitionLong':
+      return [ttlMs + 300, ttlMs + 1500];
+    case 'drain':
+      return [300, 2000];
+    case 'terminate':
+      return [0, 1000];
+    case 'addNode':
+      return [1000, 4000];
+    case 'etcdMember':
+      return [300, 3000];
+  }
+}
+
+export function planSchedule(opts: ScheduleOptions): PlannedFault[] {
+  if (opts.faults === undefined && opts.durationMs === undefined) throw new Error('planSchedule: faults or durationMs');
+  const rnd = mulberry32(opts.seed);
+  const kinds = FAULT_KINDS.filter((k) => k !== 'etcdMember' || opts.etcdMembers === 3);
+  const total = kinds.reduce((s, k) => s + WEIGHTS[k], 0);
+  const concurrency = opts.concurrency ?? defaultConcurrency(opts.agents);
+  const meanGap = opts.meanGapMs ?? 400;
+  const settle = opts.settleMs ?? 600;
+  // When each node-fault slot and the etcd slot are free again.
+  const slots = new Array<number>(concurrency).fill(0);
+  let etcdFree = 0;
+  const out: PlannedFault[] = [];
+  let t = 1000;
+  const maxFaults = opts.faults ?? Number.MAX_SAFE_INTEGER;
+  while (out.length < maxFaults) {
+    // Exponential gaps (a Poisson process), capped so one draw cannot stall the run.
+    t += Math.min(meanGap * 5, -Math.log(1 - rnd()) * meanGap);
+    let r = rnd() * total;
+    let kind: FaultKind = kinds[kinds.length - 1]!;
+    for (const k of kinds) {
+      r -= WEIGHTS[k];
+      if (r < 0) {
+        kind = k;
+        break;
+      }
+    }
+    const [lo, hi] = holdRange(kind, opts.ttlMs);
+    const holdMs = Math.round(lo + rnd() * (hi - lo));
+    const pick = rnd();
+    let at: number;
+    if (kind === 'etcdMember') {
+      at = Math.max(t, etcdFree);
+      etcdFree = at + holdMs + 2000;
+    } else {
+      const i = slots.indexOf(Math.min(...slots));
+      at = Math.max(t, slots[i]!);
+      slots[i] = at + holdMs + settle;
+    }
+    if (opts.durationMs !== undefined && at > opts.durationMs) break;
+    t = Math.max(t, at);
+    out.push({ seq: out.length + 1, atMs: Math.round(at), kind, holdMs, pick });
+  }
+  return out.sort((a, b) => a.atMs - b.atMs || a.seq - b.seq).map((f, i) => ({ ...f, seq: i + 1 }));
+}

@@ -1,0 +1,95 @@
+import { Option, type Command } from 'commander';
+import { BACKEND_KINDS, loadClusterSpecFile, parseClusterSpecYaml, type BackendKind } from '../../config/index.js';
+import { readSpec, writeSpec } from '../../etcd/spec.js';
+import { loadClusterState } from '../../etcd/store.js';
+import { ConflictError } from '../../errors.js';
+import { addConnectionOptions, withConnection } from '../connection.js';
+import { UsageError } from '../errors.js';
+import { paint, type CliIo } from '../io.js';
+import { diffSpecs, renderDiff } from '../specDiff.js';
+
+export function registerApply(program: Command, io: CliIo): void {
+  const cmd = program
+    .command('apply')
+    .description('validate a cluster spec, show the diff against etcd, and write it (compare-and-swap)')
+    .requiredOption('-f, --file <file>', 'cluster spec YAML ("-" reads stdin)')
+    .option('--dry-run', 'validate and show the diff; write nothing')
+    .option('--expect-generation <n>', 'write only if etcd still holds this generation (0: no spec yet)', (v) => {
+      if (!/^\d+$/.test(v)) throw new UsageError(`--expect-generation: "${v}" is not a non-negative integer`);
+      return Number(v);
+    })
+    .addOption(
+      new Option('--backend <kind>', 'check bucket counts against this backend (default: what the live nodes report)').choices([
+        ...BACKEND_KINDS,
+      ]),
+    )
+    .addHelpText(
+      'after',
+      `
+The write is a compare-and-swap against the version read for the diff: if someone applied in between, nothing
+is written and apply exits 1 (re-run it to see the new diff). Agents pick the new spec up from their watch.
+
+Examples:
+  clusterip-ha apply -f cluster.yaml --dry-run
+  clusterip-ha apply -f cluster.yaml
+  clusterip-ha apply -f cluster.yaml --expect-generation 3   # only on top of generation 3`,
+    );
+  addConnectionOptions(cmd);
+  cmd.action(async (opts: Record<string, unknown>) => {
+    const file = opts.file as string;
+    await withConnection(opts, io.env, async (c) => {
+      // Validate before touching etcd; ConfigError names file:line and every problem (exit 2).
+      const text = file === '-' ? await readStdin() : undefined;
+      const load = (backend?: BackendKind) => {
+        const o = backend ? { backend } : {};
+        return text !== undefined ? Promise.resolve(parseClusterSpecYaml(text, '<stdin>', o)) : loadClusterSpecFile(file, o);
+      };
+      let spec = await load(opts.backend as BackendKind | undefined);
+      if (opts.backend === undefined) {
+        // Then against the backend the live nodes run (the clusterip backend stops at 16 buckets).
+        const state = await c.call('reading the cluster', () => loadClusterState(c.etcd, c.keys));
+        const backend = liveBackend([...state.statuses.values()].map((s) => s.backend));
+        if (backend) spec = await load(backend);
+      }
+      const cur = await c.call('reading the spec', () => readSpec(c.etcd, c.keys));
+      if (opts.expectGeneration !== undefined && (cur?.generation ?? 0) !== opts.expectGeneration) {
+        throw new ConflictError(
+          `etcd holds spec generation ${cur?.generation ?? 0}, not ${String(opts.expectGeneration)} as --expect-generation says`,
+        );
+      }
+      const changes = diffSpecs(cur?.spec ?? null, spec);
+      const where = `${c.keys.spec} (generation ${cur?.generation ?? 'none'})`;
+      if (changes.length === 0) {
+        io.out(`no change: ${file} matches ${where}\n`);
+        return;
+      }
+      io.out(`changes against ${where}:\n`);
+      for (const line of renderDiff(changes)) {
+        const col = line.startsWith('+') ? 'green' : line.startsWith('-') ? 'red' : 'yellow';
+        io.out(`  ${paint(io, col, line)}\n`);
+      }
+      if (opts.dryRun) {
+        io.out('dry run: nothing written\n');
+        return;
+      }
+      const r = await c.call('writing the spec', () =>
+        writeSpec(c.etcd, c.keys, spec, { expectModRevision: cur ? cur.modRevision : 'absent' }),
+      );
+      io.out(`applied: generation ${r.generation} at revision ${r.modRevision}\n`);
+    });
+  });
+}
+
+/** The backend the live nodes run, when they agree on one. */
+function liveBackend(kinds: string[]): BackendKind | undefined {
+  const set = new Set(kinds);
+  if (set.size !== 1) return undefined;
+  const k = [...set][0] as BackendKind;
+  return (BACKEND_KINDS as readonly string[]).includes(k) ? k : undefined;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,69 @@
+import { CommanderError } from 'commander';
+import { ClusterIpHaError, ConfigError, ConflictError, EtcdUnavailableError } from '../errors.js';
+
+// Exit codes are part of the CLI's contract (monitoring scripts test them): 0 ok, 1 error, 2 usage or invalid
+// input, 3 unhealthy (`status --check`).
+export const EXIT = { ok: 0, error: 1, usage: 2, unhealthy: 3 } as const;
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+/** A bad flag combination or argument the parser could not catch. */
+export class UsageError extends ClusterIpHaError {
+  readonly code = 'usage';
+  readonly recoverable = false;
+}
+
+/** The command worked but what it found is unhealthy (exit 3). */
+export class UnhealthyError extends ClusterIpHaError {
+  readonly code = 'unhealthy';
+  readonly recoverable = false;
+}
+
+/** Any other failure that carries its own "what to do next". */
+export class CliError extends ClusterIpHaError {
+  readonly code = 'cli';
+  readonly recoverable = false;
+  constructor(
+    message: string,
+    readonly hint?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface ErrorReport {
+  exitCode: ExitCode;
+  /** One line for stderr, `what happened — what to do next`. */
+  line: string;
+}
+
+const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, '; ').trim();
+
+/** Map any thrown value to an exit code and one stderr line. Pure, so it is unit-tested. */
+export function describeError(err: unknown, command = 'clusterip-ha'): ErrorReport {
+  const help = `run \`${command} --help\``;
+  if (err instanceof CommanderError) {
+    const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
+    return { exitCode: ok ? EXIT.ok : EXIT.usage, line: `${oneLine(err.message.replace(/^error: /, ''))} — ${help}` };
+  }
+  if (err instanceof UsageError) return { exitCode: EXIT.usage, line: `${oneLine(err.message)} — ${help}` };
+  if (err instanceof UnhealthyError) return { exitCode: EXIT.unhealthy, line: oneLine(err.message) };
+  if (err instanceof ConfigError) {
+    // Every issue at once, still on one line, so a script's log keeps them together.
+    return { exitCode: EXIT.usage, line: `invalid input: ${oneLine(err.message)} — fix the named fields and retry` };
+  }
+  if (err instanceof ConflictError) {
+    return { exitCode: EXIT.error, line: `${oneLine(err.message)} — someone else wrote it meanwhile: re-run the command` };
+  }
+  if (err instanceof EtcdUnavailableError) {
+    return {
+      exitCode: EXIT.error,
+      line: `${oneLine(err.message)} — check --etcd-endpoints (or CLUSTERIP_HA_ETCD_ENDPOINTS), TLS/auth flags, and that etcd runs`,
+    };
+  }
+  if (err instanceof CliError) {
+    return { exitCode: EXIT.error, line: err.hint ? `${oneLine(err.message)} — ${err.hint}` : oneLine(err.message) };
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return { exitCode: EXIT.error, line: `${oneLine(msg)} — rerun with --log-level debug, or report a bug with this line` };
+}

@@ -1,0 +1,216 @@
+import type { ClusterState } from '../etcd/store.js';
+
+// `status` as data: the stable JSON document (docs/status-json.md) built from one decoded ClusterState, with
+// the anomalies found in it. Pure (no etcd, no clock) so every anomaly rule is unit-tested.
+
+export const STATUS_SCHEMA_VERSION = 1;
+
+export type AnomalyKind =
+  | 'noSpec' // nothing applied yet: the cluster serves no VIP
+  | 'noNodes' // no live agent
+  | 'noLeader' // live agents but no leader: nothing reassigns buckets
+  | 'unowned' // a bucket nobody claims: its clients are black-holed
+  | 'unassigned' // the leader assigned nobody though live nodes exist
+  | 'claimNotAssigned' // claim owner differs from the assignment (a move in flight, or stuck)
+  | 'backendNotClaim' // what a backend holds differs from the claim (kernel and etcd disagree)
+  | 'doubleBackend' // two backends hold the same bucket: clients get resets / double replies
+  | 'fenced' // a node fenced itself: it holds nothing
+  | 'backendError' // a node's last backend operation failed
+  | 'drainPending' // a draining node still owns buckets
+  | 'badValue'; // a value under the prefix failed validation and is ignored
+
+export type Severity = 'error' | 'warning';
+
+export interface Anomaly {
+  kind: AnomalyKind;
+  severity: Severity;
+  vip?: string;
+  bucket?: number;
+  node?: string;
+  detail: string;
+}
+
+export interface NodeStatus {
+  id: string;
+  /** Its lease-bound node key exists. */
+  alive: boolean;
+  draining: boolean;
+  weight: number | null;
+  /** Seconds left on its lease as etcd reports it, null when unknown. */
+  leaseTtlLeft: number | null;
+  fenced: boolean | null;
+  version: string | null;
+  backendKind: string | null;
+  lastError: string | null;
+  lastErrorAt: string | null;
+  lastAckAt: string | null;
+  /** Buckets it holds claims for, over every VIP. */
+  claims: number;
+  leader: boolean;
+}
+
+export interface BucketStatus {
+  bucket: number;
+  /** Claim owner in etcd, or null. */
+  owner: string | null;
+  /** The leader's assignment, or null. */
+  assigned: string | null;
+  /** The node whose status reports holding it (the first, by id, when several do), or null. */
+  backend: string | null;
+}
+
+export interface VipStatus {
+  address: string;
+  interface: string | null;
+  bucketCount: number;
+  hashMode: string | null;
+  epoch: number | null;
+  buckets: BucketStatus[];
+}
+
+export interface StatusReport {
+  schema: typeof STATUS_SCHEMA_VERSION;
+  cluster: string;
+  revision: string;
+  healthy: boolean;
+  leader: string | null;
+  specGeneration: number | null;
+  anomalies: Anomaly[];
+  nodes: NodeStatus[];
+  vips: VipStatus[];
+}
+
+export interface StatusInput {
+  cluster: string;
+  state: ClusterState;
+  /** lease id (decimal) → seconds left; absent = unknown, -1 = expired. */
+  leaseTtls?: ReadonlyMap<string, number>;
+}
+
+const byId = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusReport {
+  const anomalies: Anomaly[] = [];
+  const spec = state.spec?.spec ?? null;
+
+  // Nodes: every id known from any family, so a dead node that still has claims or assignments shows up.
+  const ids = new Set<string>([...state.nodes.keys(), ...state.statuses.keys()]);
+  for (const m of state.claims.values()) for (const c of m.values()) ids.add(c.owner);
+  for (const a of state.assignments.values()) for (const o of Object.values(a.value.owners)) ids.add(o);
+  const claimCount = new Map<string, number>();
+  for (const m of state.claims.values()) for (const c of m.values()) claimCount.set(c.owner, (claimCount.get(c.owner) ?? 0) + 1);
+
+  const nodes: NodeStatus[] = [...ids].sort(byId).map((id) => {
+    const n = state.nodes.get(id);
+    const s = state.statuses.get(id);
+    const ttl = n ? leaseTtls?.get(n.lease) : undefined;
+    return {
+      id,
+      alive: n !== undefined,
+      draining: n?.value.draining ?? false,
+      weight: n?.value.weight ?? null,
+      leaseTtlLeft: ttl === undefined ? null : ttl,
+      fenced: s?.fenced ?? null,
+      version: n?.value.version ?? null,
+      backendKind: s?.backend ?? null,
+      lastError: s?.lastError ?? null,
+      lastErrorAt: s?.lastErrorAt ?? null,
+      lastAckAt: s?.lastAckAt ?? null,
+      claims: claimCount.get(id) ?? 0,
+      leader: state.leader === id,
+    };
+  });
+  const alive = nodes.filter((n) => n.alive);
+  const eligible = alive.filter((n) => !n.draining && (n.weight ?? 0) > 0);
+
+  if (!spec) anomalies.push({ kind: 'noSpec', severity: 'error', detail: 'no cluster spec applied: run `clusterip-ha apply -f cluster.yaml`' });
+  if (alive.length === 0) anomalies.push({ kind: 'noNodes', severity: 'error', detail: 'no live agent is registered' });
+  else if (state.leader === null) anomalies.push({ kind: 'noLeader', severity: 'error', detail: 'agents are live but none leads: nothing reassigns buckets' });
+
+  for (const n of nodes) {
+    if (n.fenced === true) anomalies.push({ kind: 'fenced', severity: 'error', node: n.id, detail: `${n.id} is fenced and holds nothing` });
+    const errNow = n.lastError !== null && (state.statuses.get(n.id)?.lastApplyAt ?? '') <= (n.lastErrorAt ?? '');
+    if (errNow) anomalies.push({ kind: 'backendError', severity: 'error', node: n.id, detail: `${n.id}: ${n.lastError}` });
+    if (n.draining && n.claims > 0) {
+      anomalies.push({ kind: 'drainPending', severity: 'warning', node: n.id, detail: `${n.id} is draining and still owns ${n.claims} bucket(s)` });
+    }
+  }
+
+  // Who each backend says it holds, per VIP and bucket.
+  const backendHolders = new Map<string, Map<number, string[]>>();
+  for (const [id, s] of [...state.statuses.entries()].sort(([a], [b]) => byId(a, b))) {
+    if (!state.nodes.has(id)) continue; // a status without a live node is stale (same lease, so rare)
+    for (const [vip, held] of Object.entries(s.held)) {
+      let m = backendHolders.get(vip);
+      if (!m) backendHolders.set(vip, (m = new Map()));
+      for (const b of held) m.set(b, [...(m.get(b) ?? []), id]);
+    }
+  }
+
+  const vipAddrs = new Set<string>([...(spec?.vips.map((v) => v.address) ?? []), ...state.claims.keys(), ...state.assignments.keys()]);
+  const vips: VipStatus[] = [...vipAddrs].sort(compareIp).map((address) => {
+    const vs = spec?.vips.find((v) => v.address === address);
+    const claims = state.claims.get(address);
+    const assign = state.assignments.get(address);
+    const holders = backendHolders.get(address);
+    const count = vs?.buckets ?? Math.max(0, ...(claims ? [...claims.keys()] : []), ...Object.keys(assign?.value.owners ?? {}).map(Number));
+    const buckets: BucketStatus[] = [];
+    for (let b = 1; b <= count; b++) {
+      const owner = claims?.get(b)?.owner ?? null;
+      const assigned = assign?.value.owners[String(b)] ?? null;
+      const hs = holders?.get(b) ?? [];
+      const backend = hs[0] ?? null;
+      buckets.push({ bucket: b, owner, assigned, backend });
+      const at = { vip: address, bucket: b };
+      if (!vs) continue; // a VIP removed from the spec: its leftovers are reported once below
+      if (owner === null && eligible.length > 0) anomalies.push({ kind: 'unowned', severity: 'error', ...at, detail: `${address}#${b} has no owner` });
+      if (assigned === null && eligible.length > 0) anomalies.push({ kind: 'unassigned', severity: 'error', ...at, detail: `${address}#${b} is assigned to nobody` });
+      if (owner !== null && assigned !== null && owner !== assigned) {
+        anomalies.push({ kind: 'claimNotAssigned', severity: 'error', ...at, node: owner, detail: `${address}#${b} is owned by ${owner} but assigned to ${assigned}` });
+      }
+      if (hs.length > 1) {
+        anomalies.push({ kind: 'doubleBackend', severity: 'error', ...at, detail: `${address}#${b} is held by the backends of ${hs.join(' and ')}` });
+      } else if (backend !== owner && (owner === null || state.statuses.has(owner))) {
+        // Only judge a claim owner that publishes a status; an owner without one is reported as unknown, not wrong.
+        anomalies.push({
+          kind: 'backendNotClaim',
+          severity: 'error',
+          ...at,
+          ...(owner !== null ? { node: owner } : {}),
+          detail: `${address}#${b}: claim says ${owner ?? 'nobody'}, backend of ${backend ?? 'nobody'} holds it`,
+        });
+      }
+    }
+    if (!vs && spec) anomalies.push({ kind: 'badValue', severity: 'warning', vip: address, detail: `${address} is not in the spec but still has claims or an assignment` });
+    return {
+      address,
+      interface: vs?.interface ?? null,
+      bucketCount: count,
+      hashMode: vs?.hashMode ?? null,
+      epoch: assign?.value.epoch ?? null,
+      buckets,
+    };
+  });
+
+  for (const bv of state.badValues) anomalies.push({ kind: 'badValue', severity: 'warning', detail: `${bv.key}: ${bv.error}` });
+
+  anomalies.sort((a, b) => severityRank(a.severity) - severityRank(b.severity));
+  return {
+    schema: STATUS_SCHEMA_VERSION,
+    cluster,
+    revision: state.revision,
+    healthy: !anomalies.some((a) => a.severity === 'error'),
+    leader: state.leader,
+    specGeneration: state.spec?.generation ?? null,
+    anomalies,
+    nodes,
+    vips,
+  };
+}
+
+const severityRank = (s: Severity) => (s === 'error' ? 0 : 1);
+
+export function compareIp(a: string, b: string): number {
+  const n = (s: string) => s.split('.').reduce((acc, p) => acc * 256 + (Number(p) || 0), 0);
+  return n(a) - n(b) || byId(a, b);
+}

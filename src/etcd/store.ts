@@ -1,0 +1,324 @@
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { ClusterSpec } from '../config/types.js';
+import { EtcdUnavailableError } from '../errors.js';
+import { parseKey, type Keys } from './keys.js';
+import { decodeStoredSpec } from './spec.js';
+import {
+  assignValueSchema,
+  decodeClaim,
+  decodeJson,
+  nodeValueSchema,
+  statusValueSchema,
+  type AssignValue,
+  type NodeValue,
+  type StatusValue,
+} from './values.js';
+
+// The narrow read side of etcd: one decoded picture of a cluster's prefix, built from a range read and kept
+// current from one prefix watch. Shared by the agent (claims, leader), the CLI's status and the observer.
+// Invalid values are kept out of the picture (a bad write leaves the last good value in place) and listed in
+// `badValues` with their key; decoding never throws.
+
+export interface NodeEntry {
+  value: NodeValue;
+  lease: string;
+  modRevision: string;
+}
+
+export interface ClaimEntry {
+  owner: string;
+  lease: string;
+  createRevision: string;
+}
+
+export interface AssignEntry {
+  value: AssignValue;
+  modRevision: string;
+}
+
+export interface CandidateEntry {
+  key: string;
+  node: string;
+  lease: string;
+  createRevision: string;
+}
+
+export interface SpecEntry {
+  spec: ClusterSpec;
+  generation: number;
+  modRevision: string;
+}
+
+export interface BadValue {
+  key: string;
+  error: string;
+}
+
+export interface ClusterState {
+  /** The etcd revision this picture reflects. */
+  revision: string;
+  spec: SpecEntry | null;
+  nodes: Map<string, NodeEntry>;
+  /** Election candidates, lowest create revision first; the first is the leader. */
+  candidates: CandidateEntry[];
+  leader: string | null;
+  assignments: Map<string, AssignEntry>;
+  /** vip → bucket → claim. */
+  claims: Map<string, Map<number, ClaimEntry>>;
+  statuses: Map<string, StatusValue>;
+  /** Values currently under the prefix that failed validation (key → error). */
+  badValues: BadValue[];
+}
+
+export function emptyClusterState(): ClusterState {
+  return {
+    revision: '0',
+    spec: null,
+    nodes: new Map(),
+    candidates: [],
+    leader: null,
+    assignments: new Map(),
+    claims: new Map(),
+    statuses: new Map(),
+    badValues: [],
+  };
+}
+
+/** What one applied key did: for callers that emit `badValue` events on fresh garbage only. */
+export type ApplyOutcome = { ok: true } | { ok: false; key: string; error: string };
+
+/** Fold one put into the picture. Pure with respect to I/O; mutates `state`. */
+export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyOutcome {
+  const key = kv.key.toString();
+  const raw = kv.value.toString();
+  // A new value replaces any earlier bad one under the same key.
+  removeBad(state, key);
+  // A bad write is ignored: the last good value under the key (if any) stays in the picture, so garbage written
+  // over the spec or an assignment cannot make agents drop buckets.
+  const bad = (error: string): ApplyOutcome => {
+    state.badValues.push({ key, error });
+    return { ok: false, key, error };
+  };
+  const pk = parseKey(keys, key);
+  switch (pk.family) {
+    case 'spec': {
+      try {
+        const { spec, generation } = decodeStoredSpec(raw, key);
+        state.spec = { spec, generation, modRevision: kv.mod_revision };
+      } catch (err) {
+        return bad((err as Error).message);
+      }
+      return { ok: true };
+    }
+    case 'node': {
+      const d = decodeJson(nodeValueSchema, raw);
+      if (!d.ok) return bad(d.error);
+      state.nodes.set(pk.node, { value: d.value, lease: kv.lease, modRevision: kv.mod_revision });
+      return { ok: true };
+    }
+    case 'status': {
+      const d = decodeJson(statusValueSchema, raw);
+      if (!d.ok) return bad(d.error);
+      state.statuses.set(pk.node, d.value);
+      return { ok: true };
+    }
+    case 'assign': {
+      const d = decodeJson(assignValueSchema, raw);
+      if (!d.ok) return bad(d.error);
+      state.assignments.set(pk.vip, { value: d.value, modRevision: kv.mod_revision });
+      return { ok: true };
+    }
+    case 'claim': {
+      const d = decodeClaim(raw);
+      if (!d.ok) return bad(d.error);
+      let m = state.claims.get(pk.vip);
+      if (!m) state.claims.set(pk.vip, (m = new Map()));
+      m.set(pk.bucket, { owner: d.value, lease: kv.lease, createRevision: kv.create_revision });
+      return { ok: true };
+    }
+    case 'leader': {
+      const d = decodeClaim(raw);
+      if (!d.ok) return bad(`election value is not a node id: ${JSON.stringify(raw.slice(0, 80))}`);
+      state.candidates = state.candidates.filter((c) => c.key !== key);
+      state.candidates.push({ key, node: d.value, lease: kv.lease, createRevision: kv.create_revision });
+      sortCandidates(state);
+      return { ok: true };
+    }
+    case 'unknown':
+      return bad('unknown key under the cluster prefix');
+  }
+}
+
+/** Fold one delete into the picture. */
+export function applyDelete(state: ClusterState, keys: Keys, key: string): void {
+  removeBad(state, key);
+  dropKey(state, keys, key);
+}
+
+function dropKey(state: ClusterState, keys: Keys, key: string): void {
+  const pk = parseKey(keys, key);
+  switch (pk.family) {
+    case 'spec':
+      state.spec = null;
+      return;
+    case 'node':
+      state.nodes.delete(pk.node);
+      return;
+    case 'status':
+      state.statuses.delete(pk.node);
+      return;
+    case 'assign':
+      state.assignments.delete(pk.vip);
+      return;
+    case 'claim': {
+      const m = state.claims.get(pk.vip);
+      m?.delete(pk.bucket);
+      if (m && m.size === 0) state.claims.delete(pk.vip);
+      return;
+    }
+    case 'leader':
+      state.candidates = state.candidates.filter((c) => c.key !== key);
+      sortCandidates(state);
+      return;
+    case 'unknown':
+      return;
+  }
+}
+
+function removeBad(state: ClusterState, key: string): void {
+  if (state.badValues.some((b) => b.key === key)) state.badValues = state.badValues.filter((b) => b.key !== key);
+}
+
+function sortCandidates(state: ClusterState): void {
+  state.candidates.sort((a, b) => cmpRevision(a.createRevision, b.createRevision));
+  state.leader = state.candidates[0]?.node ?? null;
+}
+
+/** Compare two etcd revisions (decimal int64 strings). */
+export function cmpRevision(a: string, b: string): number {
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** Read the whole prefix once and decode it. Throws EtcdUnavailableError when etcd does not answer. */
+export async function loadClusterState(etcd: Etcd3, keys: Keys): Promise<ClusterState> {
+  let res;
+  try {
+    res = await etcd.getAll().prefix(keys.prefix).exec();
+  } catch (err) {
+    throw new EtcdUnavailableError(`reading ${keys.prefix}: ${(err as Error).message}`, { cause: err });
+  }
+  const state = emptyClusterState();
+  for (const kv of res.kvs) applyPut(state, keys, kv);
+  state.revision = res.header.revision;
+  return state;
+}
+
+/** One batch of watch events, already folded into the state. */
+export interface StateChange {
+  revision: string;
+  puts: string[];
+  deletes: string[];
+  /** Values in this batch that failed validation. */
+  bad: BadValue[];
+}
+
+export interface ClusterWatch {
+  readonly state: ClusterState;
+  close(): Promise<void>;
+}
+
+export interface WatchClusterOptions {
+  /** Called after each batch was folded into `state` (one etcd watch response = one batch). */
+  onChange: (change: StateChange) => void;
+  /** Watch errors and reloads, for an `etcdError` event. Never fatal: the watch reloads and resumes. */
+  onError?: (error: Error) => void;
+  /** Start from this picture (must come from loadClusterState); loads one otherwise. */
+  initial?: ClusterState;
+}
+
+/**
+ * Keep a ClusterState current from one prefix watch starting right after the snapshot's revision. etcd3 resumes
+ * the watch after reconnects from the last seen revision; if the watch fails for good (compaction), the
+ * picture is reloaded and the watch restarted, and the reload is reported as one change touching every key.
+ */
+export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOptions): Promise<ClusterWatch> {
+  let state = opts.initial ?? (await loadClusterState(etcd, keys));
+  let watcher: Watcher | undefined;
+  let closed = false;
+
+  const start = async (): Promise<void> => {
+    const w = await etcd
+      .watch()
+      .prefix(keys.prefix)
+      .startRevision((BigInt(state.revision) + 1n).toString())
+      .create();
+    if (closed) {
+      await w.cancel().catch(() => undefined);
+      return;
+    }
+    watcher = w;
+    w.on('data', (res) => {
+      const change: StateChange = { revision: state.revision, puts: [], deletes: [], bad: [] };
+      // The picture's revision is the last event's: a pure progress header must not run ahead of events.
+      let rev = BigInt(state.revision);
+      for (const ev of res.events) {
+        const r = BigInt(ev.kv.mod_revision);
+        if (r > rev) rev = r;
+        const key = ev.kv.key.toString();
+        if (ev.type === 'Put') {
+          const o = applyPut(state, keys, ev.kv);
+          change.puts.push(key);
+          if (!o.ok) change.bad.push({ key: o.key, error: o.error });
+        } else {
+          applyDelete(state, keys, key);
+          change.deletes.push(key);
+        }
+      }
+      state.revision = rev.toString();
+      change.revision = state.revision;
+      if (res.events.length > 0) opts.onChange(change);
+    });
+    w.on('disconnected', (err: Error) => opts.onError?.(err));
+    w.on('error', (err: Error) => {
+      opts.onError?.(err);
+      void restart();
+    });
+  };
+
+  let restarting = false;
+  const restart = async (): Promise<void> => {
+    if (restarting || closed) return;
+    restarting = true;
+    try {
+      await watcher?.cancel().catch(() => undefined);
+      watcher = undefined;
+      for (let attempt = 0; !closed; attempt++) {
+        try {
+          const fresh = await loadClusterState(etcd, keys);
+          state = fresh;
+          watchHandle.state = fresh;
+          opts.onChange({ revision: fresh.revision, puts: [keys.prefix], deletes: [], bad: fresh.badValues });
+          await start();
+          return;
+        } catch (err) {
+          opts.onError?.(err as Error);
+          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+        }
+      }
+    } finally {
+      restarting = false;
+    }
+  };
+
+  const watchHandle = {
+    state,
+    async close() {
+      closed = true;
+      await watcher?.cancel().catch(() => undefined);
+    },
+  };
+  await start();
+  return watchHandle;
+}

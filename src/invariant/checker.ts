@@ -1,0 +1,312 @@
+import type { InvariantReport, OwnershipSample, Violation } from './types.js';
+
+// The pure invariant checker. It reads a time-ordered stream of facts and never looks at a clock or a file.
+//
+// Model: each (source, vip, bucket) holds the holders of its latest sample until the next sample of the same key
+// (piecewise constant), so splitting a constant stretch into more samples, or merging equal neighbours, never
+// changes the verdict.
+// - Safety: a stretch with two or more holders is one `doubleOwner` violation (one per stretch, not per sample).
+// - Liveness: a stretch where the backend source shows no holder is an unowned interval. Only the part of it during
+//   which at least one node had a node key ("a live node existed") counts. It may last `boundMs` — times the
+//   number of impaired nodes in its chain (see `allowanceFactor`), because a fault that hits the next owner or the
+//   leader during a failover legitimately restarts the failover clock.
+
+export type Source = OwnershipSample['source'];
+
+/** Nodes that had a `nodes/<id>` key at time t (from then until the next fact). */
+export interface LivenessFact {
+  t: number;
+  live: readonly string[];
+}
+
+/** The leader's desired owner of one bucket from time t (null: unassigned). */
+export interface AssigneeFact {
+  t: number;
+  vip: string;
+  bucket: number;
+  assignee: string | null;
+}
+
+/** Who led the cluster from time t (null: nobody). */
+export interface LeaderFact {
+  t: number;
+  leader: string | null;
+}
+
+/**
+ * A fault injected on purpose (chaos): the node (or, with node null, etcd itself) could not act normally during
+ * [fromMs, toMs]. toMs is Infinity while the fault lasts.
+ */
+export interface Impairment {
+  node: string | null;
+  kind: string;
+  fromMs: number;
+  toMs: number;
+}
+
+export interface UnownedInterval {
+  vip: string;
+  bucket: number;
+  fromMs: number;
+  toMs: number;
+  /** The part of [fromMs, toMs] during which a live node existed. */
+  liveMs: number;
+  /** liveMs may be at most this. */
+  allowedMs: number;
+}
+
+interface KeyState {
+  holders: readonly string[];
+  /** Start of the current stretch with ≥ 2 holders, and every node seen in it. */
+  doubleSince: number | null;
+  doubleNodes: Set<string>;
+}
+
+interface BucketState {
+  /** Start of the current unowned stretch in the backend source; null when owned or never sampled. */
+  unownedSince: number | null;
+  assignees: { t: number; assignee: string | null }[];
+}
+
+const bucketKey = (vip: string, bucket: number): string => `${vip}#${bucket}`;
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const s = new Set(a);
+  return b.every((x) => s.has(x));
+}
+
+/** Values (or their last value before `from`) of a time-ordered history during [from, to]. */
+function valuesDuring<T>(hist: readonly { t: number }[], pick: (i: number) => T, from: number, to: number): T[] {
+  const out: T[] = [];
+  for (let i = hist.length - 1; i >= 0; i--) {
+    const h = hist[i]!;
+    if (h.t > to) continue;
+    out.push(pick(i));
+    if (h.t <= from) break;
+  }
+  return out;
+}
+
+export class InvariantChecker {
+  private readonly keys = new Map<string, KeyState>();
+  private readonly buckets = new Map<string, BucketState>();
+  /** Periods with at least one live node: [from, to), to = Infinity while ongoing. */
+  private readonly livePeriods: { from: number; to: number }[] = [];
+  private readonly leaders: { t: number; leader: string | null }[] = [];
+  private readonly impairments: Impairment[] = [];
+  private readonly found: Violation[] = [];
+  private readonly intervals: UnownedInterval[] = [];
+  private readonly maxUnowned = new Map<string, number>();
+  private lastT = -Infinity;
+  private sampleCount = 0;
+  private finished = false;
+
+  constructor(readonly boundMs: number) {}
+
+  /** Clamp to the stream's order: sources read on one clock but at slightly different moments. */
+  private at(t: number): number {
+    if (t > this.lastT) this.lastT = t;
+    return this.lastT;
+  }
+
+  private bucket(vip: string, bucket: number): BucketState {
+    const k = bucketKey(vip, bucket);
+    let b = this.buckets.get(k);
+    if (!b) {
+      b = { unownedSince: null, assignees: [] };
+      this.buckets.set(k, b);
+    }
+    return b;
+  }
+
+  observe(sample: OwnershipSample): void {
+    const t = this.at(sample.t);
+    this.sampleCount++;
+    const k = `${sample.source}|${sample.vip}#${sample.bucket}`;
+    const holders = [...new Set(sample.holders)];
+    let st = this.keys.get(k);
+    if (!st) {
+      st = { holders: [], doubleSince: null, doubleNodes: new Set() };
+      this.keys.set(k, st);
+    }
+    if (holders.length >= 2) {
+      if (st.doubleSince === null) st.doubleSince = t;
+      holders.forEach((h) => st.doubleNodes.add(h));
+    } else if (st.doubleSince !== null) {
+      this.closeDouble(sample.source, sample.vip, sample.bucket, st);
+    }
+    if (sample.source === 'backend') {
+      const b = this.bucket(sample.vip, sample.bucket);
+      if (holders.length === 0 && b.unownedSince === null) b.unownedSince = t;
+      if (holders.length > 0 && b.unownedSince !== null) {
+        this.closeUnowned(sample.vip, sample.bucket, b.unownedSince, t);
+        b.unownedSince = null;
+      }
+    }
+    if (!sameSet(st.holders, holders)) st.holders = holders;
+  }
+
+  private closeDouble(source: Source, vip: string, bucket: number, st: KeyState): void {
+    this.found.push({ kind: 'doubleOwner', source, vip, bucket, nodes: [...st.doubleNodes].sort(), at: st.doubleSince! });
+    st.doubleSince = null;
+    st.doubleNodes = new Set();
+  }
+
+  liveness(fact: LivenessFact): void {
+    const t = this.at(fact.t);
+    const last = this.livePeriods[this.livePeriods.length - 1];
+    const ongoing = last !== undefined && last.to === Infinity;
+    if (fact.live.length > 0 && !ongoing) this.livePeriods.push({ from: t, to: Infinity });
+    if (fact.live.length === 0 && ongoing) last.to = t;
+  }
+
+  assignee(fact: AssigneeFact): void {
+    const t = this.at(fact.t);
+    this.bucket(fact.vip, fact.bucket).assignees.push({ t, assignee: fact.assignee });
+  }
+
+  leader(fact: LeaderFact): void {
+    const t = this.at(fact.t);
+    this.leaders.push({ t, leader: fact.leader });
+  }
+
+  /** Start an impairment; returns a function that ends it. */
+  impair(node: string | null, kind: string, fromMs: number): (toMs: number) => void {
+    const imp: Impairment = { node, kind, fromMs, toMs: Infinity };
+    this.impairments.push(imp);
+    return (toMs) => {
+      imp.toMs = toMs;
+    };
+  }
+
+  /** Time during [from, to] with at least one live node. */
+  liveOverlap(from: number, to: number): number {
+    let sum = 0;
+    for (const p of this.livePeriods) {
+      const a = Math.max(from, p.from);
+      const b = Math.min(to, p.to);
+      if (b > a) sum += b - a;
+    }
+    return sum;
+  }
+
+  /**
+   * How many bounds an unowned stretch [from, to] of one bucket may last: one, plus one for every further node
+   * that was the bucket's assignee or the leader during the stretch and was impaired around it, plus one when
+   * etcd itself was impaired. The first impaired node is the failover the bound is for.
+   */
+  allowanceFactor(vip: string, bucket: number, from: number, to: number): number {
+    const b = this.buckets.get(bucketKey(vip, bucket));
+    const chain = new Set<string>();
+    if (b) {
+      for (const a of valuesDuring(b.assignees, (i) => b.assignees[i]!.assignee, from, to)) if (a) chain.add(a);
+    }
+    for (const l of valuesDuring(this.leaders, (i) => this.leaders[i]!.leader, from, to)) if (l) chain.add(l);
+    const windowFrom = from - this.boundMs;
+    const hit = new Set<string>();
+    let etcd = false;
+    for (const imp of this.impairments) {
+      if (imp.fromMs > to || imp.toMs < windowFrom) continue;
+      if (imp.node === null) etcd = true;
+      else if (chain.has(imp.node)) hit.add(imp.node);
+    }
+    return Math.max(1, hit.size + (etcd ? 1 : 0));
+  }
+
+  private closeUnowned(vip: string, bucket: number, from: number, to: number): void {
+    const liveMs = this.liveOverlap(from, to);
+    const allowedMs = this.boundMs * this.allowanceFactor(vip, bucket, from, to);
+    this.intervals.push({ vip, bucket, fromMs: from, toMs: to, liveMs, allowedMs });
+    const k = bucketKey(vip, bucket);
+    this.maxUnowned.set(k, Math.max(this.maxUnowned.get(k) ?? 0, liveMs));
+    if (liveMs > allowedMs) {
+      this.found.push({ kind: 'unownedTooLong', vip, bucket, fromMs: from, toMs: to, durationMs: liveMs, boundMs: allowedMs });
+    }
+  }
+
+  /** Violations found so far (closed stretches only). */
+  violations(): Violation[] {
+    return [...this.found];
+  }
+
+  /** Unowned stretches still open at time t that already exceed their allowance (for early failure). */
+  openViolations(t: number): Violation[] {
+    const out: Violation[] = [];
+    for (const [k, b] of this.buckets) {
+      if (b.unownedSince === null) continue;
+      const [vip, bs] = k.split('#') as [string, string];
+      const bucket = Number(bs);
+      const liveMs = this.liveOverlap(b.unownedSince, t);
+      const allowed = this.boundMs * this.allowanceFactor(vip, bucket, b.unownedSince, t);
+      if (liveMs > allowed) {
+        out.push({ kind: 'unownedTooLong', vip, bucket, fromMs: b.unownedSince, toMs: t, durationMs: liveMs, boundMs: allowed });
+      }
+    }
+    return out;
+  }
+
+  /** Close every open stretch at `endMs` and return the verdict. Idempotent. */
+  finish(endMs: number, startedAt: number): InvariantReport & { intervals: UnownedInterval[] } {
+    if (!this.finished) {
+      this.finished = true;
+      const end = this.at(endMs);
+      for (const [k, st] of this.keys) {
+        if (st.doubleSince === null) continue;
+        const [source, rest] = k.split('|') as [Source, string];
+        const [vip, bs] = rest.split('#') as [string, string];
+        this.closeDouble(source, vip, Number(bs), st);
+      }
+      for (const [k, b] of this.buckets) {
+        if (b.unownedSince === null) continue;
+        const [vip, bs] = k.split('#') as [string, string];
+        // An interval still open at the end is not a completed failover; it is still checked against its bound.
+        const liveMs = this.liveOverlap(b.unownedSince, end);
+        const allowed = this.boundMs * this.allowanceFactor(vip, Number(bs), b.unownedSince, end);
+        this.maxUnowned.set(k, Math.max(this.maxUnowned.get(k) ?? 0, liveMs));
+        if (liveMs > allowed) {
+          this.found.push({
+            kind: 'unownedTooLong',
+            vip,
+            bucket: Number(bs),
+            fromMs: b.unownedSince,
+            toMs: end,
+            durationMs: liveMs,
+            boundMs: allowed,
+          });
+        }
+      }
+    }
+    return {
+      violations: [...this.found],
+      maxUnownedMs: Object.fromEntries(this.maxUnowned),
+      unownedIntervals: this.intervals.map(({ vip, bucket, fromMs, toMs }) => ({ vip, bucket, fromMs, toMs })),
+      intervals: [...this.intervals],
+      samples: this.sampleCount,
+      startedAt,
+      endedAt: endMs,
+    };
+  }
+}
+
+export type TimelineFact =
+  | ({ type: 'sample' } & OwnershipSample)
+  | ({ type: 'liveness' } & LivenessFact)
+  | ({ type: 'assignee' } & AssigneeFact)
+  | ({ type: 'leader' } & LeaderFact);
+
+/** Check a whole recorded timeline at once (facts in time order). */
+export function checkTimeline(
+  facts: readonly TimelineFact[],
+  opts: { boundMs: number; startedAt: number; endMs: number; impairments?: readonly Impairment[] },
+): InvariantReport & { intervals: UnownedInterval[] } {
+  const c = new InvariantChecker(opts.boundMs);
+  for (const imp of opts.impairments ?? []) c.impair(imp.node, imp.kind, imp.fromMs)(imp.toMs);
+  for (const f of facts) {
+    if (f.type === 'sample') c.observe(f);
+    else if (f.type === 'liveness') c.liveness(f);
+    else if (f.type === 'assignee') c.assignee(f);
+    else c.leader(f);
+  }
+  return c.finish(opts.endMs, opts.startedAt);
+}

@@ -1,0 +1,328 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { parseFileBackendHeld } from '../backends/fileFormat.js';
+import { createEtcdClient } from '../etcd/client.js';
+import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
+import { applyDelete, applyPut, emptyClusterState, loadClusterState, type ClusterState } from '../etcd/store.js';
+import { InvariantChecker, type UnownedInterval } from './checker.js';
+import type { InvariantReport, Observer, ObserverOptions, OwnershipSample, Violation } from './types.js';
+
+// The invariant observer: one prefix watch on the cluster's keys (claims, nodes, leader, assignments, spec) from a
+// known revision, plus a poll of every node's file-backend state (expiry applied at read time), fed in time order
+// into the pure checker. It also keeps the ownership changes, for the chaos report's time line.
+
+export interface ObserverExtras {
+  /**
+   * Declare a fault on `node` (null: etcd itself) from now; returns a function that ends it. Unowned stretches
+   * whose failover chain includes impaired nodes get one more bound per such node (see checker.ts).
+   */
+  impair(node: string | null, kind: string, fromMs?: number): (toMs?: number) => void;
+  /** The decoded cluster as the watch sees it now. */
+  cluster(): ClusterState;
+  /** What each node's backend held at the last poll: vip → bucket → holders. */
+  backendHolders(): Map<string, Map<number, string[]>>;
+  /** Every change of holders seen (claims, backend, dataplane), in time order. */
+  history(): readonly OwnershipSample[];
+  /** Whether claims == assignment == backend for every bucket of the spec right now; the reasons when not. */
+  convergence(): { converged: boolean; problems: Violation[] };
+}
+
+export type FullObserver = Omit<Observer, 'stop'> &
+  ObserverExtras & {
+    stop(opts?: { expectConverged?: boolean; convergeTimeoutMs?: number }): Promise<FullReport>;
+  };
+
+export interface FullReport extends InvariantReport {
+  intervals: UnownedInterval[];
+}
+
+const sampleKey = (vip: string, bucket: number): string => `${vip}#${bucket}`;
+
+export async function startObserver(opts: ObserverOptions): Promise<FullObserver> {
+  const pollMs = opts.pollMs ?? 10;
+  const keys: Keys = keysFor(opts.cluster);
+  const etcd: Etcd3 = createEtcdClient({ endpoints: opts.endpoints, requestTimeoutMs: 2000 });
+  const checker = new InvariantChecker(opts.unownedBoundMs);
+  const startedAt = Date.now();
+  const dirs = new Map(Object.entries(opts.backendDirs));
+  const hist: OwnershipSample[] = [];
+  const lastClaims = new Map<string, string>();
+  const lastBackend = new Map<string, string[]>();
+  const lastAssignee = new Map<string, string | null>();
+  let lastLeader: string | null = null;
+  let lastLive = '';
+  let state: ClusterState = emptyClusterState();
+  let watcher: Watcher | undefined;
+  let stopped = false;
+  let observations = 0;
+  const errors: string[] = [];
+
+  const feed = (s: OwnershipSample): void => {
+    checker.observe(s);
+    hist.push(s);
+  };
+
+  // Derived facts after every watch batch: liveness, leader, assignees.
+  const refreshDerived = (t: number): void => {
+    const live = [...state.nodes.keys()].sort();
+    if (live.join(',') !== lastLive) {
+      lastLive = live.join(',');
+      checker.liveness({ t, live });
+    }
+    if (state.leader !== lastLeader) {
+      lastLeader = state.leader;
+      checker.leader({ t, leader: state.leader });
+    }
+    for (const vip of state.spec?.spec.vips ?? []) {
+      const owners = state.assignments.get(vip.address)?.value.owners ?? {};
+      for (let b = 1; b <= vip.buckets; b++) {
+        const a = owners[String(b)] ?? null;
+        const k = sampleKey(vip.address, b);
+        if (lastAssignee.get(k) !== a || !lastAssignee.has(k)) {
+          lastAssignee.set(k, a);
+          checker.assignee({ t, vip: vip.address, bucket: b, assignee: a });
+        }
+      }
+    }
+  };
+
+  const onPut = (kv: IKeyValue, t: number): void => {
+    const key = kv.key.toString();
+    const pk = parseKey(keys, key);
+    applyPut(state, keys, kv);
+    if (pk.family !== 'claim') return;
+    const k = sampleKey(pk.vip, pk.bucket);
+    const owner = state.claims.get(pk.vip)?.get(pk.bucket)?.owner;
+    if (owner === undefined) return; // a bad value: dropped by the store, counted in badValues
+    const prev = lastClaims.get(k);
+    // A claim overwritten by another node without a delete in between: two nodes believed they owned it.
+    if (prev !== undefined && prev !== owner) feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [prev, owner] });
+    lastClaims.set(k, owner);
+    feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [owner] });
+  };
+
+  const onDelete = (key: string, t: number): void => {
+    applyDelete(state, keys, key);
+    const pk = parseKey(keys, key);
+    if (pk.family !== 'claim') return;
+    lastClaims.delete(sampleKey(pk.vip, pk.bucket));
+    feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [] });
+  };
+
+  const load = async (): Promise<void> => {
+    const fresh = await loadClusterState(etcd, keys);
+    const t = Date.now();
+    state = fresh;
+    // Claims: report every bucket's holder as of this snapshot.
+    const seen = new Set<string>();
+    for (const [vip, m] of state.claims) {
+      for (const [bucket, c] of m) {
+        const k = sampleKey(vip, bucket);
+        seen.add(k);
+        if (lastClaims.get(k) !== c.owner) {
+          lastClaims.set(k, c.owner);
+          feed({ t, source: 'claims', vip, bucket, holders: [c.owner] });
+        }
+      }
+    }
+    for (const k of [...lastClaims.keys()]) {
+      if (seen.has(k)) continue;
+      lastClaims.delete(k);
+      const [vip, b] = k.split('#') as [string, string];
+      feed({ t, source: 'claims', vip, bucket: Number(b), holders: [] });
+    }
+    refreshDerived(t);
+  };
+
+  const startWatch = async (): Promise<void> => {
+    const w = await etcd
+      .watch()
+      .prefix(keys.prefix)
+      .startRevision((BigInt(state.revision) + 1n).toString())
+      .create();
+    if (stopped) {
+      await w.cancel().catch(() => undefined);
+      return;
+    }
+    watcher = w;
+    w.on('data', (res) => {
+      const t = Date.now();
+      for (const ev of res.events) {
+        if (ev.type === 'Put') onPut(ev.kv, t);
+        else onDelete(ev.kv.key.toString(), t);
+      }
+      state.revision = res.header.revision;
+      refreshDerived(t);
+    });
+    w.on('disconnected', () => undefined);
+    // A watch that fails for good (compaction): reload the picture and watch again.
+    w.on('error', (err: Error) => {
+      errors.push(err.message);
+      void restartWatch();
+    });
+  };
+
+  let restarting = false;
+  const restartWatch = async (): Promise<void> => {
+    if (restarting || stopped) return;
+    restarting = true;
+    try {
+      await watcher?.cancel().catch(() => undefined);
+      for (let attempt = 0; !stopped && attempt < 1000; attempt++) {
+        try {
+          await load();
+          await startWatch();
+          return;
+        } catch (err) {
+          errors.push((err as Error).message);
+          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+        }
+      }
+    } finally {
+      restarting = false;
+    }
+  };
+
+  // Backend poll: read every node's file for every VIP of the spec, synchronously so all nodes are read within
+  // the same instant, and emit a sample for each bucket whose holders changed.
+  const holdersNow = new Map<string, Map<number, string[]>>();
+  const lastFileEntries = new Map<string, Set<number>>();
+  const unreadable = new Map<string, string>();
+  let lastPollAt = Date.now();
+  const poll = (): void => {
+    const vips = state.spec?.spec.vips ?? [];
+    if (vips.length === 0) return;
+    const pollStart = Date.now();
+    observations++;
+    for (const vip of vips) {
+      const perBucket = new Map<number, string[]>();
+      for (let b = 1; b <= vip.buckets; b++) perBucket.set(b, []);
+      // bucket → node → expiry, for entries that expired since the previous poll.
+      const expiredAt = new Map<number, Map<string, number>>();
+      for (const [node, dir] of dirs) {
+        const path = join(dir, vip.address);
+        const now = Date.now();
+        let held: Set<number>;
+        try {
+          const text = readFileSync(path, 'utf8');
+          held = parseFileBackendHeld(text, now, path);
+          // Expiry times of entries that just expired: the precise moment the bucket stopped being held.
+          for (const m of text.matchAll(/(\d+)=(\d+)/g)) {
+            const bucket = Number(m[1]);
+            const exp = Number(m[2]);
+            if (exp <= now && exp > lastPollAt) {
+              if (!expiredAt.has(bucket)) expiredAt.set(bucket, new Map());
+              expiredAt.get(bucket)!.set(node, exp);
+            }
+          }
+          unreadable.delete(path);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') held = new Set();
+          else {
+            // Keep the last good state of this file; files are replaced by rename, so this should not happen.
+            unreadable.set(path, (err as Error).message);
+            held = lastFileEntries.get(path) ?? new Set();
+          }
+        }
+        lastFileEntries.set(path, held);
+        for (const b of held) perBucket.get(b)?.push(node);
+      }
+      const t = Date.now();
+      holdersNow.set(vip.address, perBucket);
+      for (const [b, holders] of perBucket) {
+        holders.sort();
+        const k = sampleKey(vip.address, b);
+        const prev = lastBackend.get(k);
+        if (prev !== undefined && prev.join(',') === holders.join(',')) continue;
+        lastBackend.set(k, holders);
+        // A bucket its previous holders lost by expiry went unowned at that expiry, not when we read it.
+        const exps = (prev ?? []).map((n) => expiredAt.get(b)?.get(n));
+        const byExpiry = holders.length === 0 && exps.length > 0 && exps.every((e) => e !== undefined);
+        const when = byExpiry ? Math.max(...(exps as number[])) : t;
+        feed({ t: when, source: 'backend', vip: vip.address, bucket: b, holders });
+      }
+    }
+    lastPollAt = pollStart;
+  };
+
+  const convergence = (): { converged: boolean; problems: Violation[] } => {
+    const problems: Violation[] = [];
+    const spec = state.spec?.spec;
+    if (!spec) return { converged: false, problems: [{ kind: 'notConverged', vip: '*', bucket: 0, detail: 'no spec' }] };
+    for (const vip of spec.vips) {
+      const owners = state.assignments.get(vip.address)?.value.owners ?? {};
+      const backend = holdersNow.get(vip.address);
+      for (let b = 1; b <= vip.buckets; b++) {
+        const want = owners[String(b)];
+        const claim = state.claims.get(vip.address)?.get(b)?.owner;
+        const held = backend?.get(b) ?? [];
+        let detail: string | null = null;
+        if (want === undefined) detail = 'no assignee';
+        else if (!state.nodes.has(want)) detail = `assigned to ${want}, which has no node key`;
+        else if (state.nodes.get(want)!.value.draining) detail = `assigned to draining node ${want}`;
+        else if (claim !== want) detail = `assigned to ${want}, claimed by ${claim ?? 'nobody'}`;
+        else if (held.length !== 1 || held[0] !== want) detail = `assigned to ${want}, backend holders [${held.join(',')}]`;
+        if (detail) problems.push({ kind: 'notConverged', vip: vip.address, bucket: b, detail });
+      }
+    }
+    return { converged: problems.length === 0, problems };
+  };
+
+  try {
+    await load();
+    await startWatch();
+  } catch (err) {
+    etcd.close();
+    throw err;
+  }
+  poll();
+  const timer = setInterval(poll, pollMs);
+
+  return {
+    addNode(id, backendDir) {
+      dirs.set(id, backendDir);
+    },
+    record(sample) {
+      feed(sample);
+    },
+    violations() {
+      return [...checker.violations(), ...checker.openViolations(Date.now())];
+    },
+    impair(node, kind, fromMs) {
+      const end = checker.impair(node, kind, fromMs ?? Date.now());
+      return (toMs) => end(toMs ?? Date.now());
+    },
+    cluster: () => state,
+    backendHolders: () => holdersNow,
+    history: () => hist,
+    convergence,
+    async stop(stopOpts): Promise<FullReport> {
+      let notConverged: Violation[] = [];
+      if (stopOpts?.expectConverged) {
+        const until = Date.now() + (stopOpts.convergeTimeoutMs ?? 20_000);
+        for (;;) {
+          const c = convergence();
+          if (c.converged) break;
+          if (Date.now() > until) {
+            notConverged = c.problems;
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      stopped = true;
+      clearInterval(timer);
+      await watcher?.cancel().catch(() => undefined);
+      etcd.close();
+      const endedAt = Date.now();
+      const r = checker.finish(endedAt, startedAt);
+      const violations = [...r.violations, ...notConverged];
+      for (const [path, msg] of unreadable) {
+        violations.push({ kind: 'notConverged', vip: '*', bucket: 0, detail: `backend file ${path} unreadable: ${msg}` });
+      }
+      return { ...r, violations, samples: r.samples + observations };
+    },
+  };
+}

@@ -1,0 +1,198 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AgentEvent } from '../agent/events.js';
+
+// Every AgentEvent becomes metrics here (and nowhere else), so the names below are the whole metric surface of
+// an agent. Labels are closed sets (reasons) or VIPs (few), never buckets or node ids.
+
+export interface AgentEventSource {
+  on(e: 'event', l: (ev: AgentEvent) => void): unknown;
+}
+
+export interface AgentMetrics {
+  registry: Registry;
+  /** Feed one event by hand (what the listener does); for callers without an emitter. */
+  observe(ev: AgentEvent): void;
+}
+
+const P = 'clusterip_ha_';
+// Failover is bounded by the lease TTL (1–10 s typical); handoffs are milliseconds.
+const FAILOVER_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 30];
+const OP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+export function attachAgentMetrics(
+  events: AgentEventSource,
+  registry: Registry = new Registry(),
+  now: () => number = () => performance.now(),
+): AgentMetrics {
+  const held = new Map<string, Set<number>>();
+  let lastAckAt: number | undefined;
+  let headroomAtAckMs = 0;
+
+  const bucketsOwned = new Gauge({
+    name: `${P}buckets_owned`,
+    help: 'Buckets this node holds a claim for and applied to its backend, per VIP',
+    labelNames: ['vip'],
+    registers: [registry],
+  });
+  const isLeader = new Gauge({ name: `${P}is_leader`, help: '1 while this node is the elected leader', registers: [registry] });
+  const fenced = new Gauge({ name: `${P}fenced`, help: '1 while this node is fenced (holds nothing, acquires nothing)', registers: [registry] });
+  new Gauge({
+    name: `${P}keepalive_ack_age_seconds`,
+    help: 'Time since the last acknowledged lease keepalive (-1 before the first)',
+    registers: [registry],
+    collect() {
+      this.set(lastAckAt === undefined ? -1 : (now() - lastAckAt) / 1000);
+    },
+  });
+  new Gauge({
+    name: `${P}fence_headroom_seconds`,
+    help: 'Time left before the fence deadline fires without a new keepalive ack (negative: past it)',
+    registers: [registry],
+    collect() {
+      this.set(lastAckAt === undefined ? 0 : (headroomAtAckMs - (now() - lastAckAt)) / 1000);
+    },
+  });
+  const leaseTtl = new Gauge({ name: `${P}lease_ttl_seconds`, help: 'TTL etcd granted the current lease', registers: [registry] });
+  const keepaliveRtt = new Histogram({
+    name: `${P}keepalive_rtt_seconds`,
+    help: 'Round trip of lease keepalives',
+    buckets: OP_BUCKETS,
+    registers: [registry],
+  });
+  const sessions = new Counter({ name: `${P}sessions_started_total`, help: 'Leases granted (agent start and re-registration after loss)', registers: [registry] });
+  const leasesLost = new Counter({ name: `${P}leases_lost_total`, help: 'Leases found expired', registers: [registry] });
+  const fences = new Counter({ name: `${P}fences_total`, help: 'Times this node fenced, by reason', labelNames: ['reason'], registers: [registry] });
+  const acquired = new Counter({ name: `${P}claims_acquired_total`, help: 'Buckets acquired (claim written and applied)', labelNames: ['vip'], registers: [registry] });
+  const released = new Counter({ name: `${P}claims_released_total`, help: 'Buckets released, by reason', labelNames: ['vip', 'reason'], registers: [registry] });
+  const blocked = new Counter({ name: `${P}acquire_blocked_total`, help: 'Acquire attempts that could not proceed, by reason', labelNames: ['reason'], registers: [registry] });
+  const acquireDuration = new Histogram({
+    name: `${P}acquire_duration_seconds`,
+    help: 'From deciding to acquire to the bucket applied in the backend',
+    buckets: OP_BUCKETS,
+    registers: [registry],
+  });
+  const releaseDuration = new Histogram({
+    name: `${P}release_duration_seconds`,
+    help: 'From deciding to release to the claim deleted, by reason',
+    labelNames: ['reason'],
+    buckets: OP_BUCKETS,
+    registers: [registry],
+  });
+  const failover = new Histogram({
+    name: `${P}failover_duration_seconds`,
+    help: 'How long an acquired bucket had no owner before this node took it',
+    buckets: FAILOVER_BUCKETS,
+    registers: [registry],
+  });
+  const backendErrors = new Counter({ name: `${P}backend_errors_total`, help: 'Backend operations that failed, by operation', labelNames: ['op'], registers: [registry] });
+  const etcdErrors = new Counter({ name: `${P}etcd_errors_total`, help: 'etcd operations that failed, by operation', labelNames: ['op'], registers: [registry] });
+  const badValues = new Counter({ name: `${P}bad_values_total`, help: 'etcd values that failed validation and were ignored', registers: [registry] });
+  const loopDelay = new Gauge({
+    name: `${P}event_loop_delay_seconds`,
+    help: 'Event-loop delay over the last sampling window',
+    labelNames: ['stat'],
+    registers: [registry],
+  });
+  const assignments = new Counter({ name: `${P}assignments_written_total`, help: 'Assignments this node wrote as leader', labelNames: ['vip'], registers: [registry] });
+  const assignRejected = new Counter({ name: `${P}assignments_rejected_total`, help: 'Assignment writes refused', labelNames: ['reason'], registers: [registry] });
+  const moves = new Counter({ name: `${P}planned_moves_total`, help: 'Bucket moves planned by this leader, by reason', labelNames: ['reason'], registers: [registry] });
+  const planDuration = new Histogram({ name: `${P}plan_duration_seconds`, help: 'Planner run time', buckets: OP_BUCKETS, registers: [registry] });
+  const assignLatency = new Histogram({
+    name: `${P}assignment_latency_seconds`,
+    help: 'From the change that triggered a plan to the assignment written',
+    buckets: OP_BUCKETS,
+    registers: [registry],
+  });
+  const drains = new Counter({ name: `${P}drain_requests_total`, help: 'Drain requests seen', registers: [registry] });
+
+  const setOwned = (vip: string) => bucketsOwned.set({ vip }, held.get(vip)?.size ?? 0);
+
+  const observe = (ev: AgentEvent): void => {
+    switch (ev.event) {
+      case 'sessionStarted':
+        sessions.inc();
+        leaseTtl.set(ev.ttlSeconds);
+        return;
+      case 'keepaliveAck':
+        lastAckAt = now();
+        headroomAtAckMs = ev.headroomMs;
+        keepaliveRtt.observe(ev.rttMs / 1000);
+        return;
+      case 'fenced':
+        fenced.set(1);
+        fences.inc({ reason: ev.reason });
+        // A fence drops every bucket from the kernel at once.
+        for (const vip of held.keys()) {
+          held.get(vip)!.clear();
+          setOwned(vip);
+        }
+        return;
+      case 'unfenced':
+        fenced.set(0);
+        return;
+      case 'leaseLost':
+        leasesLost.inc();
+        return;
+      case 'elected':
+        isLeader.set(1);
+        return;
+      case 'deposed':
+        isLeader.set(0);
+        return;
+      case 'assignmentWritten':
+        assignments.inc({ vip: ev.vip });
+        for (const m of ev.moves) moves.inc({ reason: m.reason });
+        planDuration.observe(ev.planMs / 1000);
+        assignLatency.observe(ev.sinceTriggerMs / 1000);
+        return;
+      case 'assignmentRejected':
+        assignRejected.inc({ reason: ev.reason });
+        return;
+      case 'acquired': {
+        const s = held.get(ev.vip) ?? new Set<number>();
+        held.set(ev.vip, s);
+        s.add(ev.bucket);
+        setOwned(ev.vip);
+        acquired.inc({ vip: ev.vip });
+        acquireDuration.observe(ev.durationMs / 1000);
+        if (ev.unownedMs !== undefined) failover.observe(ev.unownedMs / 1000);
+        return;
+      }
+      case 'acquireBlocked':
+        blocked.inc({ reason: ev.reason });
+        return;
+      case 'released':
+        held.get(ev.vip)?.delete(ev.bucket);
+        setOwned(ev.vip);
+        released.inc({ vip: ev.vip, reason: ev.reason });
+        releaseDuration.observe({ reason: ev.reason }, ev.durationMs / 1000);
+        return;
+      case 'backendError':
+        backendErrors.inc({ op: ev.op });
+        return;
+      case 'badValue':
+        badValues.inc();
+        return;
+      case 'etcdError':
+        etcdErrors.inc({ op: ev.op });
+        return;
+      case 'loopDelay':
+        loopDelay.set({ stat: 'p99' }, ev.p99Ms / 1000);
+        loopDelay.set({ stat: 'max' }, ev.maxMs / 1000);
+        return;
+      case 'drainRequested':
+        drains.inc();
+        return;
+      case 'shutdown':
+        if (ev.phase === 'released' || ev.phase === 'done') isLeader.set(0);
+        return;
+      default: {
+        const never: never = ev;
+        void never;
+      }
+    }
+  };
+
+  events.on('event', observe);
+  return { registry, observe };
+}

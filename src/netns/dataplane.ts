@@ -1,0 +1,330 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import { validateClusterSpec } from '../config/index.js';
+import type { ClusterSpec, VipSpec } from '../config/types.js';
+import { createEtcdClient } from '../etcd/client.js';
+import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
+import { writeSpec } from '../etcd/spec.js';
+import { assignValueSchema, decodeClaim, decodeJson } from '../etcd/values.js';
+import { nftablesBucket } from '../hash/index.js';
+import { spawnAgent, type AgentExit, type AgentProcess } from '../localcluster/agentProcess.js';
+import { ETCD_CLIENT_PORT, SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
+import { startEtcdInNs, type NsEtcd } from './etcdNs.js';
+import { readOwnedSet } from './nftRead.js';
+import { startProber, type ProbeOptions, type ProbeResult, type Prober } from './prober.js';
+import { NetnsError } from './run.js';
+import { startNodeServer, type NodeServer } from './servers.js';
+import { createTopology, sweepStaleNamespaces, type ControlCutMode, type Topology } from './topology.js';
+
+// The whole nftables dataplane of DESIGN §11 as a library (tests and `clusterip-ha chaos --dataplane netns`):
+// topology (topology.ts) + etcd in its namespace + a server per node + the prober + a real agent per node
+// (nftables backend, inside the node's namespace). Everything is torn down by destroy(), also after a failed
+// setup; every wait is bounded.
+
+export interface DataplaneOptions {
+  /** Node ids, also namespace suffixes ([a-z][a-z0-9]{0,7}); default n1, n2, n3. */
+  nodes?: string[];
+  /** Client source addresses; default 90. */
+  sources?: number;
+  /** etcd cluster name; default `dp<pid>`. */
+  cluster?: string;
+  /** The spec written with writeSpec; default: defaultDataplaneSpec(). Its first VIP is the one probed. */
+  spec?: ClusterSpec;
+  leaseTtlSeconds?: number;
+  /** Start an agent in every node namespace (default true). */
+  agents?: boolean;
+  /** Extra agent flags (after the ones set here). */
+  agentArgs?: string[];
+  nftTable?: string;
+  /** Agent log files go here (`<node>.log`); default: a temp dir removed on destroy. */
+  logDir?: string;
+  /** Bound on the whole setup (not counting settle); default 60 s. */
+  timeoutMs?: number;
+}
+
+export interface SettleOptions {
+  timeoutMs?: number;
+  /** Every one of these nodes must own at least one bucket (default: every node with a running agent). */
+  owners?: string[];
+}
+
+export interface Ownership {
+  /** bucket → claim owner, from etcd. */
+  claims: Map<number, string>;
+  /** bucket → assigned owner, from the leader's assignment. */
+  assigned: Map<number, string>;
+  /** node → buckets in its kernel set (unexpired). */
+  kernel: Map<string, number[]>;
+}
+
+export interface Dataplane {
+  readonly topology: Topology;
+  readonly nodes: string[];
+  readonly cluster: string;
+  readonly spec: ClusterSpec;
+  /** The probed VIP. */
+  readonly vip: VipSpec;
+  readonly keys: Keys;
+  /** etcd for the harness (root namespace, loopback relay). */
+  readonly etcdEndpoint: string;
+  /** etcd as the nodes reach it over the control network. */
+  readonly controlEndpoint: string;
+  readonly sources: string[];
+  readonly etcd: Etcd3;
+  readonly agents: Map<string, AgentProcess>;
+  readonly setupMs: number;
+  probe(opts?: ProbeOptions): Promise<ProbeResult>;
+  cutControl(node: string, mode?: ControlCutMode): Promise<void>;
+  healControl(node: string): Promise<void>;
+  nsOf(node: string): string;
+  /** Start (or restart) the agent of `node`. */
+  startAgent(node: string): AgentProcess;
+  /** Signal the agent and wait (bounded) for it to exit. */
+  stopAgent(node: string, sig: NodeJS.Signals, timeoutMs?: number): Promise<AgentExit>;
+  bucketOfSource(source: string): number;
+  /** source → owner predicted from the claims in etcd and the nftables hash (unclaimed buckets absent). */
+  expectedOwners(claims?: Map<number, string>): Promise<Map<string, string>>;
+  readOwnership(): Promise<Ownership>;
+  /** Wait until assignment == claims == kernel for every bucket, every bucket owned. Returns the ownership. */
+  waitSettled(opts?: SettleOptions): Promise<Ownership>;
+  /** Kill every process and delete every namespace. Idempotent; returns the teardown time in ms. */
+  destroy(): Promise<number>;
+}
+
+export function defaultDataplaneSpec(vip = '10.77.0.100', buckets = 16): ClusterSpec {
+  return validateClusterSpec(
+    {
+      vips: [{ address: vip, interface: 'eth0', buckets, hashMode: 'sourceip', seed: 0x5eed1234 }],
+      // Joins even out quickly so a fresh cluster is balanced within a few seconds.
+      rebalance: { joinMovesPerInterval: 4, intervalMs: 200 },
+    },
+    'dataplane default spec',
+  );
+}
+
+export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Dataplane> {
+  const started = performance.now();
+  await sweepStaleNamespaces();
+  const spec = opts.spec ?? defaultDataplaneSpec();
+  const vip = spec.vips[0];
+  if (!vip) throw new NetnsError('the spec has no VIP');
+  if (vip.interface !== 'eth0') throw new NetnsError(`the probed VIP must be on eth0 (got ${vip.interface})`);
+  const nodes = opts.nodes ?? ['n1', 'n2', 'n3'];
+  const cluster = opts.cluster ?? `dp${process.pid}`;
+  const keys = keysFor(cluster);
+  const nftTable = opts.nftTable ?? 'clusterip_ha';
+  const ttl = opts.leaseTtlSeconds ?? 2;
+
+  const work = await mkdtemp(join(tmpdir(), 'cipha-dp-'));
+  const logDir = opts.logDir ?? join(work, 'logs');
+  await mkdir(logDir, { recursive: true });
+
+  const servers: NodeServer[] = [];
+  const agents = new Map<string, AgentProcess>();
+  let topology: Topology | undefined;
+  let nsEtcd: NsEtcd | undefined;
+  let prober: Prober | undefined;
+  let etcd: Etcd3 | undefined;
+
+  let destroyed: Promise<number> | undefined;
+  const destroy = (): Promise<number> =>
+    (destroyed ??= (async () => {
+      const t = performance.now();
+      // Agents first (they may be mid-apply), then everything else that runs inside a namespace, then the
+      // namespaces. Each step is bounded on its own.
+      await Promise.all(
+        [...agents.values()].map(async (a) => {
+          a.signal('SIGKILL');
+          await a.waitExit(5000).catch(() => undefined);
+        }),
+      );
+      await Promise.all([...servers.map((s) => s.stop()), prober?.stop()]);
+      etcd?.close();
+      await nsEtcd?.stop();
+      await topology?.destroy();
+      await rm(work, { recursive: true, force: true });
+      return performance.now() - t;
+    })());
+
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  const left = (): number => Math.max(1, deadline - Date.now());
+
+  try {
+    topology = await createTopology({
+      nodes,
+      sources: opts.sources ?? 90,
+      vip: vip.address,
+      clusterMac: vip.clusterMac,
+      timeoutMs: left(),
+    });
+    const topo = topology;
+    nsEtcd = await startEtcdInNs({
+      ns: topo.etcdNs!,
+      address: topo.etcdAddress,
+      port: ETCD_CLIENT_PORT,
+      readyTimeoutMs: left(),
+    });
+    etcd = createEtcdClient({ endpoints: [nsEtcd.harnessEndpoint], requestTimeoutMs: 5000 });
+    await writeSpec(etcd, keys, spec, { expectModRevision: 'absent' });
+    const started = await Promise.all(
+      topo.nodes.map((n) =>
+        startNodeServer({
+          ns: n.ns,
+          node: n.name,
+          vip: vip.address,
+          udpPort: SERVER_UDP_PORT,
+          tcpPort: SERVER_TCP_PORT,
+          readyTimeoutMs: left(),
+        }),
+      ),
+    );
+    servers.push(...started);
+    prober = await startProber({
+      ns: topo.clientNs,
+      sources: topo.sources,
+      vip: vip.address,
+      udpPort: SERVER_UDP_PORT,
+      tcpPort: SERVER_TCP_PORT,
+      readyTimeoutMs: left(),
+    });
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+
+  const topo = topology;
+  const etcdNs = nsEtcd;
+  const client = etcd;
+  const probeProc = prober;
+
+  const startAgent = (node: string): AgentProcess => {
+    const prev = agents.get(node);
+    if (prev && !prev.exited()) throw new NetnsError(`agent ${node} is still running`);
+    const a = spawnAgent({
+      nodeId: node,
+      endpoints: [etcdNs.controlEndpoint],
+      cluster,
+      backendDir: join(work, 'unused-file-backend', node),
+      leaseTtlSeconds: ttl,
+      netns: topo.nsOf(node),
+      logFile: join(logDir, `${node}.log`),
+      extraArgs: [
+        '--backend',
+        'nftables',
+        '--nft-table',
+        nftTable,
+        '--state-dir',
+        join(work, 'state', node),
+        ...(opts.agentArgs ?? []),
+      ],
+    });
+    agents.set(node, a);
+    return a;
+  };
+
+  const bucketOfSource = (source: string): number => nftablesBucket(source, vip.buckets, vip.seed, 1);
+
+  const readClaims = async (): Promise<Map<number, string>> => {
+    const kvs = await client.getAll().prefix(keys.claimsOf(vip.address)).strings();
+    const out = new Map<number, string>();
+    for (const [k, v] of Object.entries(kvs)) {
+      const pk = parseKey(keys, k);
+      const owner = decodeClaim(v);
+      if (pk.family === 'claim' && owner.ok) out.set(pk.bucket, owner.value);
+    }
+    return out;
+  };
+
+  const readAssigned = async (): Promise<Map<number, string>> => {
+    const raw = await client.get(keys.assign(vip.address)).string();
+    const out = new Map<number, string>();
+    if (raw === null) return out;
+    const d = decodeJson(assignValueSchema, raw);
+    if (d.ok) for (const [b, n] of Object.entries(d.value.owners)) out.set(Number(b), n);
+    return out;
+  };
+
+  const readOwnership = async (): Promise<Ownership> => {
+    const [claims, assigned, kernelList] = await Promise.all([
+      readClaims(),
+      readAssigned(),
+      Promise.all(topo.nodes.map(async (n) => [n.name, await readOwnedSet(n.ns, nftTable, vip.address)] as const)),
+    ]);
+    return { claims, assigned, kernel: new Map(kernelList) };
+  };
+
+  const dp: Dataplane = {
+    topology: topo,
+    nodes,
+    cluster,
+    spec,
+    vip,
+    keys,
+    etcdEndpoint: etcdNs.harnessEndpoint,
+    controlEndpoint: etcdNs.controlEndpoint,
+    sources: topo.sources,
+    etcd: client,
+    agents,
+    setupMs: 0,
+    probe: (p) => probeProc.probe(p),
+    cutControl: (n, mode) => topo.cutControl(n, mode),
+    healControl: (n) => topo.healControl(n),
+    nsOf: (n) => topo.nsOf(n),
+    startAgent,
+    async stopAgent(node, sig, timeoutMs = 15_000) {
+      const a = agents.get(node);
+      if (!a) throw new NetnsError(`no agent ${node}`);
+      a.signal(sig);
+      return a.waitExit(timeoutMs);
+    },
+    bucketOfSource,
+    async expectedOwners(claims) {
+      const c = claims ?? (await readClaims());
+      const out = new Map<string, string>();
+      for (const s of topo.sources) {
+        const owner = c.get(bucketOfSource(s));
+        if (owner !== undefined) out.set(s, owner);
+      }
+      return out;
+    },
+    readOwnership,
+    async waitSettled(s = {}) {
+      const until = Date.now() + (s.timeoutMs ?? 30_000);
+      const owners = s.owners ?? [...agents.entries()].filter(([, a]) => !a.exited()).map(([n]) => n);
+      let last: Ownership | undefined;
+      let why = 'not read yet';
+      for (let i = 0; i < 10_000 && Date.now() < until; i++) {
+        last = await readOwnership();
+        why = unsettledReason(last, vip.buckets, owners);
+        if (why === '') return last;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new NetnsError(`dataplane not settled after ${s.timeoutMs ?? 30_000} ms: ${why}`);
+    },
+    destroy,
+  };
+  if (opts.agents ?? true) for (const n of nodes) startAgent(n);
+  return Object.assign(dp, { setupMs: performance.now() - started });
+}
+
+/** '' when every bucket is assigned, claimed by its assignee and in exactly that node's kernel set. */
+export function unsettledReason(o: Ownership, buckets: number, mustOwn: readonly string[]): string {
+  const kernelOwners = new Map<number, string[]>();
+  for (const [node, list] of o.kernel) {
+    for (const b of list) kernelOwners.set(b, [...(kernelOwners.get(b) ?? []), node]);
+  }
+  for (let b = 1; b <= buckets; b++) {
+    const a = o.assigned.get(b);
+    const c = o.claims.get(b);
+    const k = kernelOwners.get(b) ?? [];
+    if (a === undefined) return `bucket ${b} unassigned`;
+    if (c !== a) return `bucket ${b} assigned to ${a}, claimed by ${c ?? 'nobody'}`;
+    if (k.length !== 1 || k[0] !== c) return `bucket ${b} claimed by ${c}, in the kernel of [${k.join(', ')}]`;
+  }
+  const owning = new Set(o.claims.values());
+  const idle = mustOwn.filter((n) => !owning.has(n));
+  if (idle.length) return `nodes without buckets: ${idle.join(', ')}`;
+  return '';
+}

@@ -1,0 +1,116 @@
+// The two small programs that run inside the namespaces, as CommonJS source for `node -e`. They are strings
+// (not files under src/) so they run the same from the TypeScript sources (tests) and from dist/ (chaos), with
+// no build step and no dependency but node itself. Each takes one JSON argument (the last argv entry).
+
+/**
+ * The per-node server. Binds UDP and TCP on the VIP and answers every UDP datagram `P <probeId> <i>` with
+ * `<node> <probeId> <i>` (so the prober can attribute every reply, even a late one) and every TCP connection
+ * with `<node>\n`. Prints `ready` once both are bound. Exits when stdin closes, so it cannot outlive its parent.
+ */
+export const SERVER_PROGRAM = String.raw`
+'use strict';
+const dgram = require('node:dgram');
+const net = require('node:net');
+const cfg = JSON.parse(process.argv[process.argv.length - 1]);
+const udp = dgram.createSocket('udp4');
+udp.on('message', (msg, rinfo) => {
+  const text = msg.toString('utf8');
+  if (!text.startsWith('P ')) return;
+  udp.send(cfg.node + ' ' + text.slice(2), rinfo.port, rinfo.address);
+});
+udp.on('error', (e) => { console.error('udp: ' + e.message); process.exit(2); });
+const tcp = net.createServer((sock) => {
+  sock.on('error', () => {});
+  sock.end(cfg.node + '\n');
+});
+tcp.on('error', (e) => { console.error('tcp: ' + e.message); process.exit(2); });
+let bound = 0;
+const up = () => { if (++bound === 2) process.stdout.write('ready\n'); };
+udp.bind(cfg.udpPort, cfg.address, up);
+tcp.listen(cfg.tcpPort, cfg.address, 256, up);
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('error', () => process.exit(0));
+process.stdin.resume();
+`;
+
+/**
+ * The client-side prober: one UDP socket bound to each source address, kept for the life of the process.
+ * Requests and answers are JSON lines over stdin/stdout:
+ *   > {"id":7,"windowMs":60,"tcp":true,"tcpTimeoutMs":400}
+ *   < {"id":7,"t0":..,"t1":..,"udp":[["n1"],[],["n1","n2"],...],"tcp":["n1",null,...],"tcpErr":[null,"timeout",..],
+ *      "late":[{"id":6,"i":3,"node":"n2"}]}
+ * `udp[i]` lists EVERY reply that source i got for this probe within the window (duplicates kept); replies that
+ * arrive for an older probe are reported in `late` of the next answer, so nothing is silently lost.
+ */
+export const PROBER_PROGRAM = String.raw`
+'use strict';
+const dgram = require('node:dgram');
+const net = require('node:net');
+const readline = require('node:readline');
+const cfg = JSON.parse(process.argv[process.argv.length - 1]);
+const n = cfg.sources.length;
+const sockets = [];
+let current = null; // { id, udp: string[][] }
+let late = [];
+let bound = 0;
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+for (let i = 0; i < n; i++) {
+  const s = dgram.createSocket('udp4');
+  s.on('error', (e) => { out({ fatal: 'udp ' + cfg.sources[i] + ': ' + e.message }); process.exit(2); });
+  s.on('message', (msg) => {
+    const parts = msg.toString('utf8').trim().split(' ');
+    if (parts.length !== 3) return;
+    const node = parts[0];
+    const id = Number(parts[1]);
+    const idx = Number(parts[2]);
+    if (idx !== i) return; // a reply must come back to the socket that asked
+    if (current && current.id === id) current.udp[i].push(node);
+    else if (late.length < 10000) late.push({ id, i, node });
+  });
+  s.bind(0, cfg.sources[i], () => { if (++bound === n) out({ ready: true }); });
+  sockets.push(s);
+}
+function tcpOne(i, timeoutMs) {
+  return new Promise((resolve) => {
+    let data = '';
+    let done = false;
+    const finish = (node, err) => { if (done) return; done = true; clearTimeout(timer); sock.destroy(); resolve([node, err]); };
+    const sock = net.connect({ host: cfg.vip, port: cfg.tcpPort, localAddress: cfg.sources[i] });
+    const timer = setTimeout(() => finish(null, 'timeout'), timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('data', (d) => { data += d; });
+    sock.on('end', () => { const name = data.trim(); finish(name || null, name ? null : 'empty'); });
+    sock.on('error', (e) => finish(null, e.code || e.message));
+  });
+}
+async function probe(req) {
+  const t0 = Date.now();
+  current = { id: req.id, udp: Array.from({ length: n }, () => []) };
+  const cur = current;
+  if (req.udp !== false) {
+    for (let i = 0; i < n; i++) sockets[i].send('P ' + req.id + ' ' + i, cfg.udpPort, cfg.vip);
+  }
+  const tcpP = req.tcp
+    ? Promise.all(Array.from({ length: n }, (_, i) => tcpOne(i, req.tcpTimeoutMs || 500)))
+    : Promise.resolve(null);
+  const [tcpRes] = await Promise.all([tcpP, new Promise((r) => setTimeout(r, req.windowMs || 50))]);
+  const t1 = Date.now();
+  current = null;
+  const lateNow = late;
+  late = [];
+  out({
+    id: req.id, t0, t1, udp: req.udp === false ? null : cur.udp,
+    tcp: tcpRes ? tcpRes.map((x) => x[0]) : null,
+    tcpErr: tcpRes ? tcpRes.map((x) => x[1]) : null,
+    late: lateNow,
+  });
+}
+let chain = Promise.resolve();
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  let req;
+  try { req = JSON.parse(line); } catch { out({ fatal: 'bad request' }); return; }
+  chain = chain.then(() => probe(req)).catch((e) => out({ id: req.id, error: String(e) }));
+});
+rl.on('close', () => process.exit(0));
+`;

@@ -1,0 +1,282 @@
+import { readdir } from 'node:fs/promises';
+import {
+  CLIENT_NET_PREFIX,
+  CLIENT_PRIMARY,
+  CONTROL_NET_PREFIX,
+  DEFAULT_VIP,
+  ETCD_CONTROL_ADDRESS,
+  checkNodeName,
+  namespaceNames,
+  nodeClientAddress,
+  nodeControlAddress,
+  ownerPidOf,
+  sourceAddress,
+  type NamespaceNames,
+} from './addressing.js';
+import { NetnsError, ipBatch, nsRun, run } from './run.js';
+import { deriveClusterMac } from '../config/mac.js';
+
+// The namespaces and links of one dataplane, and nothing else (no processes):
+//
+//   switch ns: br0 (client LAN) and br1 (control network), both with mcast_snooping 0 so frames to the
+//              multicast cluster MAC are flooded to every port.
+//   node ns:   eth0 on br0 (own address + the VIP), ctl0 on br1 (reaches etcd)
+//   client ns: eth0 on br0, a primary address plus one /32 per probe source; VIP → cluster MAC static neighbour
+//   etcd ns:   eth0 on br1
+//
+// Every link is created from inside the switch namespace with its peer placed straight into the other
+// namespace, so the root namespace never sees an interface. Each namespace gets its ARP sysctls set explicitly
+// because new namespaces inherit the host's conf/all.
+
+export interface TopologyNode {
+  name: string;
+  ns: string;
+  /** Own address on the client LAN (eth0). */
+  address: string;
+  /** Address on the control network (ctl0). */
+  controlAddress: string;
+  /** The switch-side port of this node's control link (in the switch ns). */
+  controlPort: string;
+}
+
+export interface TopologyOptions {
+  /** Node names ([a-z][a-z0-9]{0,7}); default n1, n2, n3. */
+  nodes?: string[];
+  /** Number of client source addresses; default 90. */
+  sources?: number;
+  vip?: string;
+  /** Default: derived from the VIP like the config does. */
+  clusterMac?: string;
+  /** Create the etcd namespace on the control network (default true). */
+  etcdNs?: boolean;
+  /** Bound on the whole setup; default 30 s. */
+  timeoutMs?: number;
+}
+
+export type ControlCutMode =
+  /** Detach the node's port from the control bridge: frames vanish silently, like a dead switch port. */
+  | 'blackhole'
+  /** `ip link set ctl0 down` inside the node: the node's own stack sees the link go (fast connection errors). */
+  | 'linkDown';
+
+export interface Topology {
+  readonly names: NamespaceNames;
+  readonly nodes: TopologyNode[];
+  readonly clientNs: string;
+  readonly switchNs: string;
+  /** null when created with `etcdNs: false`. */
+  readonly etcdNs: string | null;
+  readonly etcdAddress: string;
+  readonly vip: string;
+  readonly clusterMac: string;
+  readonly sources: string[];
+  readonly setupMs: number;
+  nsOf(node: string): string;
+  node(name: string): TopologyNode;
+  cutControl(node: string, mode?: ControlCutMode): Promise<void>;
+  healControl(node: string): Promise<void>;
+  /** Delete every namespace (idempotent, bounded). Kill the processes inside first. Returns the time taken. */
+  destroy(): Promise<number>;
+}
+
+let seq = 0;
+
+export async function createTopology(opts: TopologyOptions = {}): Promise<Topology> {
+  const started = performance.now();
+  const nodeNames = opts.nodes ?? ['n1', 'n2', 'n3'];
+  nodeNames.forEach(checkNodeName);
+  if (new Set(nodeNames).size !== nodeNames.length) throw new RangeError('node names must be unique');
+  const nSources = opts.sources ?? 90;
+  const vip = opts.vip ?? DEFAULT_VIP;
+  const clusterMac = opts.clusterMac ?? deriveClusterMac(vip);
+  const names = namespaceNames(process.pid, ++seq);
+  const withEtcd = opts.etcdNs ?? true;
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+
+  const nodes: TopologyNode[] = nodeNames.map((name, i) => ({
+    name,
+    ns: names.node(name),
+    address: nodeClientAddress(i),
+    controlAddress: nodeControlAddress(i),
+    controlPort: `c-${name}`,
+  }));
+  const sources = Array.from({ length: nSources }, (_, i) => sourceAddress(i));
+  const allNs = [names.switchNs, names.clientNs, ...(withEtcd ? [names.etcdNs] : []), ...nodes.map((n) => n.ns)];
+  const created: string[] = [];
+
+  let destroyed = false;
+  const destroy = async (): Promise<number> => {
+    const t = performance.now();
+    if (destroyed) return 0;
+    destroyed = true;
+    await deleteNamespaces(created);
+    return performance.now() - t;
+  };
+
+  const deadline = Date.now() + timeoutMs;
+  const left = (): number => {
+    const ms = deadline - Date.now();
+    if (ms <= 0) throw new NetnsError(`topology setup exceeded ${timeoutMs} ms`);
+    return ms;
+  };
+
+  try {
+    for (const ns of allNs) {
+      await run('ip', ['netns', 'add', ns], { timeoutMs: left() });
+      created.push(ns);
+    }
+    // ARP and reverse-path settings before any interface exists, so `default` also covers the new ones.
+    await Promise.all(
+      allNs.map((ns) =>
+        nsRun(
+          ns,
+          'sysctl',
+          [
+            '-q',
+            '-w',
+            ...['all', 'default'].flatMap((c) => [
+              `net.ipv4.conf.${c}.arp_ignore=1`,
+              `net.ipv4.conf.${c}.arp_announce=2`,
+              `net.ipv4.conf.${c}.rp_filter=0`,
+            ]),
+          ],
+          { timeoutMs: left() },
+        ),
+      ),
+    );
+
+    const sw: string[] = [
+      'link set lo up',
+      'link add br0 type bridge mcast_snooping 0',
+      'link add br1 type bridge mcast_snooping 0',
+      'link set br0 up',
+      'link set br1 up',
+      `link add p-client type veth peer name eth0 netns ${names.clientNs}`,
+      'link set p-client master br0 up',
+    ];
+    if (withEtcd) {
+      sw.push(`link add p-etcd type veth peer name eth0 netns ${names.etcdNs}`, 'link set p-etcd master br1 up');
+    }
+    for (const n of nodes) {
+      sw.push(
+        `link add p-${n.name} type veth peer name eth0 netns ${n.ns}`,
+        `link set p-${n.name} master br0 up`,
+        `link add ${n.controlPort} type veth peer name ctl0 netns ${n.ns}`,
+        `link set ${n.controlPort} master br1 up`,
+      );
+    }
+    await ipBatch(names.switchNs, sw, { timeoutMs: left() });
+
+    const client = [
+      'link set lo up',
+      `addr add ${CLIENT_PRIMARY}/${CLIENT_NET_PREFIX} dev eth0`,
+      ...sources.map((s) => `addr add ${s}/32 dev eth0`),
+      'link set eth0 up',
+      // The client reaches the VIP through the cluster MAC (DESIGN §7): the bridge floods it to every node.
+      `neigh replace ${vip} lladdr ${clusterMac} dev eth0 nud permanent`,
+    ];
+    const batches: Promise<void>[] = [ipBatch(names.clientNs, client, { timeoutMs: left() })];
+    if (withEtcd) {
+      batches.push(
+        ipBatch(
+          names.etcdNs,
+          ['link set lo up', `addr add ${ETCD_CONTROL_ADDRESS}/${CONTROL_NET_PREFIX} dev eth0`, 'link set eth0 up'],
+          { timeoutMs: left() },
+        ),
+      );
+    }
+    for (const n of nodes) {
+      batches.push(
+        ipBatch(
+          n.ns,
+          [
+            'link set lo up',
+            `addr add ${n.address}/${CLIENT_NET_PREFIX} dev eth0`,
+            `addr add ${vip}/32 dev eth0`,
+            'link set eth0 up',
+            `addr add ${n.controlAddress}/${CONTROL_NET_PREFIX} dev ctl0`,
+            'link set ctl0 up',
+          ],
+          { timeoutMs: left() },
+        ),
+      );
+    }
+    await Promise.all(batches);
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+
+  const byName = new Map(nodes.map((n) => [n.name, n]));
+  const nodeOf = (name: string): TopologyNode => {
+    const n = byName.get(name);
+    if (!n) throw new NetnsError(`no node ${JSON.stringify(name)} in this topology`);
+    return n;
+  };
+  const cutModes = new Map<string, ControlCutMode>();
+
+  return {
+    names,
+    nodes,
+    clientNs: names.clientNs,
+    switchNs: names.switchNs,
+    etcdNs: withEtcd ? names.etcdNs : null,
+    etcdAddress: ETCD_CONTROL_ADDRESS,
+    vip,
+    clusterMac,
+    sources,
+    setupMs: performance.now() - started,
+    nsOf: (name) => nodeOf(name).ns,
+    node: nodeOf,
+    async cutControl(name, mode = 'blackhole') {
+      const n = nodeOf(name);
+      if (mode === 'blackhole') await run('ip', ['-n', names.switchNs, 'link', 'set', n.controlPort, 'nomaster']);
+      else await run('ip', ['-n', n.ns, 'link', 'set', 'ctl0', 'down']);
+      cutModes.set(name, mode);
+    },
+    async healControl(name) {
+      const n = nodeOf(name);
+      const mode = cutModes.get(name);
+      if (mode === 'linkDown') await run('ip', ['-n', n.ns, 'link', 'set', 'ctl0', 'up']);
+      else await run('ip', ['-n', names.switchNs, 'link', 'set', n.controlPort, 'master', 'br1']);
+      cutModes.delete(name);
+    },
+    destroy,
+  };
+}
+
+async function deleteNamespaces(list: readonly string[]): Promise<void> {
+  // Nodes and client first, the switch last; each deletion bounded on its own so one stuck call cannot keep the
+  // rest alive.
+  for (const ns of [...list].reverse()) {
+    await run('ip', ['netns', 'del', ns], { allowFail: true, timeoutMs: 5000 });
+  }
+}
+
+/**
+ * Delete topology namespaces (`cipha-dp-<pid>-…`) whose creating process is gone: a crashed test run must not
+ * leave namespaces behind forever. Namespaces of live processes are never touched.
+ */
+export async function sweepStaleNamespaces(): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir('/run/netns');
+  } catch {
+    return [];
+  }
+  const stale = entries.filter((ns) => {
+    const pid = ownerPidOf(ns);
+    return pid !== undefined && pid !== process.pid && !pidAlive(pid);
+  });
+  await deleteNamespaces(stale);
+  return stale;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,194 @@
+// Shared set-up for the agent integration tests: a real etcd, agents as real processes (file backend), optional
+// per-agent TCP proxies in front of etcd, and the invariant observer watching claims and backend files.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import { parseClusterSpecYaml } from '../../src/config/index.js';
+import type { ClusterSpec } from '../../src/config/types.js';
+import { createEtcdClient } from '../../src/etcd/client.js';
+import { keysFor, type Keys } from '../../src/etcd/keys.js';
+import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
+import { writeSpec } from '../../src/etcd/spec.js';
+import { loadClusterState } from '../../src/etcd/store.js';
+import { readFileBackendDir } from '../../src/backends/file.js';
+import { spawnAgent, type AgentLogLine, type AgentProcess } from '../../src/localcluster/agentProcess.js';
+import { startTcpProxy, type TcpProxy } from '../../src/localcluster/tcpProxy.js';
+import { startObserver, type FullObserver } from '../../src/invariant/observer.js';
+
+export const VIP = '10.77.0.100';
+
+export function specYaml(buckets: number, k = 4, intervalMs = 200): string {
+  return `vips:
+  - address: ${VIP}
+    interface: eth0
+    buckets: ${buckets}
+    hashMode: sourceip
+    seed: 0x5eed1234
+rebalance:
+  joinMovesPerInterval: ${k}
+  intervalMs: ${intervalMs}
+`;
+}
+
+export interface HarnessOptions {
+  nodes: string[];
+  ttl: number;
+  buckets?: number;
+  etcdMembers?: 1 | 3;
+  fastElection?: boolean;
+  /** Put a TCP proxy between these agents and etcd. */
+  proxied?: string[];
+  unownedBoundMs?: number;
+  extraArgs?: string[];
+}
+
+export interface Harness {
+  etcd: LocalEtcd;
+  client: Etcd3;
+  keys: Keys;
+  cluster: string;
+  spec: ClusterSpec;
+  agents: Map<string, AgentProcess>;
+  dirs: Map<string, string>;
+  proxies: Map<string, TcpProxy>;
+  observer: FullObserver;
+  start(id: string): AgentProcess;
+  agent(id: string): AgentProcess;
+  /** Current claims: bucket → owner (and create revision). */
+  claims(): Promise<Map<number, { owner: string; createRevision: string }>>;
+  leader(): Promise<string | null>;
+  backendHeld(id: string): Promise<Set<number>>;
+  waitConverged(timeoutMs: number, live?: string[]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+let seq = 0;
+
+export async function startHarness(o: HarnessOptions): Promise<Harness> {
+  const base = await mkdtemp(join(tmpdir(), 'cipha-agent-'));
+  const etcd = await startLocalEtcd({ members: o.etcdMembers ?? 1, fastElection: o.fastElection ?? false, preferContainer: false });
+  const client = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
+  const cluster = `t${process.pid}x${seq++}`;
+  const keys = keysFor(cluster);
+  const spec = parseClusterSpecYaml(specYaml(o.buckets ?? 12), 'test-spec.yaml');
+  await writeSpec(client, keys, spec, { expectModRevision: 'absent' });
+  const dirs = new Map<string, string>();
+  for (const id of o.nodes) dirs.set(id, join(base, id));
+  const proxies = new Map<string, TcpProxy>();
+  const first = new URL(etcd.endpoints[0]!);
+  for (const id of o.proxied ?? []) {
+    proxies.set(id, await startTcpProxy({ host: first.hostname, port: Number(first.port) }));
+  }
+  const observer = await startObserver({
+    endpoints: etcd.endpoints,
+    cluster,
+    backendDirs: Object.fromEntries(dirs),
+    unownedBoundMs: o.unownedBoundMs ?? o.ttl * 1000 + 1000,
+    pollMs: 10,
+  });
+  const agents = new Map<string, AgentProcess>();
+  const h: Harness = {
+    etcd,
+    client,
+    keys,
+    cluster,
+    spec,
+    agents,
+    dirs,
+    proxies,
+    observer,
+    start(id) {
+      let dir = dirs.get(id);
+      if (!dir) {
+        dir = join(base, id);
+        dirs.set(id, dir);
+        observer.addNode(id, dir);
+      }
+      const proxy = proxies.get(id);
+      const endpoints = proxy ? [`http://127.0.0.1:${proxy.port}`] : etcd.endpoints;
+      const a = spawnAgent({
+        nodeId: id,
+        endpoints,
+        cluster,
+        backendDir: dir,
+        leaseTtlSeconds: o.ttl,
+        extraArgs: o.extraArgs ?? [],
+        logFile: join(base, `${id}.log`),
+      });
+      agents.set(id, a);
+      return a;
+    },
+    agent(id) {
+      const a = agents.get(id);
+      if (!a) throw new Error(`no agent ${id}`);
+      return a;
+    },
+    async claims() {
+      const st = await loadClusterState(client, keys);
+      const out = new Map<number, { owner: string; createRevision: string }>();
+      for (const [b, c] of st.claims.get(VIP) ?? []) out.set(b, { owner: c.owner, createRevision: c.createRevision });
+      return out;
+    },
+    async leader() {
+      return (await loadClusterState(client, keys)).leader;
+    },
+    async backendHeld(id) {
+      const held = await readFileBackendDir(dirs.get(id)!, Date.now());
+      return held.get(VIP) ?? new Set();
+    },
+    async waitConverged(timeoutMs, live) {
+      const until = Date.now() + timeoutMs;
+      const buckets = spec.vips[0]!.buckets;
+      let why = '';
+      while (Date.now() < until) {
+        why = await convergenceProblem(h, buckets, live ?? [...agents.keys()].filter((id) => agents.get(id)!.exited() === null));
+        if (why === '') return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`not converged after ${timeoutMs} ms: ${why}`);
+    },
+    async stop() {
+      for (const a of agents.values()) a.signal('SIGKILL');
+      await Promise.all([...agents.values()].map((a) => a.waitExit(5000).catch(() => undefined)));
+      await observer.stop().catch(() => undefined);
+      for (const p of proxies.values()) await p.close();
+      client.close();
+      await etcd.stop();
+      if (!process.env.CIPHA_KEEP_LOGS) await rm(base, { recursive: true, force: true });
+    },
+  };
+  for (const id of o.nodes) h.start(id);
+  return h;
+}
+
+/** '' when every bucket is assigned to a live node, claimed by it, held in its backend only, and balanced. */
+async function convergenceProblem(h: Harness, buckets: number, live: string[]): Promise<string> {
+  const st = await loadClusterState(h.client, h.keys);
+  const assign = st.assignments.get(VIP)?.value.owners ?? {};
+  const claims = st.claims.get(VIP) ?? new Map();
+  const held = new Map<string, Set<number>>();
+  for (const id of h.dirs.keys()) held.set(id, await h.backendHeld(id));
+  const counts = new Map(live.map((id) => [id, 0]));
+  for (let b = 1; b <= buckets; b++) {
+    const a = assign[String(b)];
+    if (!a || !live.includes(a)) return `bucket ${b} assigned to ${a ?? 'nobody'}`;
+    if (claims.get(b)?.owner !== a) return `bucket ${b} claimed by ${claims.get(b)?.owner ?? 'nobody'}, assigned ${a}`;
+    const holders = [...held].filter(([, s]) => s.has(b)).map(([id]) => id);
+    if (holders.length !== 1 || holders[0] !== a) return `bucket ${b} held by [${holders.join(',')}], assigned ${a}`;
+    counts.set(a, (counts.get(a) ?? 0) + 1);
+  }
+  const ideal = buckets / live.length;
+  for (const [id, c] of counts) if (Math.abs(c - ideal) >= 1) return `${id} holds ${c}, ideal ${ideal.toFixed(2)}`;
+  return '';
+}
+
+export function events(a: AgentProcess, name: string): AgentLogLine[] {
+  return a.logs().filter((l) => l.event === name);
+}
+
+export function logTime(l: AgentLogLine): number {
+  return typeof l.time === 'string' ? Date.parse(l.time) : l.rxAt;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

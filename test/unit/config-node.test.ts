@@ -1,0 +1,464 @@
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, type InputIssue } from '../../src/errors.js';
+import {
+  addNodeConfigOptions,
+  envVarFor,
+  loadNodeConfig,
+  NODE_OPTIONS,
+  resolveNodeConfig,
+  type NodeConfig,
+} from '../../src/config/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'cipha-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let n = 0;
+function file(text: string): string {
+  const p = join(dir, `node${++n}.yaml`);
+  writeFileSync(p, text);
+  return p;
+}
+
+async function issuesOf(p: Promise<unknown>): Promise<InputIssue[]> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).issues;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+async function messageOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+/** Parse argv the way `clusterip-ha agent` does. */
+function flagsOf(argv: string[]): Record<string, unknown> {
+  const cmd = addNodeConfigOptions(new Command('agent').exitOverride());
+  cmd.parse(argv, { from: 'user' });
+  return cmd.opts();
+}
+
+describe('node config defaults', () => {
+  it('has the documented defaults with nothing given', async () => {
+    const cfg = await loadNodeConfig({ flags: {}, env: {} });
+    expect(cfg).toEqual({
+      nodeId: hostname(),
+      weight: 1,
+      etcd: { endpoints: ['http://127.0.0.1:2379'], requestTimeoutMs: 1000 },
+      cluster: 'default',
+      backend: { kind: 'nftables', table: 'clusterip_ha', nftPath: 'nft', arpMangle: false },
+      leaseTtlSeconds: 2,
+      fenceMarginMs: 500,
+      metricsListen: { host: '127.0.0.1', port: 9477 },
+      stateDir: '/var/lib/clusterip-ha',
+      logLevel: 'info',
+      shutdownTimeoutMs: 10000,
+    } satisfies NodeConfig);
+  });
+
+  it('node id defaults to the host name, or its first label when the full name is no valid id', () => {
+    const idFor = (hostname: string) =>
+      resolveNodeConfig({ flags: {}, env: {}, hostname, fileKind: () => 'file' }).nodeId;
+    expect(idFor('web-1.example.com')).toBe('web-1.example.com');
+    expect(idFor(`web-2.${'x'.repeat(70)}.example.com`)).toBe('web-2');
+    expect(() => idFor('_bad')).toThrow(
+      '--node-id: default (the host name (its first label when the full name is not a valid id)): expected a node id',
+    );
+    // An explicit id wins over a host name that could not be one.
+    expect(
+      resolveNodeConfig({ flags: { nodeId: 'n1' }, env: {}, hostname: '_bad', fileKind: () => 'file' }).nodeId,
+    ).toBe('n1');
+  });
+
+  it('derives defaults from other settings: backend dir from state dir, fence margin from TTL', async () => {
+    const a = await loadNodeConfig({ flags: { backend: 'file', stateDir: '/tmp/x/' }, env: {} });
+    expect(a.backend).toEqual({ kind: 'file', dir: '/tmp/x/buckets' });
+    expect((await loadNodeConfig({ flags: { leaseTtl: '1' }, env: {} })).fenceMarginMs).toBe(250);
+    expect((await loadNodeConfig({ flags: { leaseTtl: '4' }, env: {} })).fenceMarginMs).toBe(1000);
+    expect((await loadNodeConfig({ flags: { leaseTtl: '10' }, env: {} })).fenceMarginMs).toBe(2500);
+  });
+
+  it('defaults of the other backends', async () => {
+    expect((await loadNodeConfig({ flags: { backend: 'clusterip' }, env: {} })).backend).toEqual({
+      kind: 'clusterip',
+      procDir: '/proc/net/ipt_CLUSTERIP',
+      manageRule: true,
+      iptablesPath: 'iptables-legacy',
+    });
+    expect((await loadNodeConfig({ flags: { backend: 'exec', execCommand: '/bin/hook' }, env: {} })).backend).toEqual({
+      kind: 'exec',
+      command: ['/bin/hook'],
+      timeoutMs: 5000,
+    });
+  });
+});
+
+describe('precedence flag > env > file > default', () => {
+  // One valid value per layer for a spread of types (int, string, list, boolean, enum, listen).
+  const cases: {
+    key: string;
+    flag: string;
+    env: string;
+    yaml: string;
+    expect: (c: NodeConfig) => unknown;
+    values: [unknown, unknown, unknown, unknown];
+  }[] = [
+    { key: 'weight', flag: '7', env: '5', yaml: 'weight: 3', expect: (c) => c.weight, values: [7, 5, 3, 1] },
+    {
+      key: 'cluster',
+      flag: 'cf',
+      env: 'ce',
+      yaml: 'cluster: cy',
+      expect: (c) => c.cluster,
+      values: ['cf', 'ce', 'cy', 'default'],
+    },
+    {
+      key: 'etcd-endpoints',
+      flag: 'http://f1:1,http://f2:2',
+      env: 'http://e:1',
+      yaml: 'etcd: {endpoints: [http://y:1]}',
+      expect: (c) => c.etcd.endpoints,
+      values: [['http://f1:1', 'http://f2:2'], ['http://e:1'], ['http://y:1'], ['http://127.0.0.1:2379']],
+    },
+    {
+      key: 'nft-arp-mangle',
+      flag: 'false',
+      env: '1',
+      yaml: 'backend: {arpMangle: false}',
+      expect: (c) => c.backend.kind === 'nftables' && c.backend.arpMangle,
+      values: [false, true, false, false],
+    },
+    {
+      key: 'log-level',
+      flag: 'debug',
+      env: 'warn',
+      yaml: 'logLevel: error',
+      expect: (c) => c.logLevel,
+      values: ['debug', 'warn', 'error', 'info'],
+    },
+    {
+      key: 'metrics-listen',
+      flag: 'off',
+      env: '[::1]:9',
+      yaml: 'metricsListen: 0.0.0.0:1',
+      expect: (c) => c.metricsListen,
+      values: ['off', { host: '::1', port: 9 }, { host: '0.0.0.0', port: 1 }, { host: '127.0.0.1', port: 9477 }],
+    },
+    {
+      key: 'lease-ttl',
+      flag: '9',
+      env: '8',
+      yaml: 'leaseTtlSeconds: 7',
+      expect: (c) => c.leaseTtlSeconds,
+      values: [9, 8, 7, 2],
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.key}: each layer wins over the ones below it`, async () => {
+      const yamlFile = file(`${c.yaml}\n`);
+      const env = { [envVarFor(c.key)]: c.env };
+      const argv = [`--${c.key}`, c.flag];
+      const all = await loadNodeConfig({ flags: flagsOf(argv), env, configFile: yamlFile });
+      const noFlag = await loadNodeConfig({ flags: flagsOf([]), env, configFile: yamlFile });
+      const fileOnly = await loadNodeConfig({ flags: flagsOf([]), env: {}, configFile: yamlFile });
+      const none = await loadNodeConfig({ flags: flagsOf([]), env: {} });
+      expect([c.expect(all), c.expect(noFlag), c.expect(fileOnly), c.expect(none)]).toEqual(c.values);
+    });
+  }
+
+  it('finds the file through --config and CLUSTERIP_HA_CONFIG; configFile overrides both', async () => {
+    const a = file('weight: 11\n');
+    const b = file('weight: 12\n');
+    const c = file('weight: 13\n');
+    expect((await loadNodeConfig({ flags: flagsOf(['--config', a]), env: {} })).weight).toBe(11);
+    expect((await loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_CONFIG: b } })).weight).toBe(12);
+    expect((await loadNodeConfig({ flags: flagsOf(['--config', a]), env: { CLUSTERIP_HA_CONFIG: b } })).weight).toBe(
+      11,
+    );
+    expect((await loadNodeConfig({ flags: flagsOf(['--config', a]), env: {}, configFile: c })).weight).toBe(13);
+  });
+
+  it('an empty environment variable counts as unset', async () => {
+    const f = file('weight: 4\n');
+    expect((await loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_WEIGHT: '' }, configFile: f })).weight).toBe(4);
+  });
+
+  it('an invalid lower layer is not reported when a higher one wins', async () => {
+    expect((await loadNodeConfig({ flags: { weight: '2' }, env: { CLUSTERIP_HA_WEIGHT: 'lots' } })).weight).toBe(2);
+  });
+
+  it('commander registers no defaults, so unset options stay undefined', () => {
+    expect(flagsOf([])).toEqual({});
+    expect(flagsOf(['--nft-arp-mangle'])).toEqual({ nftArpMangle: true });
+  });
+
+  it('every option of the table is a commander option, an env var and a YAML field', async () => {
+    const cmd = addNodeConfigOptions(new Command('agent'));
+    const longs = cmd.options.map((o) => o.long);
+    for (const o of NODE_OPTIONS) {
+      expect(longs).toContain(`--${o.flag}`);
+      expect(envVarFor(o.flag)).toBe(`CLUSTERIP_HA_${o.flag.toUpperCase().replaceAll('-', '_')}`);
+    }
+    expect(longs).toContain('--config');
+    // The interface names other issues rely on.
+    for (const f of [
+      'node-id',
+      'weight',
+      'etcd-endpoints',
+      'etcd-ca',
+      'etcd-cert',
+      'etcd-key',
+      'etcd-user',
+      'etcd-password',
+      'cluster',
+      'backend',
+      'backend-dir',
+      'lease-ttl',
+      'fence-margin',
+      'metrics-listen',
+      'state-dir',
+      'log-level',
+    ]) {
+      expect(longs).toContain(`--${f}`);
+    }
+  });
+});
+
+describe('node config values', () => {
+  it('booleans accept true/false/1/0 in the environment and nothing else', async () => {
+    for (const [text, v] of [
+      ['true', true],
+      ['1', true],
+      ['FALSE', false],
+      ['0', false],
+    ] as const) {
+      const cfg = await loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_NFT_ARP_MANGLE: text } });
+      expect(cfg.backend).toMatchObject({ arpMangle: v });
+    }
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_NFT_ARP_MANGLE: 'yes' } }))).toBe(
+      'CLUSTERIP_HA_NFT_ARP_MANGLE: expected true, false, 1 or 0, got "yes"',
+    );
+  });
+
+  it('exec command: a JSON argv list or a plain path', async () => {
+    const load = (cmd: string) => loadNodeConfig({ flags: { backend: 'exec', execCommand: cmd }, env: {} });
+    expect((await load('["/usr/bin/hook","--vip","x y"]')).backend).toMatchObject({
+      command: ['/usr/bin/hook', '--vip', 'x y'],
+    });
+    expect((await load('/usr/local/bin/hook with space')).backend).toMatchObject({
+      command: ['/usr/local/bin/hook with space'],
+    });
+    expect(await messageOf(load('["/x",'))).toMatch(
+      /^--exec-command: expected a JSON list of strings, got invalid JSON/,
+    );
+    expect(await messageOf(load('[]'))).toMatch(
+      /^--exec-command: expected a command: a path, or a JSON list of its argv/,
+    );
+    expect(await messageOf(load('[1]'))).toBe('--exec-command: [0]: expected a non-empty string, got 1');
+    const f = file('backend:\n  kind: exec\n  command: [/bin/hook, arg]\n  timeoutMs: 100\n');
+    expect((await loadNodeConfig({ flags: {}, env: {}, configFile: f })).backend).toEqual({
+      kind: 'exec',
+      command: ['/bin/hook', 'arg'],
+      timeoutMs: 100,
+    });
+  });
+
+  it('metrics listen: HOST:PORT, [IPv6]:PORT or off', async () => {
+    const load = (v: string) => loadNodeConfig({ flags: { metricsListen: v }, env: {} });
+    expect((await load('localhost:0')).metricsListen).toEqual({ host: 'localhost', port: 0 });
+    expect((await load('[::1]:9477')).metricsListen).toEqual({ host: '::1', port: 9477 });
+    expect((await load('off')).metricsListen).toBe('off');
+    for (const bad of ['9477', '127.0.0.1', '127.0.0.1:70000', ':80', 'a b:1', 'on']) {
+      expect(await messageOf(load(bad))).toBe(
+        `--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9477, [::1]:9477) or off, got ${JSON.stringify(bad)}`,
+      );
+    }
+  });
+
+  it('node id and cluster use the node id charset', async () => {
+    expect(await messageOf(loadNodeConfig({ flags: { nodeId: 'a b' }, env: {} }))).toBe(
+      '--node-id: expected a node id: letters, digits, ".", "_", "-", starting with a letter or digit, at most 63, got "a b"',
+    );
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_CLUSTER: 'x/y' } }))).toBe(
+      'CLUSTERIP_HA_CLUSTER: expected a cluster name: letters, digits, ".", "_", "-", starting with a letter or digit, at most 63, got "x/y"',
+    );
+  });
+
+  it('etcd endpoints must be http(s) URLs', async () => {
+    expect(await messageOf(loadNodeConfig({ flags: { etcdEndpoints: 'http://a:1,10.0.0.1:2379' }, env: {} }))).toBe(
+      '--etcd-endpoints: [1]: expected an etcd URL like http://127.0.0.1:2379 or https://etcd1:2379, got "10.0.0.1:2379"',
+    );
+    expect(await messageOf(loadNodeConfig({ flags: { etcdEndpoints: ',' }, env: {} }))).toMatch(
+      /^--etcd-endpoints: expected at least one of the etcd URLs/,
+    );
+  });
+
+  it('integers: wording includes the range, whatever the source', async () => {
+    expect(await messageOf(loadNodeConfig({ flags: { weight: 'x' }, env: {} }))).toBe(
+      '--weight: expected an integer 0..1000, got "x"',
+    );
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_LEASE_TTL: '0' } }))).toBe(
+      'CLUSTERIP_HA_LEASE_TTL: expected an integer (seconds) 1..3600, got 0',
+    );
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_LEASE_TTL: '1.5' } }))).toBe(
+      'CLUSTERIP_HA_LEASE_TTL: expected an integer (seconds) 1..3600, got "1.5"',
+    );
+  });
+});
+
+describe('node config file errors', () => {
+  it('names file:line and field for unknown fields and bad values, all at once', async () => {
+    const f = file(`nodeId: n1
+weight: heavy
+etcd:
+  endpoints: [http://127.0.0.1:2379]
+  timeout: 5
+backend:
+  kind: file
+  dir: /tmp/b
+  table: t
+leaseTtl: 2
+`);
+    expect((await messageOf(loadNodeConfig({ flags: {}, env: {}, configFile: f }))).split('\n')).toEqual([
+      `${f}:2: weight: expected an integer 0..1000, got "heavy"`,
+      `${f}:5: etcd.timeout: unknown field; expected one of endpoints, ca, cert, key, user, password, requestTimeoutMs`,
+      `${f}:9: backend.table: applies only to the nftables backend, but the backend is file`,
+      `${f}:10: leaseTtl: unknown field; did you mean leaseTtlSeconds?`,
+    ]);
+  });
+
+  it('reports wrong container types and YAML syntax errors with lines', async () => {
+    const f = file('etcd: http://x:1\nbackend: [file]\n');
+    expect((await messageOf(loadNodeConfig({ flags: {}, env: {}, configFile: f }))).split('\n')).toEqual([
+      `${f}:1: etcd: expected a mapping, got "http://x:1"`,
+      `${f}:2: backend: expected a mapping, got a list`,
+    ]);
+    const g = file('weight: 1\nweight: 2\n');
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: {}, configFile: g }))).toBe(
+      `${g}:2: YAML: Map keys must be unique`,
+    );
+  });
+
+  it('an empty file is fine (all defaults)', async () => {
+    expect((await loadNodeConfig({ flags: {}, env: {}, configFile: file('') })).weight).toBe(1);
+  });
+
+  it('an unreadable config file names where it came from', async () => {
+    expect(await messageOf(loadNodeConfig({ flags: { config: join(dir, 'missing.yaml') }, env: {} }))).toBe(
+      `--config: cannot read ${join(dir, 'missing.yaml')}: ENOENT`,
+    );
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_CONFIG: dir } }))).toBe(
+      `CLUSTERIP_HA_CONFIG: cannot read ${dir}: EISDIR`,
+    );
+  });
+});
+
+describe('node config cross-field checks', () => {
+  it('fence margin must be below half the TTL, blaming whichever was given', async () => {
+    expect(await messageOf(loadNodeConfig({ flags: { leaseTtl: '1', fenceMargin: '500' }, env: {} }))).toBe(
+      '--fence-margin: fence margin 500 ms must be below half the lease TTL (500 ms for a 1 s TTL)',
+    );
+    expect((await loadNodeConfig({ flags: { leaseTtl: '1', fenceMargin: '499' }, env: {} })).fenceMarginMs).toBe(499);
+    // Margin from the file, TTL from a flag: the margin is still the one blamed, at its line.
+    const f = file('fenceMarginMs: 1500\n');
+    expect(await messageOf(loadNodeConfig({ flags: { leaseTtl: '3' }, env: {}, configFile: f }))).toBe(
+      `${f}:1: fenceMarginMs: fence margin 1500 ms must be below half the lease TTL (1500 ms for a 3 s TTL)`,
+    );
+  });
+
+  it('TLS files must exist; the error names the flag, variable or field', async () => {
+    const missing = join(dir, 'nope.pem');
+    expect(
+      await messageOf(loadNodeConfig({ flags: { etcdCa: missing, etcdEndpoints: 'https://e:2379' }, env: {} })),
+    ).toBe(`--etcd-ca: file not found: ${missing}`);
+    expect(
+      await messageOf(
+        loadNodeConfig({ flags: { etcdEndpoints: 'https://e:2379' }, env: { CLUSTERIP_HA_ETCD_CA: dir } }),
+      ),
+    ).toBe(`CLUSTERIP_HA_ETCD_CA: not a regular file: ${dir}`);
+    const f = file(`etcd:\n  endpoints: [https://e:2379]\n  cert: ${missing}\n  key: ${missing}\n`);
+    expect((await messageOf(loadNodeConfig({ flags: {}, env: {}, configFile: f }))).split('\n')).toEqual([
+      `${f}:3: etcd.cert: file not found: ${missing}`,
+      `${f}:4: etcd.key: file not found: ${missing}`,
+    ]);
+  });
+
+  it('accepts existing TLS files with https endpoints', async () => {
+    const tls = join(dir, 'tls');
+    mkdirSync(tls);
+    for (const n of ['ca', 'cert', 'key']) writeFileSync(join(tls, `${n}.pem`), 'x');
+    const cfg = await loadNodeConfig({
+      flags: flagsOf(['--etcd-endpoints', 'https://a:2379,https://b:2379', '--etcd-ca', join(tls, 'ca.pem')]),
+      env: {
+        CLUSTERIP_HA_ETCD_CERT: join(tls, 'cert.pem'),
+        CLUSTERIP_HA_ETCD_KEY: join(tls, 'key.pem'),
+        CLUSTERIP_HA_ETCD_USER: 'u',
+        CLUSTERIP_HA_ETCD_PASSWORD: 'p',
+      },
+    });
+    expect(cfg.etcd).toEqual({
+      endpoints: ['https://a:2379', 'https://b:2379'],
+      ca: join(tls, 'ca.pem'),
+      cert: join(tls, 'cert.pem'),
+      key: join(tls, 'key.pem'),
+      user: 'u',
+      password: 'p',
+      requestTimeoutMs: 1000,
+    });
+  });
+
+  it('cert/key and user/password come in pairs; TLS needs https', async () => {
+    const ca = join(dir, 'ca-only.pem');
+    writeFileSync(ca, 'x');
+    expect((await messageOf(loadNodeConfig({ flags: { etcdCert: ca, etcdUser: 'u' }, env: {} }))).split('\n')).toEqual([
+      '--etcd-cert: needs --etcd-key as well',
+      '--etcd-cert: TLS files are given but --etcd-endpoints uses http://; use https:// URLs',
+      '--etcd-user: needs --etcd-password as well',
+    ]);
+    expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_ETCD_PASSWORD: 'p' } }))).toBe(
+      'CLUSTERIP_HA_ETCD_PASSWORD: needs CLUSTERIP_HA_ETCD_USER as well',
+    );
+  });
+
+  it('backend options of another backend are errors; exec needs a command', async () => {
+    expect(
+      (
+        await messageOf(
+          loadNodeConfig({
+            flags: flagsOf(['--backend', 'exec', '--nft-table', 't']),
+            env: { CLUSTERIP_HA_BACKEND_DIR: '/x' },
+          }),
+        )
+      ).split('\n'),
+    ).toEqual([
+      '--backend: the exec backend needs a command: give --exec-command, CLUSTERIP_HA_EXEC_COMMAND or backend.command in the config file',
+      '--nft-table: applies only to the nftables backend, but the backend is exec',
+      'CLUSTERIP_HA_BACKEND_DIR: applies only to the file backend, but the backend is exec',
+    ]);
+    expect(await messageOf(loadNodeConfig({ flags: { backend: 'udp' }, env: {} }))).toBe(
+      '--backend: expected one of clusterip, nftables, file, exec, got "udp"',
+    );
+  });
+
+  it('collects issues from flags, environment and file in one error', async () => {
+    const f = file('weight: -1\nbogus: 1\n');
+    const issues = await issuesOf(
+      loadNodeConfig({ flags: { logLevel: 'loud' }, env: { CLUSTERIP_HA_SHUTDOWN_TIMEOUT: 'soon' }, configFile: f }),
+    );
+    expect(issues.map((i) => `${i.where}|${i.line ?? ''}|${i.path}`).sort()).toEqual(
+      ['--log-level||', 'CLUSTERIP_HA_SHUTDOWN_TIMEOUT||', `${f}|1|weight`, `${f}|2|bogus`].sort(),
+    );
+  });
+});

@@ -1,0 +1,223 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { checkTimeline, InvariantChecker, type TimelineFact } from '../../src/invariant/checker.js';
+import type { OwnershipSample } from '../../src/invariant/types.js';
+
+const NODES = ['a', 'b', 'c', 'd'];
+const BOUND = 300;
+
+interface Segment {
+  dur: number;
+  holders: string[];
+}
+
+const segmentArb = fc.record({
+  dur: fc.integer({ min: 1, max: 600 }),
+  holders: fc.subarray(NODES, { minLength: 0, maxLength: 3 }),
+});
+
+/** Samples at the start of each segment of one (source, vip, bucket); returns them and the end time. */
+function toSamples(segs: Segment[], source: OwnershipSample['source'], t0 = 1000, bucket = 1): { samples: OwnershipSample[]; end: number } {
+  let t = t0;
+  const samples: OwnershipSample[] = [];
+  for (const s of segs) {
+    samples.push({ t, source, vip: '10.0.0.1', bucket, holders: s.holders });
+    t += s.dur;
+  }
+  return { samples, end: t };
+}
+
+/** The verdict a person would write down for one bucket's segments (always a live node, no impairments). */
+function expected(segs: Segment[], t0 = 1000) {
+  const doubles: { at: number; nodes: string[] }[] = [];
+  const unowned: { from: number; to: number }[] = [];
+  let t = t0;
+  let dbl: { at: number; nodes: Set<string> } | null = null;
+  let un: number | null = null;
+  for (const s of segs) {
+    if (s.holders.length >= 2) {
+      dbl ??= { at: t, nodes: new Set() };
+      s.holders.forEach((h) => dbl!.nodes.add(h));
+    } else if (dbl) {
+      doubles.push({ at: dbl.at, nodes: [...dbl.nodes].sort() });
+      dbl = null;
+    }
+    if (s.holders.length === 0) un ??= t;
+    else if (un !== null) {
+      unowned.push({ from: un, to: t });
+      un = null;
+    }
+    t += s.dur;
+  }
+  if (dbl) doubles.push({ at: dbl.at, nodes: [...dbl.nodes].sort() });
+  const open = un !== null ? { from: un, to: t } : null;
+  return { doubles, unowned, open, end: t };
+}
+
+const liveFrom = (t: number): TimelineFact => ({ type: 'liveness', t, live: ['a'] });
+
+function run(samples: OwnershipSample[], end: number, extra: TimelineFact[] = []) {
+  const facts: TimelineFact[] = [...extra, ...samples.map((s) => ({ type: 'sample' as const, ...s }))];
+  facts.sort((x, y) => x.t - y.t);
+  return checkTimeline(facts, { boundMs: BOUND, startedAt: 0, endMs: end });
+}
+
+describe('invariant checker', () => {
+  it('reports exactly the generated double-owner stretches and too-long unowned stretches', () => {
+    fc.assert(
+      fc.property(fc.array(segmentArb, { minLength: 1, maxLength: 30 }), (segs) => {
+        const { samples, end } = toSamples(segs, 'backend');
+        const r = run(samples, end, [liveFrom(0)]);
+        const exp = expected(segs);
+        const dbl = r.violations.filter((v) => v.kind === 'doubleOwner');
+        expect(dbl.map((v) => ({ at: v.at, nodes: v.nodes }))).toEqual(exp.doubles);
+        const tooLong = r.violations.filter((v) => v.kind === 'unownedTooLong');
+        const expTooLong = [...exp.unowned, ...(exp.open ? [exp.open] : [])].filter((u) => u.to - u.from > BOUND);
+        expect(tooLong.map((v) => v.kind === 'unownedTooLong' && { from: v.fromMs, to: v.toMs })).toEqual(
+          expTooLong.map((u) => ({ from: u.from, to: u.to })),
+        );
+        expect(r.unownedIntervals.map((u) => ({ from: u.fromMs, to: u.toMs }))).toEqual(exp.unowned);
+        const all = [...exp.unowned, ...(exp.open ? [exp.open] : [])];
+        const maxExp = all.length ? Math.max(...all.map((u) => u.to - u.from)) : undefined;
+        expect(r.maxUnownedMs['10.0.0.1#1']).toEqual(maxExp);
+      }),
+      { numRuns: 1500 },
+    );
+  });
+
+  it('splitting a stretch into more samples or merging equal neighbours does not change the verdict', () => {
+    fc.assert(
+      fc.property(
+        fc.array(segmentArb, { minLength: 1, maxLength: 20 }),
+        fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 20, maxLength: 20 }),
+        (segs, splits) => {
+          const { samples, end } = toSamples(segs, 'backend');
+          // Split: repeat each segment's sample (holders in another order) at extra instants inside it.
+          const split: OwnershipSample[] = [];
+          segs.forEach((s, i) => {
+            const base = samples[i]!;
+            split.push(base);
+            const n = splits[i] ?? 0;
+            for (let j = 1; j <= n; j++) {
+              const t = base.t + Math.floor((s.dur * j) / (n + 1));
+              if (t > base.t) split.push({ ...base, t, holders: [...base.holders].reverse() });
+            }
+          });
+          // Merge: drop each sample equal (as a set) to its predecessor.
+          const merged = samples.filter(
+            (s, i) => i === 0 || [...s.holders].sort().join() !== [...samples[i - 1]!.holders].sort().join(),
+          );
+          const a = run(samples, end, [liveFrom(0)]);
+          const b = run(split, end, [liveFrom(0)]);
+          const c = run(merged, end, [liveFrom(0)]);
+          expect(b.violations).toEqual(a.violations);
+          expect(c.violations).toEqual(a.violations);
+          expect(b.maxUnownedMs).toEqual(a.maxUnownedMs);
+          expect(c.maxUnownedMs).toEqual(a.maxUnownedMs);
+        },
+      ),
+      { numRuns: 1500 },
+    );
+  });
+
+  it('finds nothing on a timeline that never overlaps and hands over within the bound', () => {
+    const calm = fc.oneof(
+      fc.record({ dur: fc.integer({ min: 1, max: 2000 }), holders: fc.constantFrom(...NODES.map((n) => [n])) }),
+      fc.record({ dur: fc.integer({ min: 1, max: BOUND }), holders: fc.constant([] as string[]) }),
+    );
+    fc.assert(
+      fc.property(fc.array(calm, { minLength: 1, maxLength: 40 }), fc.array(calm, { minLength: 1, maxLength: 40 }), (s1, s2) => {
+        // Every empty stretch is followed by a held one, so no unowned stretch is longer than one calm gap.
+        const closeGaps = (segs: Segment[]): Segment[] =>
+          segs.flatMap((s) => (s.holders.length === 0 ? [s, { dur: 10, holders: ['a'] }] : [s]));
+        const one = toSamples(closeGaps(s1), 'backend', 1000, 1);
+        const two = toSamples(closeGaps(s2), 'claims', 1000, 2);
+        const end = Math.max(one.end, two.end);
+        const r = run([...one.samples, ...two.samples], end, [liveFrom(0)]);
+        // The last stretch is still open at the end; a calm one is within the bound by construction.
+        expect(r.violations).toEqual([]);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('counts unowned time only while a live node existed', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 1, max: 3000 }),
+        fc.integer({ min: 0, max: 500 }),
+        (liveFlips, gap, start) => {
+          // Liveness toggles at the given steps, starting dead; the bucket is unowned during [start, start+gap).
+          const facts: TimelineFact[] = [];
+          let t = 0;
+          liveFlips.forEach((d, i) => {
+            facts.push({ type: 'liveness', t, live: i % 2 === 0 ? [] : ['a', 'b'] });
+            t += d;
+          });
+          facts.push({ type: 'sample', t: start, source: 'backend', vip: 'v', bucket: 1, holders: [] });
+          facts.push({ type: 'sample', t: start + gap, source: 'backend', vip: 'v', bucket: 1, holders: ['a'] });
+          facts.sort((x, y) => x.t - y.t);
+          const r = checkTimeline(facts, { boundMs: BOUND, startedAt: 0, endMs: start + gap + 1 });
+          // Naive per-millisecond count of "unowned and live".
+          let liveMs = 0;
+          for (let ms = start; ms < start + gap; ms++) {
+            let live = false;
+            let acc = 0;
+            for (let i = 0; i < liveFlips.length; i++) {
+              if (ms >= acc) live = i % 2 === 1;
+              acc += liveFlips[i]!;
+            }
+            if (live) liveMs++;
+          }
+          expect(r.maxUnownedMs['v#1']).toBe(liveMs);
+          expect(r.violations.length).toBe(liveMs > BOUND ? 1 : 0);
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('allows one more bound for every further impaired node in the failover chain', () => {
+    const c = new InvariantChecker(1000);
+    c.liveness({ t: 0, live: ['a', 'b', 'c'] });
+    c.leader({ t: 0, leader: 'c' });
+    c.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
+    c.observe({ t: 0, source: 'backend', vip: 'v', bucket: 1, holders: ['a'] });
+    c.impair('a', 'kill', 100)(5000); // the owner dies: the failover the bound is for
+    c.impair('c', 'stop', 200)(1500); // the leader freezes during the failover: one more bound
+    c.impair('b', 'stop', 300)(1400); // b is not in this bucket's chain: no allowance
+    c.observe({ t: 500, source: 'backend', vip: 'v', bucket: 1, holders: [] });
+    expect(c.allowanceFactor('v', 1, 500, 2400)).toBe(2);
+    c.assignee({ t: 2000, vip: 'v', bucket: 1, assignee: 'b' });
+    // Now b joined the chain and was impaired near it: three bounds.
+    expect(c.allowanceFactor('v', 1, 500, 2400)).toBe(3);
+    c.observe({ t: 2400, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
+    expect(c.finish(3000, 0).violations).toEqual([]);
+
+    const d = new InvariantChecker(1000);
+    d.liveness({ t: 0, live: ['a', 'b'] });
+    d.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
+    d.impair('a', 'kill', 100)(5000);
+    d.observe({ t: 500, source: 'backend', vip: 'v', bucket: 1, holders: [] });
+    d.observe({ t: 1600, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
+    const v = d.finish(2000, 0).violations;
+    expect(v).toEqual([{ kind: 'unownedTooLong', vip: 'v', bucket: 1, fromMs: 500, toMs: 1600, durationMs: 1100, boundMs: 1000 }]);
+  });
+
+  it('reports an unowned stretch still open at the end, and double owners per source', () => {
+    const c = new InvariantChecker(100);
+    c.liveness({ t: 0, live: ['a'] });
+    c.observe({ t: 0, source: 'claims', vip: 'v', bucket: 2, holders: ['a', 'b'] });
+    c.observe({ t: 0, source: 'backend', vip: 'v', bucket: 2, holders: [] });
+    c.observe({ t: 10, source: 'dataplane', vip: 'v', bucket: 2, holders: ['a', 'b'] });
+    c.observe({ t: 20, source: 'dataplane', vip: 'v', bucket: 2, holders: ['b'] });
+    expect(c.openViolations(150)).toHaveLength(1);
+    const r = c.finish(500, 0);
+    expect(r.violations.map((v) => [v.kind, 'source' in v ? v.source : ''])).toEqual([
+      ['doubleOwner', 'dataplane'],
+      ['doubleOwner', 'claims'],
+      ['unownedTooLong', ''],
+    ]);
+  });
+});

@@ -1,0 +1,391 @@
+// @ts-check
+// Runs inside the qemu VM (Debian 6.1 kernel with ipt_CLUSTERIP), as root, with the host's node and the host's
+// root filesystem read-only. Drives the real module three ways and writes what the kernel did to
+// /run/results/result.json; the host test (test/kernel/clusterip-qemu.test.ts) holds every expectation.
+//   direct  - raw write(2)/read(2) on the proc file, one command per write
+//   backend - the project's ClusteripBackend (dist/): ProcFile with every §7 case, then ensure/apply/read/clear
+//   hash    - packets from many source addresses through a veth into the VM; which ones the CLUSTERIP rule
+//             accepted, counted per source by iptables rules after it, for every bucket in turn
+// Plain JS (no build step inside the VM); it only records observations, never judges them.
+
+import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync, writeSync, existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const jobPath = process.argv[2] ?? '/run/results/job.json';
+const job = JSON.parse(readFileSync(jobPath, 'utf8'));
+const outPath = join(dirname(jobPath), 'result.json');
+const PROC = '/proc/net/ipt_CLUSTERIP';
+const IPT = job.iptables;
+const t0 = performance.now();
+
+/** @type {Record<string, unknown>} */
+const result = { startedAtUptimeS: Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]), stages: {}, timings: {} };
+const stages = /** @type {Record<string, unknown>} */ (result.stages);
+const timings = /** @type {Record<string, number>} */ (result.timings);
+
+function save() {
+  result.elapsedMs = Math.round(performance.now() - t0);
+  writeFileSync(outPath, JSON.stringify(result, null, 1));
+}
+
+/** @param {unknown} err */
+function describeError(err) {
+  const e = /** @type {any} */ (err);
+  return { name: e?.name ?? 'Error', code: e?.code, kind: e?.kind, message: String(e?.message ?? err) };
+}
+
+/** @param {string} file @param {string[]} args */
+async function run(file, args, opts = {}) {
+  return execa(file, args, { timeout: 30_000, ...opts });
+}
+
+/** @param {string[]} args */
+const ipt = (args) => run(IPT, ['-w', '5', ...args]);
+
+/** One write(2) of `data`; returns the errno code or null. */
+function rawWrite(path, data) {
+  const fd = openSync(path, constants.O_WRONLY);
+  try {
+    const buf = Buffer.from(data, 'latin1');
+    const n = writeSync(fd, buf, 0, buf.length, null);
+    return n === buf.length ? null : `short write ${n}`;
+  } catch (err) {
+    return /** @type {NodeJS.ErrnoException} */ (err).code ?? String(err);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function rawRead(path) {
+  return existsSync(path) ? readFileSync(path, 'latin1') : null;
+}
+
+async function timed(name, fn) {
+  const s = performance.now();
+  try {
+    return await fn();
+  } finally {
+    timings[name] = Math.round(performance.now() - s);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function setupLinks() {
+  await run('ip', ['link', 'set', 'lo', 'up']);
+  // Direct and backend stages: a dummy interface is enough for the rule's `-i`.
+  await run('ip', ['link', 'add', job.dummyIface, 'type', 'dummy']);
+  await run('ip', ['link', 'set', job.dummyIface, 'up']);
+  // Hash stage: a veth into a client namespace, so packets really arrive on the rule's interface.
+  const h = job.hash;
+  await run('ip', ['netns', 'add', h.clientNs]);
+  await run('ip', ['link', 'add', h.iface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.clientNs]);
+  await run('ip', ['addr', 'add', h.hostAddr, 'dev', h.iface]);
+  for (const v of h.vips) await run('ip', ['addr', 'add', `${v.address}/32`, 'dev', h.iface]);
+  await run('ip', ['link', 'set', h.iface, 'up']);
+  const n = ['-n', h.clientNs];
+  await run('ip', [...n, 'link', 'set', 'lo', 'up']);
+  await run('ip', [...n, 'addr', 'add', h.clientAddr, 'dev', 'eth0']);
+  await run('ip', [...n, 'link', 'set', 'eth0', 'up']);
+  for (const v of h.vips) {
+    // The cluster MAC, as clients learn it from CLUSTERIP's mangled ARP replies: frames arrive as multicast
+    // and the target must turn them into PACKET_HOST.
+    await run('ip', [...n, 'route', 'add', `${v.address}/32`, 'dev', 'eth0']);
+    await run('ip', [...n, 'neigh', 'replace', v.address, 'lladdr', v.clusterMac, 'dev', 'eth0', 'nud', 'permanent']);
+  }
+  // The sender binds every source address without configuring it.
+  await run('ip', ['netns', 'exec', h.clientNs, 'sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
+  for (const k of ['all', 'default', h.iface]) {
+    writeFileSync(`/proc/sys/net/ipv4/conf/${k}/rp_filter`, '0');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function stageDirect() {
+  const d = job.direct;
+  const path = join(PROC, d.vip.address);
+  const v = d.vip;
+  const install = await run(
+    IPT,
+    ['-w', '5', '-I', 'INPUT', '-d', `${v.address}/32`, '-i', job.dummyIface, '-j', 'CLUSTERIP', '--new', '--hashmode', v.hashMode,
+      '--clustermac', v.clusterMac, '--total-nodes', String(v.buckets), '--local-node', '1', '--hash-init', String(v.seed)],
+    { reject: false },
+  );
+  const st = existsSync(path) ? statSync(path) : undefined;
+  const out = {
+    install: { exitCode: install.exitCode, stderr: install.stderr },
+    mode: st ? (st.mode & 0o777).toString(8) : null,
+    uid: st?.uid ?? null,
+    initial: rawRead(path),
+    steps: /** @type {{input: string, errno: string | null, after: string | null}[]} */ ([]),
+  };
+  for (const input of d.cases) {
+    const errno = rawWrite(path, input);
+    out.steps.push({ input, errno, after: rawRead(path) });
+  }
+  stages.direct = out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function loadBackendModule() {
+  const p = join(job.repo, 'dist', 'backends', 'clusterip.js');
+  return import(p);
+}
+
+/** @param {any} backend */
+async function heldOf(backend) {
+  const held = await backend.read();
+  return Object.fromEntries([...held].map(([vip, set]) => [vip, [...set].sort((a, b) => a - b)]));
+}
+
+async function clusteripRulesFor(addresses) {
+  const s = (await ipt(['-S', 'INPUT'])).stdout;
+  return s
+    .split('\n')
+    .filter((l) => l.includes('CLUSTERIP') && addresses.some((a) => l.includes(`-d ${a}/32`)));
+}
+
+async function stageBackend() {
+  const mod = await loadBackendModule();
+  const b = job.backend;
+  const out = { procFile: /** @type {unknown} */ (null), steps: /** @type {Record<string, unknown>[]} */ ([]) };
+  stages.backend = out;
+  const mk = (opts = {}) => new mod.ClusteripBackend({ procDir: PROC, manageRule: true, iptablesPath: IPT, ...opts });
+  const backend = mk();
+  const addrs = b.vips.map((/** @type {any} */ v) => v.address);
+  /** @param {string} name @param {(be: any) => Promise<unknown>} fn */
+  const step = async (name, fn, be = backend) => {
+    const rec = /** @type {Record<string, unknown>} */ ({ name });
+    try {
+      const r = await fn(be);
+      rec.ok = true;
+      if (r !== undefined) rec.value = r;
+    } catch (err) {
+      rec.ok = false;
+      rec.error = describeError(err);
+    }
+    try {
+      rec.held = await heldOf(be);
+    } catch (err) {
+      rec.held = { error: describeError(err) };
+    }
+    rec.raw = Object.fromEntries(addrs.map((/** @type {string} */ a) => [a, rawRead(join(PROC, a))]));
+    rec.rules = (await clusteripRulesFor(addrs)).length;
+    out.steps.push(rec);
+    save();
+  };
+  const spec = { vips: b.vips, rebalance: { joinMovesPerInterval: 0, intervalMs: 1000 } };
+  const [c, d] = b.vips;
+
+  await step('ensure', (be) => be.ensure(spec));
+  await step('ensureAgain', (be) => be.ensure(spec));
+
+  // §7 through the backend's own proc-file I/O: the same cases as the direct stage, after "+1" so both start
+  // from "1\n".
+  const pf = backend.procFile(c.address);
+  const pfSteps = [];
+  for (const input of ['+1', ...job.direct.cases]) {
+    const w = await pf.write(input);
+    let parsed;
+    try {
+      parsed = { ok: true, held: await pf.read() };
+    } catch (err) {
+      parsed = { ok: false, error: describeError(err) };
+    }
+    pfSteps.push({ input, outcome: w, after: rawRead(join(PROC, c.address)), parsed });
+  }
+  out.procFile = pfSteps;
+  await step('clearAfterProcFile', (be) => be.clear());
+
+  await step('addSome', (be) => be.apply([{ vip: c.address, add: [1, 3], remove: [] }, { vip: d.address, add: [d.buckets], remove: [] }]));
+  await step('alreadySo', (be) => be.apply([{ vip: c.address, add: [3], remove: [2] }]));
+  await step('move', (be) => be.apply([{ vip: c.address, add: [2], remove: [1] }]));
+  await step('overTotal', (be) => be.apply([{ vip: c.address, add: [c.buckets + 1], remove: [] }]));
+  await step('zero', (be) => be.apply([{ vip: c.address, add: [0], remove: [] }]));
+  await step('overMax', (be) => be.apply([{ vip: d.address, add: [17], remove: [] }]));
+  await step('addAndRemoveSame', (be) => be.apply([{ vip: c.address, add: [4], remove: [4] }]));
+  await step('batchAcrossVips', (be) =>
+    be.apply([{ vip: c.address, add: [4], remove: [] }, { vip: d.address, add: [1, 2], remove: [d.buckets] }]),
+  );
+  // Someone else writes the proc file: read() reports the kernel, not the backend's memory.
+  await step('externalWrite', async () => rawWrite(join(PROC, c.address), '-4'));
+  // A restarted agent: a fresh backend's ensure() finds the rules and keeps the kernel's claims.
+  const second = mk();
+  await step('restartEnsure', (be) => be.ensure(spec), second);
+  await step('clear', (be) => be.clear(), second);
+  await step('clearIdempotent', (be) => be.clear(), second);
+  // A VIP leaves the spec: its claims are released and its rule deleted (the proc file goes with the config).
+  await step('holdBeforeShrink', (be) => be.apply([{ vip: d.address, add: [5], remove: [] }]), second);
+  await step('shrinkSpec', (be) => be.ensure({ ...spec, vips: [c] }), second);
+  // Without rule management a VIP without a rule is a clear error, not a silent no-op.
+  const unmanaged = mk({ manageRule: false });
+  await step('unmanagedMissingRule', (be) => be.ensure({ ...spec, vips: [d] }), unmanaged);
+  await step('describe', async (be) => be.describe(), unmanaged);
+  await step('cleanup', (be) => be.ensure({ ...spec, vips: [] }), second);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Per-rule packet counters of the filter table, keyed by "src dst" ("* dst" for rules without -s). */
+async function counters() {
+  const save = (await run(`${IPT}-save`, ['-c', '-t', 'filter'])).stdout;
+  const map = new Map();
+  for (const line of save.split('\n')) {
+    const m = /^\[(\d+):\d+\] -A INPUT (.*)$/.exec(line);
+    if (!m) continue;
+    const toks = m[2].split(/\s+/);
+    if (toks.includes('CLUSTERIP')) continue;
+    const at = (/** @type {string} */ f) => {
+      const i = toks.indexOf(f);
+      return i >= 0 ? toks[i + 1]?.replace(/\/32$/, '') : undefined;
+    };
+    const key = `${at('-s') ?? '*'} ${at('-d') ?? '*'}`;
+    map.set(key, (map.get(key) ?? 0) + Number(m[1]));
+  }
+  return map;
+}
+
+function startSender(h) {
+  const child = spawn('ip', ['netns', 'exec', h.clientNs, process.execPath, join(HERE, 'sender.mjs')], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout });
+  /** @type {((line: string) => void)[]} */
+  const waiters = [];
+  lines.on('line', (l) => waiters.shift()?.(l));
+  const next = (timeoutMs) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`sender silent for ${timeoutMs} ms`)), timeoutMs);
+      waiters.push((l) => {
+        clearTimeout(t);
+        resolve(l);
+      });
+    });
+  return {
+    /** @param {unknown} msg @param {number} timeoutMs */
+    async ask(msg, timeoutMs) {
+      const reply = next(timeoutMs);
+      child.stdin.write(JSON.stringify(msg) + '\n');
+      return JSON.parse(/** @type {string} */ (await reply));
+    },
+    stop() {
+      child.stdin.end();
+      child.kill('SIGKILL');
+    },
+  };
+}
+
+async function stageHash() {
+  const mod = await loadBackendModule();
+  const h = job.hash;
+  const spec = { vips: h.vips, rebalance: { joinMovesPerInterval: 0, intervalMs: 1000 } };
+  // Rules installed here, not by the backend's rule management (the backend stage tests that), so this stage
+  // measures the hash alone. --local-node 1 is taken back before any packet is sent.
+  for (const v of h.vips) {
+    await ipt(['-I', 'INPUT', '-d', `${v.address}/32`, '-i', h.iface, '-j', 'CLUSTERIP', '--new', '--hashmode', v.hashMode,
+      '--clustermac', v.clusterMac, '--total-nodes', String(v.buckets), '--local-node', '1', '--hash-init', String(v.seed)]);
+    rawWrite(join(PROC, v.address), '-1');
+  }
+  const backend = new mod.ClusteripBackend({ procDir: PROC, manageRule: false, iptablesPath: IPT });
+  await timed('hashEnsure', () => backend.ensure(spec));
+
+  // Counters: one rule before CLUSTERIP per VIP (every arrival), one per (source, VIP) after it (accepted ones).
+  // The per-source rules drop, so nothing answers and no conntrack entry is confirmed.
+  const lines = ['*filter'];
+  for (const v of h.vips) lines.push(`-I INPUT 1 -d ${v.address}/32 -i ${h.iface} -p udp`);
+  for (const v of h.vips) {
+    for (const s of h.sources) lines.push(`-A INPUT -s ${s.saddr}/32 -d ${v.address}/32 -i ${h.iface} -p udp -j DROP`);
+  }
+  lines.push('COMMIT', '');
+  await timed('hashRules', () => run(`${IPT}-restore`, ['-w', '5', '--noflush'], { input: lines.join('\n') }));
+
+  const packets = [];
+  for (const s of h.sources) {
+    for (const v of h.vips) packets.push({ saddr: s.saddr, sport: s.sport, daddr: v.address, dport: s.dport });
+  }
+  const sender = startSender(h);
+  const out = { packetsPerRound: packets.length, rounds: /** @type {unknown[]} */ ([]), senderReady: /** @type {unknown} */ (null) };
+  stages.hash = out;
+  try {
+    out.senderReady = await timed('senderStart', () => sender.ask({ op: 'open', packets }, 60_000));
+    const maxBuckets = Math.max(...h.vips.map((/** @type {any} */ v) => v.buckets));
+    let prev = 0;
+    for (let k = 1; k <= maxBuckets; k++) {
+      const rs = performance.now();
+      // Exactly bucket k on every VIP that has it, through the backend (remove k-1, add k, one batch).
+      const changes = h.vips.map((/** @type {any} */ v) => ({
+        vip: v.address,
+        add: k <= v.buckets ? [k] : [],
+        remove: prev >= 1 && prev <= v.buckets ? [prev] : [],
+      }));
+      await backend.apply(changes);
+      prev = k;
+      const held = await heldOf(backend);
+      await ipt(['-Z', 'INPUT']);
+      const sent = await sender.ask({ op: 'send' }, 30_000);
+      // Wait until every packet has passed the arrival counters (bounded), then read once more.
+      let c = await counters();
+      const arrivals = () => h.vips.reduce((n, /** @type {any} */ v) => n + (c.get(`* ${v.address}`) ?? 0), 0);
+      const deadline = performance.now() + 10_000;
+      while (arrivals() < packets.length && performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        c = await counters();
+      }
+      await new Promise((r) => setTimeout(r, 30));
+      c = await counters();
+      /** @type {Record<string, number[]>} */
+      const accepted = {};
+      /** @type {Record<string, number>} */
+      const arrived = {};
+      for (const v of h.vips) {
+        arrived[v.address] = c.get(`* ${v.address}`) ?? 0;
+        accepted[v.address] = [];
+        h.sources.forEach((/** @type {any} */ s, /** @type {number} */ i) => {
+          const n = c.get(`${s.saddr} ${v.address}`) ?? 0;
+          for (let j = 0; j < n; j++) accepted[v.address].push(i);
+        });
+      }
+      out.rounds.push({ bucket: k, held, sent, arrived, accepted, ms: Math.round(performance.now() - rs) });
+      save();
+    }
+  } finally {
+    sender.stop();
+  }
+  await backend.clear();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function main() {
+  result.kernel = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim();
+  result.node = process.version;
+  await timed('setupLinks', setupLinks);
+  for (const [name, fn] of /** @type {const} */ ([
+    ['direct', stageDirect],
+    ['backend', stageBackend],
+    ['hash', stageHash],
+  ])) {
+    try {
+      await timed(name, fn);
+    } catch (err) {
+      stages[`${name}Error`] = describeError(err);
+    }
+    save();
+  }
+  result.done = true;
+  save();
+}
+
+main().catch((err) => {
+  result.fatal = describeError(err);
+  save();
+  process.exitCode = 1;
+});
