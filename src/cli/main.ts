@@ -6,4 +6,4 @@ import { processIo } from './io.js';
 const code = await runCli(process.argv, processIo());
 process.exitCode = code;
 // Commands close what they open; this only guards against a stray handle keeping a finished command alive.
-setTimeout(() => process.exit(code), 2000).unref();
+setTimeout(() => process.exit(code), 300).unref();

@@ -169,16 +169,25 @@ function pickJoinMove(
   keyOf: (i: number) => number,
   bucketKeyOf: (b: number) => number,
 ): { bucket: number; to: number } | undefined {
-  let best: { bucket: number; to: number; score: number } | undefined;
+  const cands = [...dst.ids];
+  const candKeys = cands.map(keyOf);
+  let bestBucket = -1;
+  let bestTo = -1;
+  let bestScore = 0;
   for (let b = 1; b <= n; b++) {
     if (ownerOf[b] !== src || moved[b]) continue;
     const bk = bucketKeyOf(b);
-    for (const i of dst.ids) {
-      const s = pairScore(bk, keyOf(i));
-      if (!best || s > best.score || (s === best.score && i < best.to)) best = { bucket: b, to: i, score: s };
+    for (let c = 0; c < cands.length; c++) {
+      const s = pairScore(bk, candKeys[c]!);
+      const i = cands[c]!;
+      if (bestBucket < 0 || s > bestScore || (s === bestScore && i < bestTo)) {
+        bestBucket = b;
+        bestTo = i;
+        bestScore = s;
+      }
     }
   }
-  return best && { bucket: best.bucket, to: best.to };
+  return bestBucket < 0 ? undefined : { bucket: bestBucket, to: bestTo };
 }
 
 /** Current owners of every VIP: vip address → bucket → node id. */

@@ -141,6 +141,12 @@ const CASES: Case[] = [
   { input: '+3\n-1\n', errno: 'EINVAL', after: '1,2\n' }, // one command per write
   { input: '+3\n', errno: null, after: '1,2,3\n' }, // one trailing newline is fine
   { input: '+000000004', errno: null, after: '1,2,3,4\n' }, // exactly 10 bytes, leading zeros
+  // kstrtoul accepts one leading '+' after the command byte.
+  { input: '-+4', errno: null, after: '1,2,3\n' },
+  { input: '++4', errno: null, after: '1,2,3,4\n' },
+  // clusterip_{add,del}_node take a u16: 65537 is bucket 1.
+  { input: '-65537', errno: null, after: '2,3,4\n' },
+  { input: '+65537', errno: null, after: '1,2,3,4\n' },
   { input: '-1', errno: null, after: '2,3,4\n' },
   { input: '-2', errno: null, after: '3,4\n' },
   { input: '-3\n', errno: null, after: '4\n' },

@@ -1,0 +1,267 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NftablesBackend } from '../../src/backends/nftables.js';
+import type { ClusterSpec, VipSpec } from '../../src/config/types.js';
+import { BackendError } from '../../src/errors.js';
+import { nftablesBucket } from '../../src/hash/nftables.js';
+import { netnsCapability, requireCapability } from '../helpers/privileged.js';
+
+// The nftables backend against the real kernel of this machine, inside network namespaces this test creates
+// (nothing touches the root namespace). nft runs as `ip netns exec NS nft`, through the backend's netns option.
+
+const run = requireCapability('nftables backend', netnsCapability());
+const TAG = `cipha-be-${process.pid}-`;
+const NODE = `${TAG}node`;
+const CLIENT = `${TAG}client`;
+const created: string[] = [];
+
+function sh(cmd: string, args: string[], input?: string): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', timeout: 20_000, ...(input !== undefined ? { input } : {}) });
+}
+function nsNft(args: string[], input?: string): string {
+  return sh('ip', ['netns', 'exec', NODE, 'nft', ...args], input);
+}
+function ruleset(): string {
+  return nsNft(['list', 'ruleset']);
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const V1 = '10.77.0.100';
+const V2 = '10.77.0.101';
+const VBIG = '10.77.0.102';
+const vip = (address: string, over: Partial<VipSpec> = {}): VipSpec => ({
+  address,
+  interface: 'eth0',
+  buckets: 16,
+  hashMode: 'sourceip',
+  seed: 0x5eed1234,
+  clusterMac: '01:00:5e:4d:00:64',
+  sticky: false,
+  ...over,
+});
+const spec = (...vips: VipSpec[]): ClusterSpec => ({ vips, rebalance: { joinMovesPerInterval: 1, intervalMs: 1000 } });
+
+async function errorOf(p: Promise<unknown>): Promise<BackendError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(BackendError);
+  return err as BackendError;
+}
+
+/** Polls `cond` every 50 ms for at most `ms`; returns the elapsed time or throws. */
+async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<number> {
+  const t0 = Date.now();
+  for (let i = 0; Date.now() - t0 < ms && i < 1000; i++) {
+    if (await cond()) return Date.now() - t0;
+    await sleep(50);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+describe.runIf(run)('nftables backend on the real kernel (network namespace)', () => {
+  beforeAll(() => {
+    for (const ns of [NODE, CLIENT]) {
+      sh('ip', ['netns', 'add', ns]);
+      created.push(ns);
+    }
+    // Links are created from inside a namespace: client eth0 <-> node eth0.
+    sh('ip', ['-n', CLIENT, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NODE]);
+    for (const ns of [NODE, CLIENT]) {
+      sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']);
+      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    }
+    sh('ip', ['netns', 'exec', NODE, 'sysctl', '-qw', 'net.ipv4.conf.eth0.rp_filter=0']);
+    sh('ip', ['-n', NODE, 'addr', 'add', '10.77.0.2/16', 'dev', 'eth0']);
+    sh('ip', ['-n', NODE, 'addr', 'add', `${V1}/32`, 'dev', 'eth0']);
+    sh('ip', ['-n', CLIENT, 'addr', 'add', '10.77.0.3/16', 'dev', 'eth0']);
+    // The client reaches the VIP through the multicast cluster MAC, like a real cluster.
+    sh('ip', ['-n', CLIENT, 'neigh', 'add', V1, 'lladdr', '01:00:5e:4d:00:64', 'dev', 'eth0', 'nud', 'permanent']);
+  });
+
+  afterAll(() => {
+    for (const ns of created.reverse()) {
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { timeout: 10_000 });
+      } catch {
+        // already gone
+      }
+    }
+  });
+
+  it('ensure is idempotent, keeps owned elements, and removes VIPs no longer in the spec', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t1' });
+    await b.ensure(spec(vip(V1), vip(V2)));
+    const first = ruleset();
+    await b.ensure(spec(vip(V1), vip(V2)));
+    expect(ruleset()).toBe(first);
+    expect(first).toContain(`ip daddr ${V1} iifname "eth0" jhash ip saddr mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_100 drop`);
+    expect(first).toContain('type filter hook prerouting priority raw; policy accept;');
+    await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 60_000 });
+    await b.ensure(spec(vip(V1)));
+    expect(await b.read()).toEqual(new Map([[V1, new Set([1, 2])]]));
+    expect(ruleset()).not.toContain('owned_10_77_0_101');
+    await b.clear();
+    expect(await b.read()).toEqual(new Map([[V1, new Set()]]));
+    // clear keeps the rules: without them every node would accept every bucket
+    expect(ruleset()).toContain('!= @owned_10_77_0_100 drop');
+    nsNft(['delete', 'table', 'ip', 'cipha_t1']);
+  });
+
+  it('applies adds and removes in one batch and reads them back; "already so" is not an error', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t2' });
+    await b.ensure(spec(vip(V1), vip(V2)));
+    await b.apply(
+      [
+        { vip: V1, add: [1, 3, 5], remove: [] },
+        { vip: V2, add: [16], remove: [] },
+      ],
+      { holdForMs: 60_000 },
+    );
+    expect(b.lastCall.batches).toBe(1);
+    expect(await b.read()).toEqual(new Map([[V1, new Set([1, 3, 5])], [V2, new Set([16])]]));
+    await b.apply([{ vip: V1, add: [7, 1], remove: [3, 9] }, { vip: V2, add: [], remove: [16] }], { holdForMs: 60_000 });
+    expect(b.lastCall.batches).toBe(1);
+    expect(await b.read()).toEqual(new Map([[V1, new Set([1, 5, 7])], [V2, new Set()]]));
+    // without a hold time the element ends up without a timeout even if it had one
+    await b.apply([{ vip: V1, add: [1], remove: [] }]);
+    expect(nsNft(['list', 'set', 'ip', 'cipha_t2', 'owned_10_77_0_100'])).toMatch(/elements = \{ 1, 5 timeout/);
+    nsNft(['delete', 'table', 'ip', 'cipha_t2']);
+  });
+
+  it('a bad batch applies nothing (atomic)', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t3' });
+    await b.ensure(spec(vip(V1), vip(V2)));
+    // Someone replaces V2's set by one without timeouts: adding an element with a timeout to it fails.
+    nsNft(['-f', '-'], 'delete set ip cipha_t3 owned_10_77_0_101\nadd set ip cipha_t3 owned_10_77_0_101 { typeof numgen inc mod 16; }\n');
+    const err = await errorOf(
+      b.apply([{ vip: V1, add: [1, 2, 3], remove: [] }, { vip: V2, add: [4], remove: [] }], { holdForMs: 60_000 }),
+    );
+    expect(err.message).toMatch(/nft apply failed/);
+    expect((await b.read()).get(V1)).toEqual(new Set());
+    nsNft(['delete', 'table', 'ip', 'cipha_t3']);
+  });
+
+  it('rebuilds a table someone flushed, then applies', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t4' });
+    await b.ensure(spec(vip(V1)));
+    nsNft(['delete', 'table', 'ip', 'cipha_t4']);
+    await b.apply([{ vip: V1, add: [2], remove: [] }], { holdForMs: 60_000 });
+    expect(await b.read()).toEqual(new Map([[V1, new Set([2])]]));
+    expect(ruleset()).toContain('!= @owned_10_77_0_100 drop');
+    nsNft(['delete', 'table', 'ip', 'cipha_t4']);
+  });
+
+  it('elements expire on their own at their timeout; refresh extends them; expired ones are not revived', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t5' });
+    await b.ensure(spec(vip(V1)));
+    const t0 = Date.now();
+    await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 1500 });
+    await b.apply([{ vip: V1, add: [3], remove: [] }], { holdForMs: 600 });
+    expect((await b.read()).get(V1)).toEqual(new Set([1, 2, 3]));
+    await waitFor(async () => !(await b.read()).get(V1)!.has(3), 5000, 'bucket 3 to expire');
+    await sleep(Math.max(0, 1000 - (Date.now() - t0)));
+    await b.refresh(2500); // at ~1.0 s: 1 and 2 now expire at ~3.5 s instead of 1.5 s
+    const refreshedAt = Date.now();
+    expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
+    await sleep(Math.max(0, 2000 - (Date.now() - t0))); // past the original 1.5 s timeout
+    expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
+    const gone = await waitFor(async () => (await b.read()).get(V1)!.size === 0, 8000, 'refreshed buckets to expire');
+    expect(Date.now() - refreshedAt).toBeGreaterThanOrEqual(2400);
+    expect(gone).toBeGreaterThan(0);
+    nsNft(['delete', 'table', 'ip', 'cipha_t5']);
+  });
+
+  it('holds 4,096 buckets of one VIP in one batch', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t6' });
+    await b.ensure(spec(vip(VBIG, { buckets: 4096 })));
+    const all = Array.from({ length: 4096 }, (_, i) => i + 1);
+    await b.apply([{ vip: VBIG, add: all, remove: [] }], { holdForMs: 60_000 });
+    expect(b.lastCall.batches).toBe(1);
+    expect((await b.read()).get(VBIG)?.size).toBe(4096);
+    const odd = all.filter((n) => n % 2 === 1);
+    await b.apply([{ vip: VBIG, add: [], remove: odd }], { holdForMs: 60_000 });
+    expect(b.lastCall.batches).toBe(1);
+    expect([...(await b.read()).get(VBIG)!].every((n) => n % 2 === 0)).toBe(true);
+    expect((await b.read()).get(VBIG)?.size).toBe(2048);
+    await b.refresh(60_000);
+    expect(b.lastCall.batches).toBe(1);
+    await errorOf(b.apply([{ vip: VBIG, add: [4097], remove: [] }]));
+    nsNft(['delete', 'table', 'ip', 'cipha_t6']);
+  });
+
+  it('loads sticky VIPs, the port hash modes and the ARP mangling table', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t7', arpMangle: true });
+    await b.ensure(
+      spec(vip(V1, { sticky: true }), vip(V2, { hashMode: 'sourceip-sourceport-destport', clusterMac: '01:00:5e:4d:00:65' })),
+    );
+    const rs = ruleset();
+    expect(rs).toMatch(/chain pre_sticky \{\s+type filter hook prerouting priority mangle/);
+    expect(rs).toContain(`ip daddr ${V1} iifname "eth0" meta l4proto tcp ct state established,related accept`);
+    expect(rs).toContain('jhash ip saddr . th sport . th dport mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_101 drop');
+    expect(rs).toContain(`arp operation reply arp saddr ip ${V2} arp saddr ether set 01:00:5e:4d:00:65`);
+    // arpMangle off removes the ARP table again
+    await new NftablesBackend({ netns: NODE, table: 'cipha_t7' }).ensure(spec(vip(V1)));
+    expect(ruleset()).not.toContain('table arp cipha_t7');
+    nsNft(['delete', 'table', 'ip', 'cipha_t7']);
+  });
+
+  it('the owned set gates real packets by bucket, and the buckets are the ones nftablesBucket predicts', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t8' });
+    await b.ensure(spec(vip(V1)));
+    // Record which client sources get past the backend's chain (input hook, after prerouting).
+    nsNft(['-f', '-'], [
+      'add table ip cipha_seen',
+      'add set ip cipha_seen seen { type ipv4_addr; flags dynamic; size 1024; }',
+      'add chain ip cipha_seen in { type filter hook input priority 0; policy accept; }',
+      `add rule ip cipha_seen in ip daddr ${V1} udp dport 9999 update @seen { ip saddr }`,
+      '',
+    ].join('\n'));
+    const sources = Array.from({ length: 96 }, (_, i) => `10.77.1.${i + 1}`);
+    for (const s of sources) sh('ip', ['-n', CLIENT, 'addr', 'add', `${s}/16`, 'dev', 'eth0']);
+    const send = () =>
+      sh('ip', ['netns', 'exec', CLIENT, process.execPath, '-e', SENDER, V1, ...sources]);
+    const seen = (): Set<string> => {
+      const out = JSON.parse(nsNft(['-j', 'list', 'set', 'ip', 'cipha_seen', 'seen'])) as { nftables: { set?: { elem?: unknown[] } }[] };
+      const elems = out.nftables.find((x) => x.set)?.set?.elem ?? [];
+      return new Set(elems.map((e) => (typeof e === 'string' ? e : ((e as { elem: { val: string } }).elem.val))));
+    };
+    const owned = [2, 3, 5, 7, 11, 13];
+    await b.apply([{ vip: V1, add: owned, remove: [] }], { holdForMs: 60_000 });
+    send();
+    const passed = seen();
+    const predicted = sources.filter((s) => owned.includes(nftablesBucket(s, 16, 0x5eed1234)));
+    expect(predicted.length).toBeGreaterThan(10);
+    expect([...passed].sort()).toEqual([...predicted].sort());
+    // The complement passes exactly the other sources.
+    nsNft(['flush', 'set', 'ip', 'cipha_seen', 'seen']);
+    const rest = Array.from({ length: 16 }, (_, i) => i + 1).filter((n) => !owned.includes(n));
+    await b.apply([{ vip: V1, add: rest, remove: owned }], { holdForMs: 60_000 });
+    send();
+    expect([...seen()].sort()).toEqual(sources.filter((s) => !predicted.includes(s)).sort());
+    // Nothing owned: nothing passes.
+    nsNft(['flush', 'set', 'ip', 'cipha_seen', 'seen']);
+    await b.clear();
+    send();
+    expect(seen().size).toBe(0);
+    nsNft(['delete', 'table', 'ip', 'cipha_seen']);
+    nsNft(['delete', 'table', 'ip', 'cipha_t8']);
+  });
+});
+
+// Sends one UDP datagram to VIP:9999 from each source address, then waits briefly for delivery.
+const SENDER = `
+const dgram = require('node:dgram');
+const [vip, ...sources] = process.argv.slice(1);
+(async () => {
+  for (const s of sources) {
+    const sock = dgram.createSocket('udp4');
+    await new Promise((res, rej) => { sock.once('error', rej); sock.bind({ address: s, port: 0 }, res); });
+    await new Promise((res) => sock.send('x', 9999, vip, res));
+    sock.close();
+  }
+  setTimeout(() => process.exit(0), 200);
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
