@@ -108,7 +108,13 @@ export class Agent extends EventEmitter {
       nodeId: this.nodeId,
       onFenced: (m) => this.session?.handleWorkerFenced(m),
       onWorkerError: (err) => {
-        emit({ event: 'backendError', op: 'clear', error: `fence worker died: ${err.message}`, attempt: 1, willRetry: false });
+        emit({
+          event: 'backendError',
+          op: 'clear',
+          error: `fence worker died: ${err.message}`,
+          attempt: 1,
+          willRetry: false,
+        });
         // Without its timer path we cannot promise the deadline: drop everything from here and stop acquiring.
         this.releaseAll = true;
         void this.kernel.clear().catch(() => undefined);
@@ -227,7 +233,13 @@ export class Agent extends EventEmitter {
     await this.kernel.clear();
     for (const [vip, s] of held) {
       for (const bucket of s) {
-        this.emitEvent({ event: 'released', vip, bucket, reason: 'startupOrphan', durationMs: Math.round((monoNow() - t0) * 100) / 100 });
+        this.emitEvent({
+          event: 'released',
+          vip,
+          bucket,
+          reason: 'startupOrphan',
+          durationMs: Math.round((monoNow() - t0) * 100) / 100,
+        });
       }
     }
   }
@@ -238,7 +250,11 @@ export class Agent extends EventEmitter {
     if (!old || old.lease === '0') return;
     try {
       await this.etcd.leaseClient.leaseRevoke({ ID: old.lease });
-      this.emitEvent({ event: 'etcdError', op: 'revokePrevious', error: `revoked lease ${old.lease} of an earlier run of ${this.nodeId}` });
+      this.emitEvent({
+        event: 'etcdError',
+        op: 'revokePrevious',
+        error: `revoked lease ${old.lease} of an earlier run of ${this.nodeId}`,
+      });
     } catch {
       // Already expired.
     }
@@ -250,7 +266,13 @@ export class Agent extends EventEmitter {
     try {
       await this.kernel.ensure(spec);
     } catch (err) {
-      this.emitEvent({ event: 'backendError', op: 'ensure', error: (err as Error).message, attempt: 1, willRetry: false });
+      this.emitEvent({
+        event: 'backendError',
+        op: 'ensure',
+        error: (err as Error).message,
+        attempt: 1,
+        willRetry: false,
+      });
     }
   }
 

@@ -18,6 +18,8 @@ export interface AssignmentInput {
   current: ReadonlyMap<string, CurrentAssignment>;
   /** rebalanceJoin moves still allowed per VIP in this interval (missing = the policy's full k). */
   joinBudgetLeft: (vip: string) => number;
+  /** VIPs whose stored assignment is unreadable (bad value): rewrite even when the owners did not change. */
+  rewrite?: ReadonlySet<string>;
 }
 
 export interface AssignmentWrite {
@@ -65,7 +67,7 @@ export function planAssignments(input: AssignmentInput): AssignmentPlan {
     });
     const joinMoves = plan.moves.filter((m) => m.reason === 'rebalanceJoin').length;
     if (!plan.balanced && joinMoves >= budget) wantsMore = true;
-    if (cur && sameOwners(plan.owners, currentOwners)) continue;
+    if (cur && sameOwners(plan.owners, currentOwners) && !input.rewrite?.has(vip.address)) continue;
     const owners: Record<string, string> = {};
     for (const [b, n] of [...plan.owners].sort((x, y) => x[0] - y[0])) owners[String(b)] = n;
     writes.push({

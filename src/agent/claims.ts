@@ -36,7 +36,10 @@ export class ClaimReconciler {
   private again = false;
   private stopped = false;
   /** key → our write not yet visible in the picture: the claim (or null = deleted) as of `revision`. */
-  private readonly overlay = new Map<string, { vip: string; bucket: number; revision: string; entry: ClaimEntry | null }>();
+  private readonly overlay = new Map<
+    string,
+    { vip: string; bucket: number; revision: string; entry: ClaimEntry | null }
+  >();
   private readonly blocked = new Map<string, AcquireBlock>();
   private backendFailures = 0;
   private backendBlockedUntil = 0;
@@ -78,7 +81,8 @@ export class ClaimReconciler {
   heldClaimCount(): number {
     const lease = this.o.leaseId();
     let n = 0;
-    for (const m of this.claimsView().values()) for (const c of m.values()) if (c.owner === this.o.nodeId && c.lease === lease) n++;
+    for (const m of this.claimsView().values())
+      for (const c of m.values()) if (c.owner === this.o.nodeId && c.lease === lease) n++;
     return n;
   }
 
@@ -151,15 +155,32 @@ export class ClaimReconciler {
           .and(key, 'Lease', '==', leaseId)
           .then(this.o.etcd.delete().key(key))
           .commit();
-        this.overlay.set(bucketKey(r.vip, r.bucket), { vip: r.vip, bucket: r.bucket, revision: res.header.revision, entry: null });
+        this.overlay.set(bucketKey(r.vip, r.bucket), {
+          vip: r.vip,
+          bucket: r.bucket,
+          revision: res.header.revision,
+          entry: null,
+        });
         deleted.add(bucketKey(r.vip, r.bucket));
-        this.o.emit({ event: 'released', vip: r.vip, bucket: r.bucket, reason: r.reason, durationMs: ms(monoNow() - t0) });
+        this.o.emit({
+          event: 'released',
+          vip: r.vip,
+          bucket: r.bucket,
+          reason: r.reason,
+          durationMs: ms(monoNow() - t0),
+        });
       });
     }
     for (const r of plan.kernelRemove) {
       if (deleted.has(bucketKey(r.vip, r.bucket))) continue;
       if (plan.claimDelete.some((d) => d.vip === r.vip && d.bucket === r.bucket)) continue;
-      this.o.emit({ event: 'released', vip: r.vip, bucket: r.bucket, reason: r.reason, durationMs: ms(monoNow() - t0) });
+      this.o.emit({
+        event: 'released',
+        vip: r.vip,
+        bucket: r.bucket,
+        reason: r.reason,
+        durationMs: ms(monoNow() - t0),
+      });
     }
   }
 
@@ -198,7 +219,11 @@ export class ClaimReconciler {
       this.backendBlockedUntil = monoNow() + wait;
       for (const r of toAdd) this.noteBlocked(r, 'backendFailed');
       await this.deleteClaims(toAdd, leaseId);
-      this.o.emit({ event: 'etcdError', op: 'acquire', error: `backend apply failed, claims released: ${(err as Error).message}` });
+      this.o.emit({
+        event: 'etcdError',
+        op: 'acquire',
+        error: `backend apply failed, claims released: ${(err as Error).message}`,
+      });
       this.retryLater(wait);
       return;
     }
@@ -225,7 +250,13 @@ export class ClaimReconciler {
         .then(this.o.etcd.delete().key(key))
         .commit()
         .catch(() => null);
-      if (res) this.overlay.set(bucketKey(r.vip, r.bucket), { vip: r.vip, bucket: r.bucket, revision: res.header.revision, entry: null });
+      if (res)
+        this.overlay.set(bucketKey(r.vip, r.bucket), {
+          vip: r.vip,
+          bucket: r.bucket,
+          revision: res.header.revision,
+          entry: null,
+        });
     });
   }
 
@@ -243,7 +274,13 @@ export class ClaimReconciler {
     const k = bucketKey(r.vip, r.bucket);
     if (this.blocked.get(k) === reason) return;
     this.blocked.set(k, reason);
-    this.o.emit({ event: 'acquireBlocked', vip: r.vip, bucket: r.bucket, reason, ...(holder !== undefined ? { holder } : {}) });
+    this.o.emit({
+      event: 'acquireBlocked',
+      vip: r.vip,
+      bucket: r.bucket,
+      reason,
+      ...(holder !== undefined ? { holder } : {}),
+    });
   }
 
   private retryLater(ms: number): void {

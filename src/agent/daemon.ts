@@ -17,13 +17,28 @@ type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: Record<string, unknown>; msg: string } {
   switch (e.event) {
     case 'sessionStarted':
-      return { level: 'info', op: 'lease', fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds }, msg: 'lease granted' };
+      return {
+        level: 'info',
+        op: 'lease',
+        fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds },
+        msg: 'lease granted',
+      };
     case 'keepaliveAck':
-      return { level: 'trace', op: 'lease', fields: { rttMs: e.rttMs, headroomMs: e.headroomMs }, msg: 'keepalive acknowledged' };
+      return {
+        level: 'trace',
+        op: 'lease',
+        fields: { rttMs: e.rttMs, headroomMs: e.headroomMs },
+        msg: 'keepalive acknowledged',
+      };
     case 'leaseLost':
       return { level: 'warn', op: 'lease', fields: {}, msg: 'lease lost' };
     case 'fenced':
-      return { level: 'warn', op: 'fence', fields: { reason: e.reason, buckets: e.buckets }, msg: 'fenced: every bucket released' };
+      return {
+        level: 'warn',
+        op: 'fence',
+        fields: { reason: e.reason, buckets: e.buckets },
+        msg: 'fenced: every bucket released',
+      };
     case 'unfenced':
       return { level: 'info', op: 'fence', fields: { sameLease: e.sameLease }, msg: 'unfenced' };
     case 'elected':
@@ -45,23 +60,43 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         msg: 'assignment written',
       };
     case 'assignmentRejected':
-      return { level: 'warn', op: 'assign', fields: { vip: e.vip, reason: e.reason }, msg: 'assignment write rejected' };
+      return {
+        level: 'warn',
+        op: 'assign',
+        fields: { vip: e.vip, reason: e.reason },
+        msg: 'assignment write rejected',
+      };
     case 'acquired':
       return {
         level: 'info',
         op: 'acquire',
-        fields: { vip: e.vip, bucket: e.bucket, durationMs: e.durationMs, ...(e.unownedMs !== undefined ? { unownedMs: e.unownedMs } : {}) },
+        fields: {
+          vip: e.vip,
+          bucket: e.bucket,
+          durationMs: e.durationMs,
+          ...(e.unownedMs !== undefined ? { unownedMs: e.unownedMs } : {}),
+        },
         msg: 'bucket acquired',
       };
     case 'acquireBlocked':
       return {
         level: e.reason === 'backendFailed' || e.reason === 'etcdError' ? 'warn' : 'debug',
         op: 'acquire',
-        fields: { vip: e.vip, bucket: e.bucket, reason: e.reason, ...(e.holder !== undefined ? { holder: e.holder } : {}) },
+        fields: {
+          vip: e.vip,
+          bucket: e.bucket,
+          reason: e.reason,
+          ...(e.holder !== undefined ? { holder: e.holder } : {}),
+        },
         msg: 'acquire blocked',
       };
     case 'released':
-      return { level: 'info', op: 'release', fields: { vip: e.vip, bucket: e.bucket, reason: e.reason, durationMs: e.durationMs }, msg: 'bucket released' };
+      return {
+        level: 'info',
+        op: 'release',
+        fields: { vip: e.vip, bucket: e.bucket, reason: e.reason, durationMs: e.durationMs },
+        msg: 'bucket released',
+      };
     case 'backendError':
       return {
         level: e.willRetry ? 'warn' : 'error',
@@ -70,11 +105,21 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         msg: 'backend error',
       };
     case 'badValue':
-      return { level: 'warn', op: 'etcd', fields: { key: e.key, error: e.error, reason: 'badValue' }, msg: 'ignoring invalid value' };
+      return {
+        level: 'warn',
+        op: 'etcd',
+        fields: { key: e.key, error: e.error, reason: 'badValue' },
+        msg: 'ignoring invalid value',
+      };
     case 'etcdError':
       return { level: 'warn', op: 'etcd', fields: { etcdOp: e.op, error: e.error }, msg: 'etcd error' };
     case 'loopDelay':
-      return { level: e.maxMs > 100 ? 'warn' : 'debug', op: 'loop', fields: { p99Ms: e.p99Ms, maxMs: e.maxMs }, msg: 'event loop delay' };
+      return {
+        level: e.maxMs > 100 ? 'warn' : 'debug',
+        op: 'loop',
+        fields: { p99Ms: e.p99Ms, maxMs: e.maxMs },
+        msg: 'event loop delay',
+      };
     case 'drainRequested':
       return { level: 'info', op: 'shutdown', fields: {}, msg: 'drain requested' };
     case 'shutdown':
@@ -122,7 +167,10 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   process.on('SIGINT', onSignal);
   const onRejection = (err: unknown): void => {
     // A library promise nobody awaited: log it with what we know, never crash on it.
-    log.error({ op: 'agent', event: 'unhandledRejection', error: String((err as Error)?.stack ?? err) }, 'unhandled rejection');
+    log.error(
+      { op: 'agent', event: 'unhandledRejection', error: String((err as Error)?.stack ?? err) },
+      'unhandled rejection',
+    );
   };
   process.on('unhandledRejection', onRejection);
 

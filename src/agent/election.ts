@@ -31,10 +31,14 @@ export function decideLeadership(
 ): LeadershipDecision {
   const seen = candidates.find((c) => c.key === mine.key);
   if (!seen) {
-    return cmpRevision(pictureRevision, mine.createRevision) < 0 ? { role: 'pending' } : { role: 'lost', reason: 'keyDeleted' };
+    return cmpRevision(pictureRevision, mine.createRevision) < 0
+      ? { role: 'pending' }
+      : { role: 'lost', reason: 'keyDeleted' };
   }
   if (seen.createRevision !== mine.createRevision) {
-    return cmpRevision(seen.createRevision, mine.createRevision) < 0 ? { role: 'pending' } : { role: 'lost', reason: 'keyReplaced' };
+    return cmpRevision(seen.createRevision, mine.createRevision) < 0
+      ? { role: 'pending' }
+      : { role: 'lost', reason: 'keyReplaced' };
   }
   const first = candidates[0]!;
   return first.key === mine.key ? { role: 'leader' } : { role: 'follower', leader: first.node };

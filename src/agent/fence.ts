@@ -41,7 +41,11 @@ export class FenceTimer {
   static async start(opts: FenceTimerOptions): Promise<FenceTimer> {
     const sab = new SharedArrayBuffer(16);
     const data: FenceWorkerData = { sab, backend: opts.backend, nodeId: opts.nodeId };
-    const worker = new Worker(workerUrl(), { workerData: data });
+    // A small heap: the worker only runs a timer and a backend clear.
+    const worker = new Worker(workerUrl(), {
+      workerData: data,
+      resourceLimits: { maxOldGenerationSizeMb: 24, maxYoungGenerationSizeMb: 4 },
+    });
     const ft = new FenceTimer(worker, sab);
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error): void => reject(err);

@@ -9,10 +9,7 @@ export interface FenceWorkerData {
   nodeId: string;
 }
 
-export type ToWorker =
-  | { type: 'arm' }
-  | { type: 'fenceNow'; reason: 'leaseLost' | 'shutdown' }
-  | { type: 'stop' };
+export type ToWorker = { type: 'arm' } | { type: 'fenceNow'; reason: 'leaseLost' | 'shutdown' } | { type: 'stop' };
 
 export type FromWorker =
   | { type: 'ready' }

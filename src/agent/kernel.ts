@@ -79,7 +79,9 @@ export class KernelGate {
    */
   apply(changes: BucketChange[]): Promise<BucketChange[]> {
     return this.serial(async () => {
-      const removes = changes.filter((c) => c.remove.length > 0).map((c) => ({ vip: c.vip, add: [], remove: c.remove }));
+      const removes = changes
+        .filter((c) => c.remove.length > 0)
+        .map((c) => ({ vip: c.vip, add: [], remove: c.remove }));
       if (removes.length > 0) {
         await this.withRetry('apply', () => this.o.backend.apply(removes));
         for (const c of removes) for (const b of c.remove) this.held.get(c.vip)?.delete(b);
@@ -161,7 +163,8 @@ export class KernelGate {
         },
       });
     } catch (err) {
-      if (!(err instanceof FencedDuringApply)) this.lastError = { message: `${op}: ${(err as Error).message}`, at: new Date() };
+      if (!(err instanceof FencedDuringApply))
+        this.lastError = { message: `${op}: ${(err as Error).message}`, at: new Date() };
       throw err;
     }
   }

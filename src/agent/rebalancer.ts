@@ -97,7 +97,8 @@ export class Rebalancer {
     if (!spec) return;
     const t0 = monoNow();
     const current = new Map<string, CurrentAssignment>();
-    for (const [vip, a] of state.assignments) current.set(vip, { epoch: a.value.epoch, owners: ownersFromValue(a.value) });
+    for (const [vip, a] of state.assignments)
+      current.set(vip, { epoch: a.value.epoch, owners: ownersFromValue(a.value) });
     // Until the watch shows our own last write, plan from what we wrote, not from the older picture.
     for (const [vip, w] of this.written) {
       if (cmpRevision(state.revision, w.revision) >= 0) this.written.delete(vip);
@@ -106,7 +107,14 @@ export class Rebalancer {
     }
     const nodes = [...state.nodes].map(([id, n]) => ({ id, weight: n.value.weight, draining: n.value.draining }));
     const { joinMovesPerInterval: k, intervalMs } = spec.rebalance;
+    // An assignment key holding garbage is repaired from the last good value we still have.
+    const rewrite = new Set<string>();
+    for (const b of state.badValues) {
+      for (const v of spec.vips)
+        if (b.key === keys.assign(v.address) && !this.written.has(v.address)) rewrite.add(v.address);
+    }
     const plan = planAssignments({
+      rewrite,
       leader: this.o.nodeId,
       spec,
       nodes,

@@ -147,7 +147,7 @@ export class NodeSession {
   private async keepaliveLoop(leaseId: string, ttl: number): Promise<void> {
     const interval = this.keepaliveIntervalMs(ttl);
     // An unanswered keepalive older than this means the stream is stuck (a blackholed connection): reopen it.
-    const staleMs = Math.max(2 * interval, 500);
+    const staleMs = Math.max(Math.floor(0.8 * interval), 200);
     while (!this.abort.signal.aborted && this.lease?.id === leaseId) {
       let stream;
       try {
@@ -196,7 +196,8 @@ export class NodeSession {
           this.onAck(leaseId, tSend, Number(res.TTL));
         });
         stream.on('error', (err: Error) => {
-          if (!done && !this.abort.signal.aborted) this.o.emit({ event: 'etcdError', op: 'keepalive', error: err.message });
+          if (!done && !this.abort.signal.aborted)
+            this.o.emit({ event: 'etcdError', op: 'keepalive', error: err.message });
           finish();
         });
         stream.on('end', finish);
@@ -204,7 +205,7 @@ export class NodeSession {
         const tick = setInterval(send, interval);
         send();
       });
-      if (!this.abort.signal.aborted && this.lease?.id === leaseId) await sleep(50, this.abort.signal);
+      if (!this.abort.signal.aborted && this.lease?.id === leaseId) await sleep(20, this.abort.signal);
     }
   }
 

@@ -186,7 +186,10 @@ export class ClusteripBackend implements Backend {
         if (!out.ok) {
           if (out.phase === 'open') throw this.openError(vip, out);
           if (out.code === 'EIO' || out.code === 'EINVAL') {
-            throw new BackendError('bug', `${file.path}: "${op}${bucket}" rejected as malformed (${out.code}): ${out.message}`);
+            throw new BackendError(
+              'bug',
+              `${file.path}: "${op}${bucket}" rejected as malformed (${out.code}): ${out.message}`,
+            );
           }
           if (out.code !== 'ENOMEM' && out.code !== 'ENOENT') {
             throw new BackendError('transient', `${file.path}: "${op}${bucket}" failed: ${out.code} ${out.message}`);
@@ -196,7 +199,8 @@ export class ClusteripBackend implements Backend {
       }
     }
     const heldList = await file.read();
-    if (heldList === null) throw new BackendError('transient', `${file.path} vanished during the change (rule removed?)`);
+    if (heldList === null)
+      throw new BackendError('transient', `${file.path} vanished during the change (rule removed?)`);
     const held = new Set(heldList);
     for (const o of outcomes) {
       const verdict = judge(o.op, o.bucket, o.out, held);
@@ -205,7 +209,7 @@ export class ClusteripBackend implements Backend {
         throw new BackendError(
           o.out.ok ? 'transient' : 'invalid',
           `${file.path}: "${o.op}${o.bucket}" returned ${errno} but the read-back holds ${heldList.join(',') || 'nothing'}` +
-            (o.op === '+' && !o.out.ok ? ' (is the rule\'s --total-nodes smaller than the spec\'s buckets?)' : ''),
+            (o.op === '+' && !o.out.ok ? " (is the rule's --total-nodes smaller than the spec's buckets?)" : ''),
         );
       }
     }
@@ -225,10 +229,16 @@ export class ClusteripBackend implements Backend {
   private openError(vip: string, out: Extract<ProcWriteOutcome, { ok: false }>): BackendError {
     if (out.code === 'ENOENT') {
       const v = this.vips?.get(vip);
-      return new BackendError('invalid', v ? this.missingProcMessage(v) : `${join(this.procDir, vip)} does not exist: no CLUSTERIP rule for ${vip}`);
+      return new BackendError(
+        'invalid',
+        v ? this.missingProcMessage(v) : `${join(this.procDir, vip)} does not exist: no CLUSTERIP rule for ${vip}`,
+      );
     }
     if (out.code === 'EACCES' || out.code === 'EPERM') {
-      return new BackendError('unsupported', `${join(this.procDir, vip)}: ${out.code} (the clusterip backend must run as root)`);
+      return new BackendError(
+        'unsupported',
+        `${join(this.procDir, vip)}: ${out.code} (the clusterip backend must run as root)`,
+      );
     }
     return new BackendError('transient', `${join(this.procDir, vip)}: open failed: ${out.code} ${out.message}`);
   }
@@ -243,7 +253,9 @@ export class ClusteripBackend implements Backend {
 
   // ---- rule management (manageRule) ----
 
-  private async iptables(args: string[]): Promise<{ ok: boolean; stderr: string; stdout: string }> {
+  private async iptables(
+    args: string[],
+  ): Promise<{ ok: boolean; exitCode: number | undefined; stderr: string; stdout: string }> {
     const r = await this.run(this.iptablesPath, ['-w', '5', ...args], { timeoutMs: this.commandTimeoutMs });
     if (r.spawnError) {
       throw new BackendError(
@@ -251,14 +263,21 @@ export class ClusteripBackend implements Backend {
         `cannot run ${this.iptablesPath} (${r.spawnError}); the clusterip backend with manageRule needs iptables-legacy (Debian: apt-get install iptables)`,
       );
     }
-    if (r.timedOut) throw new BackendError('transient', `${this.iptablesPath} ${args.join(' ')} timed out after ${this.commandTimeoutMs} ms`);
-    return { ok: r.exitCode === 0, stderr: r.stderr, stdout: r.stdout };
+    if (r.timedOut)
+      throw new BackendError(
+        'transient',
+        `${this.iptablesPath} ${args.join(' ')} timed out after ${this.commandTimeoutMs} ms`,
+      );
+    return { ok: r.exitCode === 0, exitCode: r.exitCode, stderr: r.stderr, stdout: r.stdout };
   }
 
   private async ensureRules(spec: ClusterSpec): Promise<void> {
     const version = await this.run(this.iptablesPath, ['--version'], { timeoutMs: this.commandTimeoutMs });
     if (version.spawnError) {
-      throw new BackendError('unsupported', `cannot run ${this.iptablesPath} (${version.spawnError}); install iptables-legacy (Debian: apt-get install iptables)`);
+      throw new BackendError(
+        'unsupported',
+        `cannot run ${this.iptablesPath} (${version.spawnError}); install iptables-legacy (Debian: apt-get install iptables)`,
+      );
     }
     const flavor = iptablesFlavor(version.stdout + version.stderr, this.iptablesPath);
     if (!flavor.ok) throw new BackendError('unsupported', flavor.message);
@@ -266,9 +285,9 @@ export class ClusteripBackend implements Backend {
     for (const v of spec.vips) {
       const check = await this.iptables(['-C', 'INPUT', ...clusteripRuleArgs(v)]);
       if (check.ok) continue;
-      if (!/does a matching rule exist|Bad rule/i.test(check.stderr)) {
-        throw this.iptablesError('check', v, check.stderr);
-      }
+      // Exit 1 means "not found"; iptables-legacy words it "Bad rule" or, for a CLUSTERIP rule whose config does
+      // not exist yet (measured on 6.1), "No chain/target/match by that name". Exit 2 is a parameter problem.
+      if (check.exitCode !== 1) throw this.iptablesError('check', v, check.stderr);
       await this.installRule(v);
     }
     // Rules of VIPs no longer in the spec: release the proc file's claims, then delete the rule.
@@ -316,19 +335,30 @@ export class ClusteripBackend implements Backend {
 
   private iptablesError(what: string, v: VipSpec | undefined, stderr: string): BackendError {
     const vip = v ? ` for ${v.address}` : '';
-    if (/CLUSTERIP/.test(stderr) && /(No chain\/target\/match|Couldn't load target|Extension CLUSTERIP)/i.test(stderr)) {
+    if (
+      /CLUSTERIP/.test(stderr) &&
+      /(No chain\/target\/match|Couldn't load target|Extension CLUSTERIP)/i.test(stderr)
+    ) {
       const k = kernelSupportsClusterip(this.kernelRelease);
       return new BackendError(
         'unsupported',
         `${this.iptablesPath}: cannot ${what} the CLUSTERIP rule${vip}: ${tail(stderr)} (the ipt_CLUSTERIP module is missing${k.ok ? '' : `; ${k.message}`})`,
       );
     }
-    return new BackendError('invalid', `${this.iptablesPath}: cannot ${what} the CLUSTERIP rule${vip}: ${tail(stderr)}`);
+    return new BackendError(
+      'invalid',
+      `${this.iptablesPath}: cannot ${what} the CLUSTERIP rule${vip}: ${tail(stderr)}`,
+    );
   }
 }
 
 /** How one command's result reads against the read-back (pure; DESIGN §7). */
-export function judge(op: '+' | '-', bucket: number, out: ProcWriteOutcome, held: ReadonlySet<number>): ProcCommandVerdict {
+export function judge(
+  op: '+' | '-',
+  bucket: number,
+  out: ProcWriteOutcome,
+  held: ReadonlySet<number>,
+): ProcCommandVerdict {
   const wantHeld = op === '+';
   const agrees = held.has(bucket) === wantHeld;
   if (out.ok) return agrees ? 'done' : 'refused';

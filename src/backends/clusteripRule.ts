@@ -66,7 +66,11 @@ export function iptablesFlavor(versionOutput: string, path: string): IptablesVer
   }
   // iptables before 1.8 has no flavor suffix and is always legacy.
   if (/^iptables v1\.[0-7]\./.test(versionOutput.trim())) return { ok: true };
-  return { ok: false, reason: 'unknownFlavor', message: `cannot tell which iptables ${path} is: ${versionOutput.trim()}` };
+  return {
+    ok: false,
+    reason: 'unknownFlavor',
+    message: `cannot tell which iptables ${path} is: ${versionOutput.trim()}`,
+  };
 }
 
 /** Addresses of CLUSTERIP rules in `iptables -S INPUT` output, with the rule's tokens after `-A INPUT`. */

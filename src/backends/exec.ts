@@ -94,7 +94,11 @@ export class ExecBackend implements Backend {
 
   apply(changes: BucketChange[], opts: ApplyOptions = {}): Promise<void> {
     return this.serial.run(async () => {
-      const hold = opts.holdForMs === undefined ? undefined : checkHoldMs(opts.holdForMs);
+      // The hold time matters only for adds; a remove must work even after the deadline passed.
+      const hold =
+        opts.holdForMs === undefined || !changes.some((c) => c.add.length > 0)
+          ? undefined
+          : checkHoldMs(opts.holdForMs);
       for (const c of changes) {
         checkIpv4(c.vip);
         const total = this.vips?.get(c.vip)?.buckets ?? MAX_BUCKETS.exec;
@@ -122,7 +126,11 @@ export class ExecBackend implements Backend {
     return {
       kind: 'exec',
       enforcesDeadline: false,
-      detail: { command: this.opts.command.join(' '), timeoutMs: this.opts.timeoutMs, ...(this.opts.stateFile ? { stateFile: this.opts.stateFile } : {}) },
+      detail: {
+        command: this.opts.command.join(' '),
+        timeoutMs: this.opts.timeoutMs,
+        ...(this.opts.stateFile ? { stateFile: this.opts.stateFile } : {}),
+      },
     };
   }
 
@@ -146,7 +154,8 @@ export class ExecBackend implements Backend {
     const what = `exec backend: ${this.opts.command.join(' ')} (${vip} +[${env.CLUSTERIP_HA_ADD}] -[${env.CLUSTERIP_HA_REMOVE}])`;
     if (r.spawnError) throw new BackendError('transient', `${what}: cannot start: ${r.spawnError}`);
     if (r.timedOut) throw new BackendError('transient', `${what}: timed out after ${this.opts.timeoutMs} ms`);
-    if (r.exitCode !== 0) throw new BackendError('transient', `${what}: exit ${r.exitCode ?? 'by signal'}: ${tail(r.stderr)}`);
+    if (r.exitCode !== 0)
+      throw new BackendError('transient', `${what}: exit ${r.exitCode ?? 'by signal'}: ${tail(r.stderr)}`);
     if (plan.after.size === 0) held.delete(vip);
     else held.set(vip, plan.after);
     await this.save();
@@ -160,7 +169,8 @@ export class ExecBackend implements Backend {
       try {
         text = await readFile(this.opts.stateFile, 'utf8');
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError('transient', `exec backend state ${this.opts.stateFile}: ${(err as Error).message}`);
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+          throw new BackendError('transient', `exec backend state ${this.opts.stateFile}: ${(err as Error).message}`);
       }
       if (text !== undefined) {
         try {
@@ -170,7 +180,10 @@ export class ExecBackend implements Backend {
             held.set(vip, new Set(buckets.map((b) => checkBucket(b, MAX_BUCKETS.exec, vip))));
           }
         } catch (err) {
-          throw new BackendError('invalid', `exec backend state ${this.opts.stateFile} is malformed: ${(err as Error).message}`);
+          throw new BackendError(
+            'invalid',
+            `exec backend state ${this.opts.stateFile} is malformed: ${(err as Error).message}`,
+          );
         }
       }
     }
@@ -180,7 +193,10 @@ export class ExecBackend implements Backend {
 
   private async save(): Promise<void> {
     if (!this.opts.stateFile) return;
-    const doc = { version: 1, held: Object.fromEntries([...this.held!].map(([vip, b]) => [vip, [...b].sort((x, y) => x - y)])) };
+    const doc = {
+      version: 1,
+      held: Object.fromEntries([...this.held!].map(([vip, b]) => [vip, [...b].sort((x, y) => x - y)])),
+    };
     const tmp = `${this.opts.stateFile}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {
       await mkdir(dirname(this.opts.stateFile), { recursive: true });

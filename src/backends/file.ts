@@ -64,7 +64,11 @@ export class FileBackend implements Backend {
 
   apply(changes: BucketChange[], opts: ApplyOptions = {}): Promise<void> {
     return this.serial.run(async () => {
-      const hold = opts.holdForMs === undefined ? undefined : checkHoldMs(opts.holdForMs);
+      // The hold time matters only for adds; a remove must work even after the deadline passed.
+      const hold =
+        opts.holdForMs === undefined || !changes.some((c) => c.add.length > 0)
+          ? undefined
+          : checkHoldMs(opts.holdForMs);
       const plans = changes.map((c) => this.validateChange(c));
       for (const { change, total } of plans) {
         const now = this.now();
@@ -87,7 +91,8 @@ export class FileBackend implements Backend {
         entries = await this.readEntries(change.vip);
         const after = heldAt(entries, this.now());
         for (const b of change.remove) {
-          if (after.has(b)) throw new BackendError('transient', `${this.path(change.vip)}: bucket ${b} still held after remove`);
+          if (after.has(b))
+            throw new BackendError('transient', `${this.path(change.vip)}: bucket ${b} still held after remove`);
         }
       }
     });
@@ -123,10 +128,15 @@ export class FileBackend implements Backend {
   private validateChange(change: BucketChange): { change: BucketChange; total: number } {
     checkIpv4(change.vip);
     const vip = this.vips?.get(change.vip);
-    if (!vip) throw new BackendError('invalid', `VIP ${change.vip} is not set up in ${this.dir} (ensure a spec naming it first)`);
+    if (!vip)
+      throw new BackendError(
+        'invalid',
+        `VIP ${change.vip} is not set up in ${this.dir} (ensure a spec naming it first)`,
+      );
     for (const b of [...change.add, ...change.remove]) checkBucket(b, vip.buckets, change.vip);
     const both = change.add.filter((b) => change.remove.includes(b));
-    if (both.length > 0) throw new BackendError('invalid', `VIP ${change.vip}: bucket ${both[0]} both added and removed`);
+    if (both.length > 0)
+      throw new BackendError('invalid', `VIP ${change.vip}: bucket ${both[0]} both added and removed`);
     return { change, total: vip.buckets };
   }
 

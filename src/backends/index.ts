@@ -10,7 +10,12 @@ export type { Backend, BackendDescription, BucketChange, HeldBuckets, ApplyOptio
 export { ClusteripBackend, ProcFile, DEFAULT_PROC_DIR, type ClusteripBackendOptions } from './clusterip.js';
 export { ExecBackend, type ExecBackendOptions, type ExecEnv } from './exec.js';
 export { FileBackend, type FileBackendOptions } from './file.js';
-export { readFileBackendDir, readFileBackendDirSync, parseFileBackendHeld, parseFileBackendText } from './fileFormat.js';
+export {
+  readFileBackendDir,
+  readFileBackendDirSync,
+  parseFileBackendHeld,
+  parseFileBackendText,
+} from './fileFormat.js';
 export { NftablesBackend, type NftablesBackendOptions } from './nftables.js';
 
 export interface BackendContext {
@@ -31,7 +36,12 @@ export function createBackend(cfg: BackendConfig, ctx: BackendContext): Backend 
     case 'file':
       return new FileBackend({ dir: cfg.dir });
     case 'nftables':
-      return new NftablesBackend({ table: cfg.table, nftPath: cfg.nftPath, arpMangle: cfg.arpMangle, ...(ctx.netns ? { netns: ctx.netns } : {}) });
+      return new NftablesBackend({
+        table: cfg.table,
+        nftPath: cfg.nftPath,
+        arpMangle: cfg.arpMangle,
+        ...(ctx.netns ? { netns: ctx.netns } : {}),
+      });
     case 'clusterip':
       return new ClusteripBackend({ procDir: cfg.procDir, manageRule: cfg.manageRule, iptablesPath: cfg.iptablesPath });
     case 'exec':

@@ -126,10 +126,16 @@ export function applyBatch(table: string, changes: readonly BucketChange[], hold
   const lines: string[] = [];
   for (const c of changes) {
     const s = `ip ${table} ${setName(c.vip)}`;
-    if (c.remove.length > 0) lines.push(`add element ${s} ${elems(c.remove)}`, `delete element ${s} ${elems(c.remove)}`);
+    if (c.remove.length > 0)
+      lines.push(`add element ${s} ${elems(c.remove)}`, `delete element ${s} ${elems(c.remove)}`);
     if (c.add.length > 0) {
       if (holdForMs !== undefined) lines.push(`add element ${s} ${elems(c.add, holdForMs)}`);
-      else lines.push(`add element ${s} ${elems(c.add)}`, `delete element ${s} ${elems(c.add)}`, `add element ${s} ${elems(c.add)}`);
+      else
+        lines.push(
+          `add element ${s} ${elems(c.add)}`,
+          `delete element ${s} ${elems(c.add)}`,
+          `add element ${s} ${elems(c.add)}`,
+        );
     }
   }
   return lines.length === 0 ? '' : lines.join('\n') + '\n';
@@ -140,7 +146,12 @@ export function refreshBatch(table: string, held: HeldBuckets, holdForMs: number
   const lines: string[] = [];
   for (const [vip, buckets] of held) {
     if (buckets.size === 0) continue;
-    lines.push(`add element ip ${table} ${setName(vip)} ${elems([...buckets].sort((a, b) => a - b), holdForMs)}`);
+    lines.push(
+      `add element ip ${table} ${setName(vip)} ${elems(
+        [...buckets].sort((a, b) => a - b),
+        holdForMs,
+      )}`,
+    );
   }
   return lines.length === 0 ? '' : lines.join('\n') + '\n';
 }
@@ -199,7 +210,10 @@ export function checkNftVersion(output: string): NftVersionVerdict {
   for (let i = 0; i < 3; i++) {
     if (v[i]! > min[i]!) break;
     if (v[i]! < min[i]!) {
-      return { ok: false, message: `nft ${v.join('.')} is too old: the nftables backend needs ${min.join('.')} or newer (set element timeouts with expires, typeof sets)` };
+      return {
+        ok: false,
+        message: `nft ${v.join('.')} is too old: the nftables backend needs ${min.join('.')} or newer (set element timeouts with expires, typeof sets)`,
+      };
     }
   }
   return { ok: true, version: v.join('.') };

@@ -83,7 +83,11 @@ export class NftablesBackend implements Backend {
 
   apply(changes: BucketChange[], opts: ApplyOptions = {}): Promise<void> {
     return this.call(async () => {
-      const hold = opts.holdForMs === undefined ? undefined : checkHoldMs(opts.holdForMs);
+      // The hold time matters only for adds; a remove must work even after the deadline passed.
+      const hold =
+        opts.holdForMs === undefined || !changes.some((c) => c.add.length > 0)
+          ? undefined
+          : checkHoldMs(opts.holdForMs);
       for (const c of changes) this.validateChange(c);
       const batch = applyBatch(this.table, changes, hold);
       if (batch === '') return;
@@ -101,7 +105,10 @@ export class NftablesBackend implements Backend {
         for (const c of changes) {
           const still = c.remove.filter((b) => held.get(c.vip)?.has(b));
           if (still.length > 0) {
-            throw new BackendError('transient', `nft table ${this.table}: VIP ${c.vip} still holds ${still.join(',')} after the remove batch`);
+            throw new BackendError(
+              'transient',
+              `nft table ${this.table}: VIP ${c.vip} still holds ${still.join(',')} after the remove batch`,
+            );
           }
         }
       }
@@ -127,7 +134,8 @@ export class NftablesBackend implements Backend {
       await this.batch(batch, 'clear');
       const after = heldFromListing((await this.list()) ?? { sets: new Map() });
       const left = [...after].filter(([, b]) => b.size > 0);
-      if (left.length > 0) throw new BackendError('transient', `nft table ${this.table}: buckets still held after clear`);
+      if (left.length > 0)
+        throw new BackendError('transient', `nft table ${this.table}: buckets still held after clear`);
     });
   }
 
@@ -135,7 +143,12 @@ export class NftablesBackend implements Backend {
     return {
       kind: 'nftables',
       enforcesDeadline: true,
-      detail: { table: this.table, nft: this.nftPath, arpMangle: this.arpMangle, ...(this.netns ? { netns: this.netns } : {}) },
+      detail: {
+        table: this.table,
+        nft: this.nftPath,
+        arpMangle: this.arpMangle,
+        ...(this.netns ? { netns: this.netns } : {}),
+      },
     };
   }
 
@@ -153,7 +166,11 @@ export class NftablesBackend implements Backend {
   private validateChange(c: BucketChange): void {
     checkIpv4(c.vip);
     const vip = this.vips?.get(c.vip);
-    if (!vip) throw new BackendError('invalid', `VIP ${c.vip} is not set up in nft table ${this.table} (ensure a spec naming it first)`);
+    if (!vip)
+      throw new BackendError(
+        'invalid',
+        `VIP ${c.vip} is not set up in nft table ${this.table} (ensure a spec naming it first)`,
+      );
     for (const b of [...c.add, ...c.remove]) checkBucket(b, vip.buckets, c.vip);
     const both = c.add.filter((b) => c.remove.includes(b));
     if (both.length > 0) throw new BackendError('invalid', `VIP ${c.vip}: bucket ${both[0]} both added and removed`);
@@ -162,7 +179,12 @@ export class NftablesBackend implements Backend {
   private async ensureNow(spec: ClusterSpec): Promise<void> {
     const listing = await this.list();
     await this.batch(
-      ensureBatch({ table: this.table, vips: spec.vips, existingSets: [...(listing?.sets.keys() ?? [])], arpMangle: this.arpMangle }),
+      ensureBatch({
+        table: this.table,
+        vips: spec.vips,
+        existingSets: [...(listing?.sets.keys() ?? [])],
+        arpMangle: this.arpMangle,
+      }),
       'ensure',
     );
     this.spec = spec;
@@ -217,10 +239,15 @@ export class NftablesBackend implements Backend {
   }
 
   private async nft(args: string[], input?: string): Promise<RunResult> {
-    const [file, argv] = this.netns ? ['ip', ['netns', 'exec', this.netns, this.nftPath, ...args]] : [this.nftPath, args];
+    const [file, argv] = this.netns
+      ? ['ip', ['netns', 'exec', this.netns, this.nftPath, ...args]]
+      : [this.nftPath, args];
     const r = await this.run(file, argv, { timeoutMs: this.timeoutMs, ...(input !== undefined ? { input } : {}) });
     if (r.spawnError) {
-      throw new BackendError('unsupported', `cannot run ${file} (${r.spawnError}); the nftables backend needs nft (Debian: apt-get install nftables)`);
+      throw new BackendError(
+        'unsupported',
+        `cannot run ${file} (${r.spawnError}); the nftables backend needs nft (Debian: apt-get install nftables)`,
+      );
     }
     if (r.timedOut) throw new BackendError('transient', `nft ${args.join(' ')} timed out after ${this.timeoutMs} ms`);
     return r;
@@ -228,9 +255,11 @@ export class NftablesBackend implements Backend {
 
   private failure(what: string, r: RunResult): BackendError {
     const msg = `nft ${what} failed (exit ${r.exitCode}): ${tail(r.stderr)}`;
-    if (/Operation not permitted/.test(r.stderr)) return new BackendError('unsupported', `${msg} (the nftables backend must run as root or with CAP_NET_ADMIN)`);
+    if (/Operation not permitted/.test(r.stderr))
+      return new BackendError('unsupported', `${msg} (the nftables backend must run as root or with CAP_NET_ADMIN)`);
     // nft refused the text itself: our batch is malformed, retrying cannot help.
-    if (/syntax error|datatype mismatch|unexpected|Could not parse/i.test(r.stderr)) return new BackendError('bug', msg);
+    if (/syntax error|datatype mismatch|unexpected|Could not parse/i.test(r.stderr))
+      return new BackendError('bug', msg);
     return new BackendError('transient', msg);
   }
 }

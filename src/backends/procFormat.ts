@@ -44,10 +44,12 @@ export function procWriteInPlace(held: Set<number>, total: number, input: string
   if (Buffer.byteLength(input) > PROC_WRITE_MAX) return 'EIO';
   const op = input[0];
   if (op !== '+' && op !== '-') return 'EIO';
-  // kstrtoul: decimal digits with at most one trailing newline; anything else is EINVAL.
-  const m = /^([0-9]+)\n?$/.exec(input.slice(1));
+  // kstrtoul(s, 10): an optional '+' sign, decimal digits, at most one trailing newline; anything else is EINVAL.
+  // Ten bytes cannot overflow an unsigned long, so no ERANGE.
+  const m = /^\+?([0-9]+)\n?$/.exec(input.slice(1));
   if (!m) return 'EINVAL';
-  const n = Number(m[1]);
+  // clusterip_add_node/del_node take a u16: the kernel truncates (measured under qemu: "-65537" releases 1).
+  const n = Number(m[1]) % 65536;
   if (op === '+') {
     if (n === 0 || n > total || held.has(n)) return 'ENOMEM';
     held.add(n);

@@ -60,8 +60,14 @@ export function checkMulticastMac(value: string): string {
   return value;
 }
 
+/**
+ * A hold time (ms until the fence deadline) as a whole number of ms >= 1. Below 1 ms the deadline has passed (or
+ * will before the kernel sees the element), and nft would read `timeout 0ms` as "no timeout": refuse it.
+ */
 export function checkHoldMs(value: number): number {
-  if (!Number.isFinite(value) || value < 1 || value > 86_400_000) invalid('hold time in ms (1..86400000)', value);
+  if (!Number.isFinite(value) || Math.floor(value) < 1 || value > 86_400_000) {
+    invalid('hold time in ms (1..86400000; below 1 the fence deadline has passed)', value);
+  }
   return Math.floor(value);
 }
 

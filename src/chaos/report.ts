@@ -1,4 +1,5 @@
 import { percentile } from '../bench/types.js';
+import type { Impairment, TimelineFact } from '../invariant/checker.js';
 import type { InvariantReport, OwnershipSample, Violation } from '../invariant/types.js';
 import { FAILOVER_KINDS, type FaultKind } from './schedule.js';
 
@@ -50,6 +51,9 @@ export interface ChaosReport {
   /** Backend ownership changes, for the time line. */
   backendHistory: OwnershipSample[];
   nodes: string[];
+  /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
+  facts?: TimelineFact[];
+  impairments?: Impairment[];
 }
 
 export function latencyStats(values: number[]): LatencyStats {
@@ -178,11 +182,9 @@ export function ownershipGrid(r: ChaosReport, columns: number): { key: string; r
         const ch = s.holders.length === 0 ? '.' : s.holders.length > 1 ? '#' : (legend.get(s.holders[0]!) ?? '?');
         if (worst === undefined || rank(ch) > rank(worst)) worst = ch;
       };
+      while (i < hist.length && hist[i]!.t <= from) cur = hist[i++]!;
       consider(cur);
-      while (i < hist.length && hist[i]!.t < to) {
-        cur = hist[i++]!;
-        if (cur.t >= from) consider(cur);
-      }
+      while (i < hist.length && hist[i]!.t < to) consider((cur = hist[i++]!));
       row += worst ?? ' ';
     }
     return { key, row };
@@ -204,6 +206,9 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
   const secs = ((r.endedAt - r.startedAt) / 1000).toFixed(1);
   const total = Object.values(r.faultsByKind).reduce((a, b) => a + b, 0);
   lines.push(`chaos seed=${r.seed} ran ${secs}s, ${total} faults, TTL ${r.ttlMs}ms, unowned bound ${r.boundMs}ms`);
+  lines.push(
+    `  (one bound per failover, plus one per further fault on the bucket's assignee or the leader, or on etcd, during the gap)`,
+  );
   lines.push(
     `faults: ${Object.entries(r.faultsByKind)
       .map(([k, n]) => `${k} ${n}`)
@@ -228,7 +233,9 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
   const columns = opts.columns ?? 100;
   const grid = ownershipGrid(r, columns);
   if (grid.length > 0) {
-    lines.push(`ownership over time (${columns} columns of ${((r.endedAt - r.startedAt) / columns / 1000).toFixed(2)}s; . unowned, # two owners):`);
+    lines.push(
+      `ownership over time (${columns} columns of ${((r.endedAt - r.startedAt) / columns / 1000).toFixed(2)}s; . unowned, # two owners):`,
+    );
     const w = Math.max(...grid.map((g) => g.key.length));
     for (const g of grid) lines.push(`  ${g.key.padEnd(w)} |${g.row}|`);
     lines.push('  nodes: ' + r.nodes.map((n, i) => `${symbolFor(i)}=${n}`).join(' '));
@@ -246,7 +253,8 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
   return lines.join('\n') + '\n';
 }
 
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const esc = (s: string): string =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 function colorFor(i: number): string {
   return `hsl(${Math.round((i * 137.508) % 360)} 65% 55%)`;
@@ -297,7 +305,9 @@ export function renderSvg(r: ChaosReport): string {
     );
   });
   kinds.forEach((k, i) => {
-    parts.push(`<text x="${left - 6}" y="${40 + (i % 6) * 9}" text-anchor="end" font-size="8" fill="${colorFor(i + 3)}">${esc(k)}</text>`);
+    parts.push(
+      `<text x="${left - 6}" y="${40 + (i % 6) * 9}" text-anchor="end" font-size="8" fill="${colorFor(i + 3)}">${esc(k)}</text>`,
+    );
   });
   keys.forEach((key, row) => {
     const y = top + row * rowH;
@@ -319,13 +329,17 @@ export function renderSvg(r: ChaosReport): string {
     const t = violationTime(v);
     if (t === undefined) continue;
     const xx = x(t).toFixed(1);
-    parts.push(`<line x1="${xx}" y1="${top}" x2="${xx}" y2="${top + keys.length * rowH}" stroke="red" stroke-width="2"><title>${esc(describeViolation(v, r.startedAt))}</title></line>`);
+    parts.push(
+      `<line x1="${xx}" y1="${top}" x2="${xx}" y2="${top + keys.length * rowH}" stroke="red" stroke-width="2"><title>${esc(describeViolation(v, r.startedAt))}</title></line>`,
+    );
   }
   const ly = top + keys.length * rowH + 34;
   r.nodes.forEach((n, i) => {
     const lx = left + (i % 8) * 140;
     const yy = ly + Math.floor(i / 8) * 18;
-    parts.push(`<rect x="${lx}" y="${yy - 10}" width="12" height="12" fill="${colorFor(i)}"/><text x="${lx + 16}" y="${yy}">${esc(n)}</text>`);
+    parts.push(
+      `<rect x="${lx}" y="${yy - 10}" width="12" height="12" fill="${colorFor(i)}"/><text x="${lx + 16}" y="${yy}">${esc(n)}</text>`,
+    );
   });
   parts.push(`<text x="10" y="${ly}">white: unowned; black: two owners</text>`);
   parts.push('</svg>');

@@ -24,7 +24,7 @@ export interface ChaosOptions {
   etcdMembers?: 1 | 3;
   dataplane?: 'file' | 'netns';
   reportDir?: string;
-  /** An existing etcd instead of local members (not supported yet: chaos needs members it can kill). */
+  /** An existing etcd instead of local members (plain http; no etcd member faults then). */
   etcdEndpoints?: string[];
   cluster?: string;
   /** Lease TTL of every agent (s); default 2 (etcd's minimum with default flags). */
@@ -32,7 +32,7 @@ export interface ChaosOptions {
   /** etcd with `--heartbeat-interval 50 --election-timeout 500` (needed for TTL 1). */
   fastEtcd?: boolean;
   buckets?: number;
-  /** Node faults in flight at once (default min(3, agents - 2)). */
+  /** Node faults in flight at once (default min(agents - 2, ceil(agents / 2))). */
   concurrency?: number;
   /** Mean gap between fault starts (ms). */
   meanGapMs?: number;
@@ -71,23 +71,23 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const progress = opts.progress ?? defaultProgress();
   if (opts.dataplane === 'netns') {
-    throw new ConfigError([{ where: '--dataplane', path: '', message: 'netns is not available in this build yet; use --dataplane file' }]);
-  }
-  if (opts.etcdEndpoints !== undefined) {
     throw new ConfigError([
-      { where: '--etcd-endpoints', path: '', message: 'chaos starts its own etcd (it kills and restarts members); an external etcd is not supported yet' },
+      { where: '--dataplane', path: '', message: 'netns is not available in this build yet; use --dataplane file' },
     ]);
   }
   const agents = opts.agents ?? 5;
   if (agents < 3) throw new ConfigError([{ where: '--agents', path: '', message: 'chaos needs at least 3 agents' }]);
-  const etcdMembers = opts.etcdMembers ?? 1;
+  // With an external etcd, members are not ours to kill: no etcd faults.
+  const etcdMembers = opts.etcdEndpoints ? 1 : (opts.etcdMembers ?? 1);
   const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
   const ttlS = opts.leaseTtlSeconds ?? 2;
   const ttlMs = ttlS * 1000;
   const boundMs = ttlMs + 200;
   const durationMs = opts.faults === undefined ? (opts.durationSeconds ?? 60) * 1000 : undefined;
   const wantFaults = opts.faults;
-  log(`chaos: seed ${seed} (reproduce with --seed ${seed}), ${agents} agents, ${etcdMembers} etcd member(s), TTL ${ttlS}s`);
+  log(
+    `chaos: seed ${seed} (reproduce with --seed ${seed}), ${agents} agents, ${etcdMembers} etcd member(s), TTL ${ttlS}s`,
+  );
 
   const plan: PlannedFault[] = planSchedule({
     seed,
@@ -108,7 +108,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     leaseTtlSeconds: ttlS,
     fastEtcd: opts.fastEtcd ?? false,
     spec: defaultSpec(opts.buckets ?? 16),
-    cluster: opts.cluster ?? 'chaos',
+    // A fresh name in a shared etcd, so a run never meets another run's keys.
+    cluster: opts.cluster ?? (opts.etcdEndpoints ? `chaos-${process.pid}-${Date.now().toString(36)}` : 'chaos'),
+    ...(opts.etcdEndpoints ? { etcdEndpoints: opts.etcdEndpoints } : {}),
     unownedBoundMs: boundMs,
     ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
   });
@@ -201,7 +203,14 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   };
 
   const start = (f: PlannedFault): void => {
-    const rec: FaultRecord = { seq: f.seq, kind: f.kind, target: '', plannedAtMs: f.atMs, outcome: 'skipped', holdMs: f.holdMs };
+    const rec: FaultRecord = {
+      seq: f.seq,
+      kind: f.kind,
+      target: '',
+      plannedAtMs: f.atMs,
+      outcome: 'skipped',
+      holdMs: f.holdMs,
+    };
     records.push(rec);
     let target: string;
     if (f.kind === 'etcdMember') {
@@ -285,7 +294,15 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     const { violations, maxUnownedMs, ...rest } = inv;
     report = {
       seed,
-      options: { agents, etcdMembers, ttlS, fastEtcd: opts.fastEtcd ?? false, durationMs, faults: wantFaults, buckets: opts.buckets ?? 16 },
+      options: {
+        agents,
+        etcdMembers,
+        ttlS,
+        fastEtcd: opts.fastEtcd ?? false,
+        durationMs,
+        faults: wantFaults,
+        buckets: opts.buckets ?? 16,
+      },
       startedAt: inv.startedAt,
       endedAt: inv.endedAt,
       ttlMs,
@@ -301,6 +318,8 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       invariant: rest,
       backendHistory,
       nodes: lc.nodes().map((n) => n.id),
+      facts: [...obs.facts()],
+      impairments: [...obs.impairments()],
     };
   } finally {
     if (progressTimer) clearInterval(progressTimer);

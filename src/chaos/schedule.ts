@@ -41,7 +41,7 @@ export interface ScheduleOptions {
   faults?: number;
   /** ... or when the next one would start after this offset. At least one of the two is required. */
   durationMs?: number;
-  /** Node faults in flight at once; default min(3, agents - 2), at least 1. */
+  /** Node faults in flight at once; default min(agents - 2, ceil(agents / 2)), at least 1. */
   concurrency?: number;
   /** Mean gap between fault starts (ms); default 400. */
   meanGapMs?: number;
@@ -74,8 +74,9 @@ const WEIGHTS: Record<FaultKind, number> = {
   etcdMember: 10,
 };
 
+/** Leave at least two nodes unfaulted, and fault at most half of them at once. */
 export function defaultConcurrency(agents: number): number {
-  return Math.max(1, Math.min(3, agents - 2));
+  return Math.max(1, Math.min(agents - 2, Math.ceil(agents / 2)));
 }
 
 /** How long a fault of this kind lasts, drawn from its range (ms). */

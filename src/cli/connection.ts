@@ -60,7 +60,10 @@ export interface ConnectionTarget {
 const PICK = ['etcdEndpoints', 'etcdCa', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPassword', 'cluster'] as const;
 
 /** Resolve the connection flags with the node config's precedence (flag > env > file > default). */
-export async function resolveConnection(opts: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<ConnectionTarget> {
+export async function resolveConnection(
+  opts: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Promise<ConnectionTarget> {
   const flags: Record<string, unknown> = {};
   for (const k of PICK) if (opts[k] !== undefined) flags[k] = opts[k];
   const configFile = (opts.config as string | undefined) ?? env.CLUSTERIP_HA_CONFIG;
@@ -77,8 +80,11 @@ export async function resolveConnection(opts: Record<string, unknown>, env: Node
 export function isEtcdTransportError(err: unknown): boolean {
   return (
     err instanceof GRPCGenericError ||
-    (err instanceof EtcdError && !(err instanceof EtcdPermissionDeniedError) && !(err instanceof EtcdAuthenticationFailedError)) ||
-    (err instanceof Error && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|No connection established|deadline/i.test(err.message))
+    (err instanceof EtcdError &&
+      !(err instanceof EtcdPermissionDeniedError) &&
+      !(err instanceof EtcdAuthenticationFailedError)) ||
+    (err instanceof Error &&
+      /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|No connection established|deadline/i.test(err.message))
   );
 }
 
@@ -123,10 +129,17 @@ export function connect(target: ConnectionTarget): Connection {
       } catch (err) {
         if (err === late) throw err;
         if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError) {
-          throw new CliError(`etcd at ${where} refused ${what}: ${err.message}`, 'check --etcd-user/--etcd-password and the role\'s permissions on /clusterip-ha/', { cause: err });
+          throw new CliError(
+            `etcd at ${where} refused ${what}: ${err.message}`,
+            "check --etcd-user/--etcd-password and the role's permissions on /clusterip-ha/",
+            { cause: err },
+          );
         }
         if (err instanceof EtcdUnavailableError || isEtcdTransportError(err)) {
-          throw new EtcdUnavailableError(`cannot reach etcd at ${where} (${what}): ${tidyGrpcMessage((err as Error).message)}`, { cause: err });
+          throw new EtcdUnavailableError(
+            `cannot reach etcd at ${where} (${what}): ${tidyGrpcMessage((err as Error).message)}`,
+            { cause: err },
+          );
         }
         throw err;
       } finally {

@@ -43,7 +43,8 @@ const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, '; ').trim();
 export function describeError(err: unknown, command = 'clusterip-ha'): ErrorReport {
   const help = `run \`${command} --help\``;
   if (err instanceof CommanderError) {
-    const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
+    const ok =
+      err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
     return { exitCode: ok ? EXIT.ok : EXIT.usage, line: `${oneLine(err.message.replace(/^error: /, ''))} — ${help}` };
   }
   if (err instanceof UsageError) return { exitCode: EXIT.usage, line: `${oneLine(err.message)} — ${help}` };
@@ -53,7 +54,10 @@ export function describeError(err: unknown, command = 'clusterip-ha'): ErrorRepo
     return { exitCode: EXIT.usage, line: `invalid input: ${oneLine(err.message)} — fix the named fields and retry` };
   }
   if (err instanceof ConflictError) {
-    return { exitCode: EXIT.error, line: `${oneLine(err.message)} — someone else wrote it meanwhile: re-run the command` };
+    return {
+      exitCode: EXIT.error,
+      line: `${oneLine(err.message)} — someone else wrote it meanwhile: re-run the command`,
+    };
   }
   if (err instanceof EtcdUnavailableError) {
     return {
@@ -65,5 +69,8 @@ export function describeError(err: unknown, command = 'clusterip-ha'): ErrorRepo
     return { exitCode: EXIT.error, line: err.hint ? `${oneLine(err.message)} — ${err.hint}` : oneLine(err.message) };
   }
   const msg = err instanceof Error ? err.message : String(err);
-  return { exitCode: EXIT.error, line: `${oneLine(msg)} — rerun with --log-level debug, or report a bug with this line` };
+  return {
+    exitCode: EXIT.error,
+    line: `${oneLine(msg)} — rerun with --log-level debug, or report a bug with this line`,
+  };
 }

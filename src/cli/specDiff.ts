@@ -23,19 +23,29 @@ export function diffSpecs(from: ClusterSpec | null, to: ClusterSpec): SpecChange
       continue;
     }
     for (const f of VIP_FIELDS) {
-      if (o[f] !== v[f]) out.push({ kind: 'vipChanged', address: v.address, field: f, from: o[f], to: v[f], disruptive: DISRUPTIVE.has(f) });
+      if (o[f] !== v[f])
+        out.push({
+          kind: 'vipChanged',
+          address: v.address,
+          field: f,
+          from: o[f],
+          to: v[f],
+          disruptive: DISRUPTIVE.has(f),
+        });
     }
   }
   for (const o of from?.vips ?? []) if (!neu.has(o.address)) out.push({ kind: 'vipRemoved', vip: o });
   if (from) {
     for (const f of ['joinMovesPerInterval', 'intervalMs'] as const) {
-      if (from.rebalance[f] !== to.rebalance[f]) out.push({ kind: 'rebalanceChanged', field: f, from: from.rebalance[f], to: to.rebalance[f] });
+      if (from.rebalance[f] !== to.rebalance[f])
+        out.push({ kind: 'rebalanceChanged', field: f, from: from.rebalance[f], to: to.rebalance[f] });
     }
   }
   return out;
 }
 
-const show = (f: string, v: unknown) => (f === 'seed' && typeof v === 'number' ? `0x${v.toString(16).padStart(8, '0')}` : String(v));
+const show = (f: string, v: unknown) =>
+  f === 'seed' && typeof v === 'number' ? `0x${v.toString(16).padStart(8, '0')}` : String(v);
 
 export function describeVip(v: VipSpec): string {
   return `${v.address} on ${v.interface}: ${v.buckets} buckets, ${v.hashMode}, seed ${show('seed', v.seed)}, mac ${v.clusterMac}${v.sticky ? ', sticky' : ''}`;

@@ -98,7 +98,8 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
   for (const m of state.claims.values()) for (const c of m.values()) ids.add(c.owner);
   for (const a of state.assignments.values()) for (const o of Object.values(a.value.owners)) ids.add(o);
   const claimCount = new Map<string, number>();
-  for (const m of state.claims.values()) for (const c of m.values()) claimCount.set(c.owner, (claimCount.get(c.owner) ?? 0) + 1);
+  for (const m of state.claims.values())
+    for (const c of m.values()) claimCount.set(c.owner, (claimCount.get(c.owner) ?? 0) + 1);
 
   const nodes: NodeStatus[] = [...ids].sort(byId).map((id) => {
     const n = state.nodes.get(id);
@@ -123,16 +124,33 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
   const alive = nodes.filter((n) => n.alive);
   const eligible = alive.filter((n) => !n.draining && (n.weight ?? 0) > 0);
 
-  if (!spec) anomalies.push({ kind: 'noSpec', severity: 'error', detail: 'no cluster spec applied: run `clusterip-ha apply -f cluster.yaml`' });
+  if (!spec)
+    anomalies.push({
+      kind: 'noSpec',
+      severity: 'error',
+      detail: 'no cluster spec applied: run `clusterip-ha apply -f cluster.yaml`',
+    });
   if (alive.length === 0) anomalies.push({ kind: 'noNodes', severity: 'error', detail: 'no live agent is registered' });
-  else if (state.leader === null) anomalies.push({ kind: 'noLeader', severity: 'error', detail: 'agents are live but none leads: nothing reassigns buckets' });
+  else if (state.leader === null)
+    anomalies.push({
+      kind: 'noLeader',
+      severity: 'error',
+      detail: 'agents are live but none leads: nothing reassigns buckets',
+    });
 
   for (const n of nodes) {
-    if (n.fenced === true) anomalies.push({ kind: 'fenced', severity: 'error', node: n.id, detail: `${n.id} is fenced and holds nothing` });
+    if (n.fenced === true)
+      anomalies.push({ kind: 'fenced', severity: 'error', node: n.id, detail: `${n.id} is fenced and holds nothing` });
     const errNow = n.lastError !== null && (state.statuses.get(n.id)?.lastApplyAt ?? '') <= (n.lastErrorAt ?? '');
-    if (errNow) anomalies.push({ kind: 'backendError', severity: 'error', node: n.id, detail: `${n.id}: ${n.lastError}` });
+    if (errNow)
+      anomalies.push({ kind: 'backendError', severity: 'error', node: n.id, detail: `${n.id}: ${n.lastError}` });
     if (n.draining && n.claims > 0) {
-      anomalies.push({ kind: 'drainPending', severity: 'warning', node: n.id, detail: `${n.id} is draining and still owns ${n.claims} bucket(s)` });
+      anomalies.push({
+        kind: 'drainPending',
+        severity: 'warning',
+        node: n.id,
+        detail: `${n.id} is draining and still owns ${n.claims} bucket(s)`,
+      });
     }
   }
 
@@ -147,13 +165,19 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     }
   }
 
-  const vipAddrs = new Set<string>([...(spec?.vips.map((v) => v.address) ?? []), ...state.claims.keys(), ...state.assignments.keys()]);
+  const vipAddrs = new Set<string>([
+    ...(spec?.vips.map((v) => v.address) ?? []),
+    ...state.claims.keys(),
+    ...state.assignments.keys(),
+  ]);
   const vips: VipStatus[] = [...vipAddrs].sort(compareIp).map((address) => {
     const vs = spec?.vips.find((v) => v.address === address);
     const claims = state.claims.get(address);
     const assign = state.assignments.get(address);
     const holders = backendHolders.get(address);
-    const count = vs?.buckets ?? Math.max(0, ...(claims ? [...claims.keys()] : []), ...Object.keys(assign?.value.owners ?? {}).map(Number));
+    const count =
+      vs?.buckets ??
+      Math.max(0, ...(claims ? [...claims.keys()] : []), ...Object.keys(assign?.value.owners ?? {}).map(Number));
     const buckets: BucketStatus[] = [];
     for (let b = 1; b <= count; b++) {
       const owner = claims?.get(b)?.owner ?? null;
@@ -163,13 +187,31 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       buckets.push({ bucket: b, owner, assigned, backend });
       const at = { vip: address, bucket: b };
       if (!vs) continue; // a VIP removed from the spec: its leftovers are reported once below
-      if (owner === null && eligible.length > 0) anomalies.push({ kind: 'unowned', severity: 'error', ...at, detail: `${address}#${b} has no owner` });
-      if (assigned === null && eligible.length > 0) anomalies.push({ kind: 'unassigned', severity: 'error', ...at, detail: `${address}#${b} is assigned to nobody` });
+      if (owner === null && eligible.length > 0)
+        anomalies.push({ kind: 'unowned', severity: 'error', ...at, detail: `${address}#${b} has no owner` });
+      if (assigned === null && eligible.length > 0)
+        anomalies.push({
+          kind: 'unassigned',
+          severity: 'error',
+          ...at,
+          detail: `${address}#${b} is assigned to nobody`,
+        });
       if (owner !== null && assigned !== null && owner !== assigned) {
-        anomalies.push({ kind: 'claimNotAssigned', severity: 'error', ...at, node: owner, detail: `${address}#${b} is owned by ${owner} but assigned to ${assigned}` });
+        anomalies.push({
+          kind: 'claimNotAssigned',
+          severity: 'error',
+          ...at,
+          node: owner,
+          detail: `${address}#${b} is owned by ${owner} but assigned to ${assigned}`,
+        });
       }
       if (hs.length > 1) {
-        anomalies.push({ kind: 'doubleBackend', severity: 'error', ...at, detail: `${address}#${b} is held by the backends of ${hs.join(' and ')}` });
+        anomalies.push({
+          kind: 'doubleBackend',
+          severity: 'error',
+          ...at,
+          detail: `${address}#${b} is held by the backends of ${hs.join(' and ')}`,
+        });
       } else if (backend !== owner && (owner === null || state.statuses.has(owner))) {
         // Only judge a claim owner that publishes a status; an owner without one is reported as unknown, not wrong.
         anomalies.push({
@@ -181,7 +223,13 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
         });
       }
     }
-    if (!vs && spec) anomalies.push({ kind: 'badValue', severity: 'warning', vip: address, detail: `${address} is not in the spec but still has claims or an assignment` });
+    if (!vs && spec)
+      anomalies.push({
+        kind: 'badValue',
+        severity: 'warning',
+        vip: address,
+        detail: `${address} is not in the spec but still has claims or an assignment`,
+      });
     return {
       address,
       interface: vs?.interface ?? null,
@@ -192,7 +240,8 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     };
   });
 
-  for (const bv of state.badValues) anomalies.push({ kind: 'badValue', severity: 'warning', detail: `${bv.key}: ${bv.error}` });
+  for (const bv of state.badValues)
+    anomalies.push({ kind: 'badValue', severity: 'warning', detail: `${bv.key}: ${bv.error}` });
 
   anomalies.sort((a, b) => severityRank(a.severity) - severityRank(b.severity));
   return {

@@ -21,10 +21,13 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
       const tag = a.severity === 'error' ? paint(io, 'red', 'error  ') : paint(io, 'yellow', 'warning');
       out.push(`  ${tag} ${a.kind}: ${a.detail}`);
     }
-    if (r.anomalies.length > MAX_ANOMALY_LINES) out.push(`  … ${r.anomalies.length - MAX_ANOMALY_LINES} more (see --json)`);
+    if (r.anomalies.length > MAX_ANOMALY_LINES)
+      out.push(`  … ${r.anomalies.length - MAX_ANOMALY_LINES} more (see --json)`);
   }
   out.push('', `${paint(io, 'bold', 'LEADER')} ${r.leader ?? paint(io, 'red', 'none')}`, '');
-  const rows: string[][] = [['NODE', 'ALIVE', 'WEIGHT', 'DRAINING', 'LEASE', 'FENCED', 'BUCKETS', 'BACKEND', 'VERSION', 'LAST ERROR']];
+  const rows: string[][] = [
+    ['NODE', 'ALIVE', 'WEIGHT', 'DRAINING', 'LEASE', 'FENCED', 'BUCKETS', 'BACKEND', 'VERSION', 'LAST ERROR'],
+  ];
   for (const n of r.nodes) {
     rows.push([
       n.leader ? `${n.id}*` : n.id,
@@ -41,7 +44,10 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
   }
   out.push(r.nodes.length === 0 ? 'no nodes' : formatTable(rows, io.isTTY).trimEnd());
   for (const v of r.vips) {
-    out.push('', `${paint(io, 'bold', 'VIP')} ${v.address}  ${v.interface ?? '-'}  ${v.bucketCount} buckets  ${v.hashMode ?? '-'}  epoch ${v.epoch ?? '-'}`);
+    out.push(
+      '',
+      `${paint(io, 'bold', 'VIP')} ${v.address}  ${v.interface ?? '-'}  ${v.bucketCount} buckets  ${v.hashMode ?? '-'}  epoch ${v.epoch ?? '-'}`,
+    );
     const byOwner = new Map<string, number[]>();
     const odd: string[][] = [['BUCKET', 'OWNER', 'ASSIGNED', 'BACKEND']];
     for (const b of v.buckets) {

@@ -24,7 +24,7 @@ export const stripLen = (s: string): number => s.replace(ANSI, '').length;
 export function ranges(nums: number[]): string {
   const s = [...nums].sort((a, b) => a - b);
   const out: string[] = [];
-  for (let i = 0; i < s.length; ) {
+  for (let i = 0; i < s.length;) {
     let j = i;
     while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
     out.push(i === j ? `${s[i]}` : `${s[i]}-${s[j]}`);

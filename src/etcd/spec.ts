@@ -31,9 +31,7 @@ export function decodeStoredSpec(raw: string, key: string): { spec: ClusterSpec;
   }
   const env = storedSpecEnvelopeSchema.safeParse(parsed);
   if (!env.success) {
-    throw new ConfigError(
-      env.error.issues.map((i) => ({ where: key, path: i.path.join('.'), message: i.message })),
-    );
+    throw new ConfigError(env.error.issues.map((i) => ({ where: key, path: i.path.join('.'), message: i.message })));
   }
   return { spec: validateClusterSpec(env.data.spec, key), generation: env.data.generation };
 }

@@ -148,7 +148,14 @@ export class InvariantChecker {
   }
 
   private closeDouble(source: Source, vip: string, bucket: number, st: KeyState): void {
-    this.found.push({ kind: 'doubleOwner', source, vip, bucket, nodes: [...st.doubleNodes].sort(), at: st.doubleSince! });
+    this.found.push({
+      kind: 'doubleOwner',
+      source,
+      vip,
+      bucket,
+      nodes: [...st.doubleNodes].sort(),
+      at: st.doubleSince!,
+    });
     st.doubleSince = null;
     st.doubleNodes = new Set();
   }
@@ -180,6 +187,10 @@ export class InvariantChecker {
     };
   }
 
+  impairmentList(): Impairment[] {
+    return this.impairments.map((i) => ({ ...i }));
+  }
+
   /** Time during [from, to] with at least one live node. */
   liveOverlap(from: number, to: number): number {
     let sum = 0;
@@ -192,26 +203,32 @@ export class InvariantChecker {
   }
 
   /**
-   * How many bounds an unowned stretch [from, to] of one bucket may last: one, plus one for every further node
-   * that was the bucket's assignee or the leader during the stretch and was impaired around it, plus one when
-   * etcd itself was impaired. The first impaired node is the failover the bound is for.
+   * How many bounds an unowned stretch [from, to] of one bucket may last. Only impairments of its chain count:
+   * nodes that were the bucket's assignee or the leader during the stretch, and etcd itself.
    */
   allowanceFactor(vip: string, bucket: number, from: number, to: number): number {
     const b = this.buckets.get(bucketKey(vip, bucket));
-    const chain = new Set<string>();
-    if (b) {
-      for (const a of valuesDuring(b.assignees, (i) => b.assignees[i]!.assignee, from, to)) if (a) chain.add(a);
+    const bound = this.boundMs;
+    const inChain = (node: string, lo: number, hi: number): boolean =>
+      (b !== undefined && valuesDuring(b.assignees, (i) => b.assignees[i]!.assignee, lo, hi).includes(node)) ||
+      valuesDuring(this.leaders, (i) => this.leaders[i]!.leader, lo, hi).includes(node);
+    // An impairment matters while it lasts and for one bound after it is undone (lease expiry, fence recovery),
+    // and only if its node was this bucket's assignee or the leader during that time and the stretch.
+    const relevant = this.impairments.filter((imp) => {
+      const lo = Math.max(imp.fromMs, from - bound);
+      const hi = Math.min(imp.toMs + bound, to);
+      if (hi < lo) return false;
+      return imp.node === null || inChain(imp.node, Math.max(lo, from), Math.max(hi, from));
+    });
+    // Faults already under way when the bucket went unowned: the first is the failover the bound is for, each
+    // further one (the leader frozen too, etcd electing) may delay it by one more bound.
+    let factor = Math.max(1, relevant.filter((imp) => imp.fromMs <= from).length);
+    // A fault that starts later restarts the clock only if it struck while the stretch was still within its
+    // allowance: faults after an overrun do not excuse it.
+    for (const imp of relevant.filter((i) => i.fromMs > from).sort((x, y) => x.fromMs - y.fromMs)) {
+      if (imp.fromMs <= from + factor * bound) factor++;
     }
-    for (const l of valuesDuring(this.leaders, (i) => this.leaders[i]!.leader, from, to)) if (l) chain.add(l);
-    const windowFrom = from - this.boundMs;
-    const hit = new Set<string>();
-    let etcd = false;
-    for (const imp of this.impairments) {
-      if (imp.fromMs > to || imp.toMs < windowFrom) continue;
-      if (imp.node === null) etcd = true;
-      else if (chain.has(imp.node)) hit.add(imp.node);
-    }
-    return Math.max(1, hit.size + (etcd ? 1 : 0));
+    return factor;
   }
 
   private closeUnowned(vip: string, bucket: number, from: number, to: number): void {
@@ -221,7 +238,15 @@ export class InvariantChecker {
     const k = bucketKey(vip, bucket);
     this.maxUnowned.set(k, Math.max(this.maxUnowned.get(k) ?? 0, liveMs));
     if (liveMs > allowedMs) {
-      this.found.push({ kind: 'unownedTooLong', vip, bucket, fromMs: from, toMs: to, durationMs: liveMs, boundMs: allowedMs });
+      this.found.push({
+        kind: 'unownedTooLong',
+        vip,
+        bucket,
+        fromMs: from,
+        toMs: to,
+        durationMs: liveMs,
+        boundMs: allowedMs,
+      });
     }
   }
 
@@ -240,7 +265,15 @@ export class InvariantChecker {
       const liveMs = this.liveOverlap(b.unownedSince, t);
       const allowed = this.boundMs * this.allowanceFactor(vip, bucket, b.unownedSince, t);
       if (liveMs > allowed) {
-        out.push({ kind: 'unownedTooLong', vip, bucket, fromMs: b.unownedSince, toMs: t, durationMs: liveMs, boundMs: allowed });
+        out.push({
+          kind: 'unownedTooLong',
+          vip,
+          bucket,
+          fromMs: b.unownedSince,
+          toMs: t,
+          durationMs: liveMs,
+          boundMs: allowed,
+        });
       }
     }
     return out;

@@ -5,7 +5,7 @@ import { parseFileBackendHeld } from '../backends/fileFormat.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
 import { applyDelete, applyPut, emptyClusterState, loadClusterState, type ClusterState } from '../etcd/store.js';
-import { InvariantChecker, type UnownedInterval } from './checker.js';
+import { InvariantChecker, type Impairment, type TimelineFact, type UnownedInterval } from './checker.js';
 import type { InvariantReport, Observer, ObserverOptions, OwnershipSample, Violation } from './types.js';
 
 // The invariant observer: one prefix watch on the cluster's keys (claims, nodes, leader, assignments, spec) from a
@@ -24,6 +24,10 @@ export interface ObserverExtras {
   backendHolders(): Map<string, Map<number, string[]>>;
   /** Every change of holders seen (claims, backend, dataplane), in time order. */
   history(): readonly OwnershipSample[];
+  /** Every fact fed to the checker, in order: `checkTimeline(facts(), {impairments: impairments()})` gives the
+   *  same verdict offline (for a report that must be re-checked or reproduced). */
+  facts(): readonly TimelineFact[];
+  impairments(): readonly Impairment[];
   /** Whether claims == assignment == backend for every bucket of the spec right now; the reasons when not. */
   convergence(): { converged: boolean; problems: Violation[] };
 }
@@ -47,6 +51,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const startedAt = Date.now();
   const dirs = new Map(Object.entries(opts.backendDirs));
   const hist: OwnershipSample[] = [];
+  const facts: TimelineFact[] = [];
   const lastClaims = new Map<string, string>();
   const lastBackend = new Map<string, string[]>();
   const lastAssignee = new Map<string, string | null>();
@@ -61,6 +66,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const feed = (s: OwnershipSample): void => {
     checker.observe(s);
     hist.push(s);
+    facts.push({ type: 'sample', ...s });
   };
 
   // Derived facts after every watch batch: liveness, leader, assignees.
@@ -69,10 +75,12 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     if (live.join(',') !== lastLive) {
       lastLive = live.join(',');
       checker.liveness({ t, live });
+      facts.push({ type: 'liveness', t, live });
     }
     if (state.leader !== lastLeader) {
       lastLeader = state.leader;
       checker.leader({ t, leader: state.leader });
+      facts.push({ type: 'leader', t, leader: state.leader });
     }
     for (const vip of state.spec?.spec.vips ?? []) {
       const owners = state.assignments.get(vip.address)?.value.owners ?? {};
@@ -82,6 +90,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
         if (lastAssignee.get(k) !== a || !lastAssignee.has(k)) {
           lastAssignee.set(k, a);
           checker.assignee({ t, vip: vip.address, bucket: b, assignee: a });
+          facts.push({ type: 'assignee', t, vip: vip.address, bucket: b, assignee: a });
         }
       }
     }
@@ -97,7 +106,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     if (owner === undefined) return; // a bad value: dropped by the store, counted in badValues
     const prev = lastClaims.get(k);
     // A claim overwritten by another node without a delete in between: two nodes believed they owned it.
-    if (prev !== undefined && prev !== owner) feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [prev, owner] });
+    if (prev !== undefined && prev !== owner)
+      feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [prev, owner] });
     lastClaims.set(k, owner);
     feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [owner] });
   };
@@ -250,7 +260,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const convergence = (): { converged: boolean; problems: Violation[] } => {
     const problems: Violation[] = [];
     const spec = state.spec?.spec;
-    if (!spec) return { converged: false, problems: [{ kind: 'notConverged', vip: '*', bucket: 0, detail: 'no spec' }] };
+    if (!spec)
+      return { converged: false, problems: [{ kind: 'notConverged', vip: '*', bucket: 0, detail: 'no spec' }] };
     for (const vip of spec.vips) {
       const owners = state.assignments.get(vip.address)?.value.owners ?? {};
       const backend = holdersNow.get(vip.address);
@@ -263,7 +274,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
         else if (!state.nodes.has(want)) detail = `assigned to ${want}, which has no node key`;
         else if (state.nodes.get(want)!.value.draining) detail = `assigned to draining node ${want}`;
         else if (claim !== want) detail = `assigned to ${want}, claimed by ${claim ?? 'nobody'}`;
-        else if (held.length !== 1 || held[0] !== want) detail = `assigned to ${want}, backend holders [${held.join(',')}]`;
+        else if (held.length !== 1 || held[0] !== want)
+          detail = `assigned to ${want}, backend holders [${held.join(',')}]`;
         if (detail) problems.push({ kind: 'notConverged', vip: vip.address, bucket: b, detail });
       }
     }
@@ -297,6 +309,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     cluster: () => state,
     backendHolders: () => holdersNow,
     history: () => hist,
+    facts: () => facts,
+    impairments: () => checker.impairmentList(),
     convergence,
     async stop(stopOpts): Promise<FullReport> {
       let notConverged: Violation[] = [];
@@ -320,7 +334,12 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       const r = checker.finish(endedAt, startedAt);
       const violations = [...r.violations, ...notConverged];
       for (const [path, msg] of unreadable) {
-        violations.push({ kind: 'notConverged', vip: '*', bucket: 0, detail: `backend file ${path} unreadable: ${msg}` });
+        violations.push({
+          kind: 'notConverged',
+          vip: '*',
+          bucket: 0,
+          detail: `backend file ${path} unreadable: ${msg}`,
+        });
       }
       return { ...r, violations, samples: r.samples + observations };
     },

@@ -15,7 +15,15 @@ export interface OwnershipSample {
 
 export type Violation =
   | { kind: 'doubleOwner'; source: OwnershipSample['source']; vip: string; bucket: number; nodes: string[]; at: number }
-  | { kind: 'unownedTooLong'; vip: string; bucket: number; fromMs: number; toMs: number; durationMs: number; boundMs: number }
+  | {
+      kind: 'unownedTooLong';
+      vip: string;
+      bucket: number;
+      fromMs: number;
+      toMs: number;
+      durationMs: number;
+      boundMs: number;
+    }
   | { kind: 'notConverged'; vip: string; bucket: number; detail: string };
 
 export interface InvariantReport {

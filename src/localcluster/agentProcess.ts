@@ -159,7 +159,10 @@ export function spawnAgent(opts: SpawnAgentOptions): AgentProcess {
     waitExit(timeoutMs) {
       if (exit) return Promise.resolve(exit);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`agent ${opts.nodeId} did not exit within ${timeoutMs} ms`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`agent ${opts.nodeId} did not exit within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         exitWaiters.push((e) => {
           clearTimeout(t);
           resolve(e);

@@ -37,6 +37,11 @@ export interface LocalClusterOptions {
   agentArgs?: string[];
   /** Keep agent logs in `<baseDir>/logs/<node>.log`; default true. */
   agentLogs?: boolean;
+  /**
+   * Use this etcd instead of starting one (plain http URLs). Its members cannot be killed; the cluster's keys are
+   * deleted on stop. Pick a cluster name nobody else uses: a spec already there is a conflict.
+   */
+  etcdEndpoints?: string[];
 }
 
 export type NodeRunState = 'running' | 'stopped' | 'exited';
@@ -96,6 +101,20 @@ export function defaultSpec(buckets = 16): ClusterSpec {
   );
 }
 
+/** An etcd we did not start: the same shape, but members cannot be killed or restarted. */
+function externalEtcd(endpoints: string[]): LocalEtcd {
+  const members = endpoints.map((url, i) => {
+    const u = new URL(url);
+    if (u.protocol !== 'http:')
+      throw new Error(`local clusters reach etcd through plain TCP proxies: ${url} is not http://`);
+    return { name: `e${i}`, clientUrl: url, peerUrl: '', dataDir: '', pid: () => undefined };
+  });
+  const refuse = async (): Promise<void> => {
+    throw new Error('an external etcd: members cannot be killed or restarted');
+  };
+  return { endpoints, members, mode: 'binary', killMember: refuse, restartMember: refuse, stop: async () => undefined };
+}
+
 /** CAS the draining flag into nodes/<id>, re-attaching the key's lease (the same write as the CLI's drain). */
 async function setDraining(etcd: Etcd3, keys: Keys, node: string, draining: boolean): Promise<boolean> {
   const key = keys.node(node);
@@ -124,12 +143,14 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
   const cluster = opts.cluster ?? 'local';
   const keys = keysFor(cluster);
   const spec = opts.spec ?? defaultSpec();
-  const etcd = await startLocalEtcd({
-    members: opts.etcdMembers,
-    fastElection: opts.fastEtcd ?? false,
-    baseDir: join(baseDir, 'etcd'),
-    preferContainer: false,
-  });
+  const etcd = opts.etcdEndpoints
+    ? externalEtcd(opts.etcdEndpoints)
+    : await startLocalEtcd({
+        members: opts.etcdMembers,
+        fastElection: opts.fastEtcd ?? false,
+        baseDir: join(baseDir, 'etcd'),
+        preferContainer: false,
+      });
   const cleanup: (() => Promise<void>)[] = [() => etcd.stop()];
   const nodes = new Map<string, LocalNode>();
   let seq = 0;
@@ -159,7 +180,14 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     const proxies = await Promise.all(upstreams.map((u) => startTcpProxy(u)));
     const logFile = logs ? join(baseDir, 'logs', `${id}.log`) : undefined;
     observer?.addNode(id, backendDir);
-    const node: LocalNode = { id, backendDir, logFile, proxies, proc: spawnFor({ id, backendDir, logFile, proxies }), run: 'running' };
+    const node: LocalNode = {
+      id,
+      backendDir,
+      logFile,
+      proxies,
+      proc: spawnFor({ id, backendDir, logFile, proxies }),
+      run: 'running',
+    };
     nodes.set(id, node);
     return node;
   };
@@ -182,7 +210,11 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
   };
 
   const client = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 5000 });
-  cleanup.unshift(async () => client.close());
+  cleanup.unshift(async () => {
+    // Our keys in someone else's etcd: leave nothing behind (leased keys are gone with their agents already).
+    if (opts.etcdEndpoints) await client.delete().prefix(keys.prefix).exec();
+    client.close();
+  });
   try {
     await writeSpec(client, keys, spec, { expectModRevision: 'absent' });
     observer = await startObserver({
@@ -271,9 +303,19 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
       return report;
     },
     async stop() {
-      if (!report) await withTimeout(lc.finish().then(() => undefined), 10_000, undefined);
+      if (!report)
+        await withTimeout(
+          lc.finish().then(() => undefined),
+          10_000,
+          undefined,
+        );
       await withTimeout(killAll(), 20_000, undefined);
-      for (const c of cleanup) await withTimeout(c().catch(() => undefined), 20_000, undefined);
+      for (const c of cleanup)
+        await withTimeout(
+          c().catch(() => undefined),
+          20_000,
+          undefined,
+        );
       if (ownBase) await rm(baseDir, { recursive: true, force: true }).catch(() => undefined);
     },
   };

@@ -20,7 +20,10 @@ interface Pair {
   upstream: Socket | undefined;
 }
 
-export async function startTcpProxy(upstream: { host: string; port: number }, listenHost = '127.0.0.1'): Promise<TcpProxy> {
+export async function startTcpProxy(
+  upstream: { host: string; port: number },
+  listenHost = '127.0.0.1',
+): Promise<TcpProxy> {
   let cutMode: CutMode | null = null;
   const pairs = new Set<Pair>();
 

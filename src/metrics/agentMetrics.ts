@@ -34,8 +34,16 @@ export function attachAgentMetrics(
     labelNames: ['vip'],
     registers: [registry],
   });
-  const isLeader = new Gauge({ name: `${P}is_leader`, help: '1 while this node is the elected leader', registers: [registry] });
-  const fenced = new Gauge({ name: `${P}fenced`, help: '1 while this node is fenced (holds nothing, acquires nothing)', registers: [registry] });
+  const isLeader = new Gauge({
+    name: `${P}is_leader`,
+    help: '1 while this node is the elected leader',
+    registers: [registry],
+  });
+  const fenced = new Gauge({
+    name: `${P}fenced`,
+    help: '1 while this node is fenced (holds nothing, acquires nothing)',
+    registers: [registry],
+  });
   new Gauge({
     name: `${P}keepalive_ack_age_seconds`,
     help: 'Time since the last acknowledged lease keepalive (-1 before the first)',
@@ -52,19 +60,51 @@ export function attachAgentMetrics(
       this.set(lastAckAt === undefined ? 0 : (headroomAtAckMs - (now() - lastAckAt)) / 1000);
     },
   });
-  const leaseTtl = new Gauge({ name: `${P}lease_ttl_seconds`, help: 'TTL etcd granted the current lease', registers: [registry] });
+  const leaseTtl = new Gauge({
+    name: `${P}lease_ttl_seconds`,
+    help: 'TTL etcd granted the current lease',
+    registers: [registry],
+  });
   const keepaliveRtt = new Histogram({
     name: `${P}keepalive_rtt_seconds`,
     help: 'Round trip of lease keepalives',
     buckets: OP_BUCKETS,
     registers: [registry],
   });
-  const sessions = new Counter({ name: `${P}sessions_started_total`, help: 'Leases granted (agent start and re-registration after loss)', registers: [registry] });
-  const leasesLost = new Counter({ name: `${P}leases_lost_total`, help: 'Leases found expired', registers: [registry] });
-  const fences = new Counter({ name: `${P}fences_total`, help: 'Times this node fenced, by reason', labelNames: ['reason'], registers: [registry] });
-  const acquired = new Counter({ name: `${P}claims_acquired_total`, help: 'Buckets acquired (claim written and applied)', labelNames: ['vip'], registers: [registry] });
-  const released = new Counter({ name: `${P}claims_released_total`, help: 'Buckets released, by reason', labelNames: ['vip', 'reason'], registers: [registry] });
-  const blocked = new Counter({ name: `${P}acquire_blocked_total`, help: 'Acquire attempts that could not proceed, by reason', labelNames: ['reason'], registers: [registry] });
+  const sessions = new Counter({
+    name: `${P}sessions_started_total`,
+    help: 'Leases granted (agent start and re-registration after loss)',
+    registers: [registry],
+  });
+  const leasesLost = new Counter({
+    name: `${P}leases_lost_total`,
+    help: 'Leases found expired',
+    registers: [registry],
+  });
+  const fences = new Counter({
+    name: `${P}fences_total`,
+    help: 'Times this node fenced, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const acquired = new Counter({
+    name: `${P}claims_acquired_total`,
+    help: 'Buckets acquired (claim written and applied)',
+    labelNames: ['vip'],
+    registers: [registry],
+  });
+  const released = new Counter({
+    name: `${P}claims_released_total`,
+    help: 'Buckets released, by reason',
+    labelNames: ['vip', 'reason'],
+    registers: [registry],
+  });
+  const blocked = new Counter({
+    name: `${P}acquire_blocked_total`,
+    help: 'Acquire attempts that could not proceed, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
   const acquireDuration = new Histogram({
     name: `${P}acquire_duration_seconds`,
     help: 'From deciding to acquire to the bucket applied in the backend',
@@ -84,19 +124,53 @@ export function attachAgentMetrics(
     buckets: FAILOVER_BUCKETS,
     registers: [registry],
   });
-  const backendErrors = new Counter({ name: `${P}backend_errors_total`, help: 'Backend operations that failed, by operation', labelNames: ['op'], registers: [registry] });
-  const etcdErrors = new Counter({ name: `${P}etcd_errors_total`, help: 'etcd operations that failed, by operation', labelNames: ['op'], registers: [registry] });
-  const badValues = new Counter({ name: `${P}bad_values_total`, help: 'etcd values that failed validation and were ignored', registers: [registry] });
+  const backendErrors = new Counter({
+    name: `${P}backend_errors_total`,
+    help: 'Backend operations that failed, by operation',
+    labelNames: ['op'],
+    registers: [registry],
+  });
+  const etcdErrors = new Counter({
+    name: `${P}etcd_errors_total`,
+    help: 'etcd operations that failed, by operation',
+    labelNames: ['op'],
+    registers: [registry],
+  });
+  const badValues = new Counter({
+    name: `${P}bad_values_total`,
+    help: 'etcd values that failed validation and were ignored',
+    registers: [registry],
+  });
   const loopDelay = new Gauge({
     name: `${P}event_loop_delay_seconds`,
     help: 'Event-loop delay over the last sampling window',
     labelNames: ['stat'],
     registers: [registry],
   });
-  const assignments = new Counter({ name: `${P}assignments_written_total`, help: 'Assignments this node wrote as leader', labelNames: ['vip'], registers: [registry] });
-  const assignRejected = new Counter({ name: `${P}assignments_rejected_total`, help: 'Assignment writes refused', labelNames: ['reason'], registers: [registry] });
-  const moves = new Counter({ name: `${P}planned_moves_total`, help: 'Bucket moves planned by this leader, by reason', labelNames: ['reason'], registers: [registry] });
-  const planDuration = new Histogram({ name: `${P}plan_duration_seconds`, help: 'Planner run time', buckets: OP_BUCKETS, registers: [registry] });
+  const assignments = new Counter({
+    name: `${P}assignments_written_total`,
+    help: 'Assignments this node wrote as leader',
+    labelNames: ['vip'],
+    registers: [registry],
+  });
+  const assignRejected = new Counter({
+    name: `${P}assignments_rejected_total`,
+    help: 'Assignment writes refused',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const moves = new Counter({
+    name: `${P}planned_moves_total`,
+    help: 'Bucket moves planned by this leader, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const planDuration = new Histogram({
+    name: `${P}plan_duration_seconds`,
+    help: 'Planner run time',
+    buckets: OP_BUCKETS,
+    registers: [registry],
+  });
   const assignLatency = new Histogram({
     name: `${P}assignment_latency_seconds`,
     help: 'From the change that triggered a plan to the assignment written',

@@ -124,7 +124,14 @@ export type HandoffVerdict =
 /** Classify a source's history: did it move from one node to another exactly once, in order, without overlap? */
 export function handoffOf(results: readonly ProbeResult[], source: string): HandoffVerdict {
   const runs = runsOf(results, source);
-  const owners = runs.filter((r) => r.node !== null);
+  // Runs of the same owner separated only by silence are one ownership (it went dark and came back).
+  const owners: Run[] = [];
+  for (const r of runs) {
+    if (r.node === null) continue;
+    const last = owners[owners.length - 1];
+    if (last && last.node === r.node) owners[owners.length - 1] = { ...last, toT: r.toT, probes: last.probes + r.probes };
+    else owners.push(r);
+  }
   if (owners.length === 0) return { kind: 'stayed', node: null };
   if (owners.length === 1 && !owners[0]!.node!.includes('+')) return { kind: 'stayed', node: owners[0]!.node };
   if (owners.length === 2 && !owners.some((r) => r.node!.includes('+'))) {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { validateClusterSpec } from '../config/index.js';
 import type { ClusterSpec, VipSpec } from '../config/types.js';
+import type { OwnershipSample } from '../invariant/types.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
 import { writeSpec } from '../etcd/spec.js';
@@ -49,6 +50,8 @@ export interface SettleOptions {
   timeoutMs?: number;
   /** Every one of these nodes must own at least one bucket (default: every node with a running agent). */
   owners?: string[];
+  /** The settled claims must stay unchanged this long (rebalancing after joins has finished); default 1500. */
+  stableMs?: number;
 }
 
 export interface Ownership {
@@ -90,6 +93,13 @@ export interface Dataplane {
   readOwnership(): Promise<Ownership>;
   /** Wait until assignment == claims == kernel for every bucket, every bucket owned. Returns the ownership. */
   waitSettled(opts?: SettleOptions): Promise<Ownership>;
+  /** Per-bucket holders as every node's kernel set shows them now (source 'backend'), for the observer. */
+  sampleKernel(): Promise<OwnershipSample[]>;
+  /**
+   * Feed sampleKernel() to `onSample` every `intervalMs` (default 200; each round runs one `nft` per node) until
+   * stop() or destroy(). The invariant observer has no reader for nftables backends: this is that reader.
+   */
+  startKernelSampler(onSample: (s: OwnershipSample) => void, intervalMs?: number): { stop(): Promise<void> };
   /** Kill every process and delete every namespace. Idempotent; returns the teardown time in ms. */
   destroy(): Promise<number>;
 }
@@ -123,6 +133,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
   await mkdir(logDir, { recursive: true });
 
   const servers: NodeServer[] = [];
+  const samplers: (() => Promise<void>)[] = [];
   const agents = new Map<string, AgentProcess>();
   let topology: Topology | undefined;
   let nsEtcd: NsEtcd | undefined;
@@ -133,6 +144,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
   const destroy = (): Promise<number> =>
     (destroyed ??= (async () => {
       const t = performance.now();
+      await Promise.all(samplers.map((stop) => stop()));
       // Agents first (they may be mid-apply), then everything else that runs inside a namespace, then the
       // namespaces. Each step is bounded on its own.
       await Promise.all(
@@ -285,17 +297,48 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     },
     readOwnership,
     async waitSettled(s = {}) {
-      const until = Date.now() + (s.timeoutMs ?? 30_000);
+      const timeoutMs = s.timeoutMs ?? 30_000;
+      const stableMs = s.stableMs ?? 1500;
+      const until = Date.now() + timeoutMs;
       const owners = s.owners ?? [...agents.entries()].filter(([, a]) => !a.exited()).map(([n]) => n);
-      let last: Ownership | undefined;
       let why = 'not read yet';
+      let stableSince: { at: number; claims: string } | undefined;
       for (let i = 0; i < 10_000 && Date.now() < until; i++) {
-        last = await readOwnership();
-        why = unsettledReason(last, vip.buckets, owners);
-        if (why === '') return last;
+        const o = await readOwnership();
+        why = unsettledReason(o, vip.buckets, owners);
+        if (why === '') {
+          const claims = JSON.stringify([...o.claims].sort(([a], [b]) => a - b));
+          if (stableSince?.claims !== claims) stableSince = { at: Date.now(), claims };
+          else if (Date.now() - stableSince.at >= stableMs) return o;
+        } else stableSince = undefined;
         await new Promise((r) => setTimeout(r, 100));
       }
-      throw new NetnsError(`dataplane not settled after ${s.timeoutMs ?? 30_000} ms: ${why}`);
+      throw new NetnsError(`dataplane not settled after ${timeoutMs} ms: ${why || 'claims kept changing'}`);
+    },
+    async sampleKernel() {
+      const t = Date.now();
+      const o = await Promise.all(
+        topo.nodes.map(async (n) => [n.name, await readOwnedSet(n.ns, nftTable, vip.address)] as const),
+      );
+      return kernelSamples(t, vip.address, vip.buckets, new Map(o));
+    },
+    startKernelSampler(onSample, intervalMs = 200) {
+      let stopped = false;
+      const loop = (async () => {
+        // Bounded by destroy(): stops once the namespaces are gone.
+        while (!stopped && destroyed === undefined) {
+          const samples = await dp.sampleKernel().catch(() => []);
+          if (!stopped) samples.forEach(onSample);
+          await new Promise((r) => setTimeout(r, intervalMs));
+        }
+      })();
+      samplers.push(() => ((stopped = true), loop));
+      return {
+        stop: async () => {
+          stopped = true;
+          await loop;
+        },
+      };
     },
     destroy,
   };
@@ -321,4 +364,19 @@ export function unsettledReason(o: Ownership, buckets: number, mustOwn: readonly
   const idle = mustOwn.filter((n) => !owning.has(n));
   if (idle.length) return `nodes without buckets: ${idle.join(', ')}`;
   return '';
+}
+
+/** One 'backend' sample per bucket from each node's kernel set. */
+export function kernelSamples(
+  t: number,
+  vip: string,
+  buckets: number,
+  kernel: ReadonlyMap<string, readonly number[]>,
+): OwnershipSample[] {
+  const out: OwnershipSample[] = [];
+  for (let b = 1; b <= buckets; b++) {
+    const holders = [...kernel].filter(([, list]) => list.includes(b)).map(([n]) => n);
+    out.push({ t, source: 'backend', vip, bucket: b, holders: holders.sort() });
+  }
+  return out;
 }

@@ -114,3 +114,14 @@ rl.on('line', (line) => {
 });
 rl.on('close', () => process.exit(0));
 `;
+
+/** One TCP connect from inside a namespace: prints `ok`, or the error code, then exits. */
+export const CONNECT_PROGRAM = String.raw`
+'use strict';
+const net = require('node:net');
+const cfg = JSON.parse(process.argv[process.argv.length - 1]);
+const s = net.connect({ host: cfg.host, port: cfg.port });
+const t = setTimeout(() => { console.log('timeout'); process.exit(0); }, cfg.timeoutMs);
+s.on('connect', () => { clearTimeout(t); console.log('ok'); s.destroy(); process.exit(0); });
+s.on('error', (e) => { clearTimeout(t); console.log(e.code || e.message); process.exit(0); });
+`;

@@ -268,8 +268,23 @@ export async function sweepStaleNamespaces(): Promise<string[]> {
     const pid = ownerPidOf(ns);
     return pid !== undefined && pid !== process.pid && !pidAlive(pid);
   });
+  for (const ns of stale) {
+    // Processes a crashed run left inside (agents, etcd) would keep the namespace alive: end them by pid.
+    const r = await run('ip', ['netns', 'pids', ns], { allowFail: true, timeoutMs: 5000 });
+    for (const pid of r.stdout.split(/\s+/).filter(Boolean).map(Number)) {
+      if (Number.isInteger(pid) && pid > 1) signalPid(pid, 'SIGKILL');
+    }
+  }
   await deleteNamespaces(stale);
   return stale;
+}
+
+function signalPid(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
 }
 
 function pidAlive(pid: number): boolean {

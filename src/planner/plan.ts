@@ -1,6 +1,6 @@
 import type { ClusterSpec } from '../config/types.js';
 import type { MoveReason } from '../agent/events.js';
-import { buildPool, isBalanced, scaledDeviation, type PlannerNode, type PoolKind } from './balance.js';
+import { buildPool, isBalanced, scaledDeviation, type PlannerNode, type Pool, type PoolKind } from './balance.js';
 import { LoadLevels, type Level } from './levels.js';
 import { bucketKey, nodeKey, pairScore } from './rendezvous.js';
 
@@ -52,9 +52,12 @@ export interface VipPlan {
 }
 
 export function planVip(input: VipPlanInput): VipPlan {
+  return planWithPool(input, buildPool(input.nodes));
+}
+
+function planWithPool(input: VipPlanInput, pool: Pool): VipPlan {
   const n = Number.isFinite(input.buckets) ? Math.max(0, Math.floor(input.buckets)) : 0;
   const budget = Number.isNaN(input.joinMoveBudget) ? 0 : Math.max(0, input.joinMoveBudget);
-  const pool = buildPool(input.nodes);
   const count = pool.ids.length;
 
   const ownerOf = new Int32Array(n + 1).fill(-1); // bucket → node index, -1 = none
@@ -204,14 +207,18 @@ export function planCluster(
   joinMoveBudget: number,
 ): Map<string, VipPlan> {
   const out = new Map<string, VipPlan>();
+  const pool = buildPool(nodes); // the same nodes for every VIP: sort and index them once
   for (const v of spec.vips) {
-    const plan = planVip({
-      vip: v.address,
-      buckets: v.buckets,
-      nodes,
-      current: current.get(v.address) ?? new Map(),
-      joinMoveBudget,
-    });
+    const plan = planWithPool(
+      {
+        vip: v.address,
+        buckets: v.buckets,
+        nodes,
+        current: current.get(v.address) ?? new Map(),
+        joinMoveBudget,
+      },
+      pool,
+    );
     out.set(v.address, plan);
   }
   return out;

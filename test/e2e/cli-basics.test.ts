@@ -65,17 +65,49 @@ describe('clusterip-ha without etcd', () => {
       ['198.51.100.7', 40001],
       ['203.0.113.200', 1024],
     ] as const) {
-      const nft = await runCli(['whois', client, '--buckets', '16', '--seed', '0x5eed1234', '--backend', 'nftables', '--json']);
+      const nft = await runCli([
+        'whois',
+        client,
+        '--buckets',
+        '16',
+        '--seed',
+        '0x5eed1234',
+        '--backend',
+        'nftables',
+        '--json',
+      ]);
       expect(nft.code).toBe(0);
       expect(JSON.parse(nft.stdout)).toEqual({ bucket: bucketOf(vip, 'nftables', { saddr: client }) });
       const cip = await runCli([
-        'whois', client, '--sport', String(sport), '--buckets', '16', '--seed', String(0x5eed1234),
-        '--hash-mode', 'sourceip-sourceport', '--backend', 'clusterip', '--json',
+        'whois',
+        client,
+        '--sport',
+        String(sport),
+        '--buckets',
+        '16',
+        '--seed',
+        String(0x5eed1234),
+        '--hash-mode',
+        'sourceip-sourceport',
+        '--backend',
+        'clusterip',
+        '--json',
       ]);
       expect(cip.code).toBe(0);
       expect(JSON.parse(cip.stdout)).toEqual({ bucket: bucketOf(vip, 'clusterip', { saddr: client, sport }) });
     }
-    const missing = await runCli(['whois', '192.0.2.1', '--buckets', '4', '--seed', '1', '--hash-mode', 'sourceip-sourceport', '--backend', 'clusterip']);
+    const missing = await runCli([
+      'whois',
+      '192.0.2.1',
+      '--buckets',
+      '4',
+      '--seed',
+      '1',
+      '--hash-mode',
+      'sourceip-sourceport',
+      '--backend',
+      'clusterip',
+    ]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/needs --sport/);
   });
@@ -102,7 +134,9 @@ describe('unreachable etcd', () => {
   it('refused connection: exit 1, one clear line, well within the deadline', async () => {
     const r = await runCli(['status', '--etcd-endpoints', 'http://127.0.0.1:1', '--timeout', '3000']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^clusterip-ha: cannot reach etcd at http:\/\/127\.0\.0\.1:1 .*connection refused — check --etcd-endpoints/);
+    expect(r.stderr).toMatch(
+      /^clusterip-ha: cannot reach etcd at http:\/\/127\.0\.0\.1:1 .*connection refused — check --etcd-endpoints/,
+    );
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     // Deadline 3 s; node start-up is included, generously bounded on this shared machine.
     expect(r.ms).toBeLessThan(3000 + 10_000);

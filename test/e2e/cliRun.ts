@@ -21,15 +21,22 @@ export interface CliResult {
 /** The environment without the caller's CLUSTERIP_HA_* settings, so a test sees only what it sets. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CLUSTERIP_HA_') || k === 'CLUSTERIP_HA_ETCD_BIN') env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (!k.startsWith('CLUSTERIP_HA_') || k === 'CLUSTERIP_HA_ETCD_BIN') env[k] = v;
   return { ...env, NO_COLOR: '1', ...extra };
 }
 
-export function runCli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number; input?: string } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number; input?: string } = {},
+): Promise<CliResult> {
   requireBuilt();
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], { env: cleanEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+      env: cleanEnv(opts.env),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -60,7 +67,10 @@ export interface LiveCli {
 /** A long-running command (status --watch, demo) the test drives with signals. */
 export function startCli(args: string[], opts: { env?: Record<string, string> } = {}): LiveCli {
   requireBuilt();
-  const child = spawn(process.execPath, [CLI_MAIN, ...args], { env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    env: cleanEnv(opts.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -77,9 +87,20 @@ export function startCli(args: string[], opts: { env?: Record<string, string> } 
       return new Promise((resolve, reject) => {
         const check = () => {
           if (pred(out, err)) done(undefined);
-          else if (exited) done(new Error(`exited (${exited.code ?? exited.signal}) before the condition; stderr: ${err.slice(-2000)}`));
+          else if (exited)
+            done(
+              new Error(`exited (${exited.code ?? exited.signal}) before the condition; stderr: ${err.slice(-2000)}`),
+            );
         };
-        const t = setTimeout(() => done(new Error(`condition not met within ${timeoutMs} ms; stdout tail: ${out.slice(-1500)}; stderr tail: ${err.slice(-1500)}`)), timeoutMs);
+        const t = setTimeout(
+          () =>
+            done(
+              new Error(
+                `condition not met within ${timeoutMs} ms; stdout tail: ${out.slice(-1500)}; stderr tail: ${err.slice(-1500)}`,
+              ),
+            ),
+          timeoutMs,
+        );
         const done = (e: Error | undefined) => {
           clearTimeout(t);
           listeners.delete(check);

@@ -58,7 +58,10 @@ describe('agent against etcd faults', () => {
       expect(e.isLeader).toBe(false);
       expect(seen.map((s) => s.event)).toEqual(['elected', 'deposed']);
       // Even a key re-created under the same name (a new create revision) does not revive the old fence.
-      await client.put(`${keys.electionName}/${BigInt(lease.ID).toString(16)}`).value('n1').lease(lease.ID);
+      await client
+        .put(`${keys.electionName}/${BigInt(lease.ID).toString(16)}`)
+        .value('n1')
+        .lease(lease.ID);
       await expect(e.fencedTxn([put()])).rejects.toBeInstanceOf(NotLeaderError);
       await client.leaseClient.leaseRevoke({ ID: lease.ID });
     } finally {

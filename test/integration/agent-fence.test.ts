@@ -24,7 +24,11 @@ describe('agent fencing (file backend, real etcd, real processes)', () => {
     a.signal('SIGSTOP');
     const stoppedAt = Date.now();
     // The frozen agent's file as it was when it froze: every entry carries its expiry (wall-clock ms).
-    const parsed = parseFileBackendText(await readFile(join(h.dirs.get(victim)!, VIP), 'utf8').catch(async (e: Error) => { throw new Error(e.message + ' dir: ' + (await import('node:fs')).readdirSync(h!.dirs.get(victim)!).join(',')); }));
+    const parsed = parseFileBackendText(
+      await readFile(join(h.dirs.get(victim)!, VIP), 'utf8').catch(async (e: Error) => {
+        throw new Error(e.message + ' dir: ' + (await import('node:fs')).readdirSync(h!.dirs.get(victim)!).join(','));
+      }),
+    );
     expect(parsed.ok).toBe(true);
     const entries = parsed.ok ? parsed.entries : new Map<number, number | null>();
     expect(entries.size).toBeGreaterThan(0);
@@ -37,7 +41,12 @@ describe('agent fencing (file backend, real etcd, real processes)', () => {
     for (const [b, exp] of entries) {
       const acq = await Promise.any(
         survivors.map((s) =>
-          h!.agent(s).waitForLog((l) => l.event === 'acquired' && l.vip === VIP && l.bucket === b && logTime(l) > stoppedAt, 15_000),
+          h!
+            .agent(s)
+            .waitForLog(
+              (l) => l.event === 'acquired' && l.vip === VIP && l.bucket === b && logTime(l) > stoppedAt,
+              15_000,
+            ),
         ),
       );
       // The survivor's claim txn happened at (acquire log time − its duration); the frozen entry expired before.

@@ -67,7 +67,11 @@ let seq = 0;
 
 export async function startHarness(o: HarnessOptions): Promise<Harness> {
   const base = await mkdtemp(join(tmpdir(), 'cipha-agent-'));
-  const etcd = await startLocalEtcd({ members: o.etcdMembers ?? 1, fastElection: o.fastElection ?? false, preferContainer: false });
+  const etcd = await startLocalEtcd({
+    members: o.etcdMembers ?? 1,
+    fastElection: o.fastElection ?? false,
+    preferContainer: false,
+  });
   const client = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
   const cluster = `t${process.pid}x${seq++}`;
   const keys = keysFor(cluster);
@@ -142,7 +146,11 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
       const buckets = spec.vips[0]!.buckets;
       let why = '';
       while (Date.now() < until) {
-        why = await convergenceProblem(h, buckets, live ?? [...agents.keys()].filter((id) => agents.get(id)!.exited() === null));
+        why = await convergenceProblem(
+          h,
+          buckets,
+          live ?? [...agents.keys()].filter((id) => agents.get(id)!.exited() === null),
+        );
         if (why === '') return;
         await new Promise((r) => setTimeout(r, 50));
       }

@@ -9,6 +9,7 @@ import { createEtcdClient } from '../../src/etcd/client.js';
 import { keysFor } from '../../src/etcd/keys.js';
 import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
 import { writeSpec } from '../../src/etcd/spec.js';
+import { checkTimeline } from '../../src/invariant/checker.js';
 import { startObserver } from '../../src/invariant/observer.js';
 
 // The observer against a real etcd and real backend files, with the test playing the agents: every fact it
@@ -29,7 +30,14 @@ async function writeHeld(dir: string, entries: [number, number | null][]): Promi
 }
 
 const nodeValue = (id: string) =>
-  JSON.stringify({ v: 1, address: id, weight: 1, draining: false, version: 'test', startedAt: new Date().toISOString() });
+  JSON.stringify({
+    v: 1,
+    address: id,
+    weight: 1,
+    draining: false,
+    version: 'test',
+    startedAt: new Date().toISOString(),
+  });
 
 beforeAll(async () => {
   etcd = await startLocalEtcd({ members: 1, preferContainer: false });
@@ -51,7 +59,13 @@ describe('invariant observer (real etcd, real files)', () => {
     const dirB = join(base, 'b');
     await mkdir(dirA);
     await mkdir(dirB);
-    const obs = await startObserver({ endpoints: etcd.endpoints, cluster: 'obs', backendDirs: { a: dirA }, unownedBoundMs: 300, pollMs: 10 });
+    const obs = await startObserver({
+      endpoints: etcd.endpoints,
+      cluster: 'obs',
+      backendDirs: { a: dirA },
+      unownedBoundMs: 300,
+      pollMs: 10,
+    });
     try {
       obs.addNode('b', dirB);
       const lease = client.lease(30);
@@ -61,8 +75,14 @@ describe('invariant observer (real etcd, real files)', () => {
       await client.put(keys.assign(VIP)).value(JSON.stringify({ v: 1, epoch: 1, leader: 'a', owners }));
       for (const [b, o] of Object.entries(owners)) await lease.put(keys.claim(VIP, Number(b))).value(o);
       const far = Date.now() + 60_000;
-      await writeHeld(dirA, [[1, far], [2, far]]);
-      await writeHeld(dirB, [[3, far], [4, null]]);
+      await writeHeld(dirA, [
+        [1, far],
+        [2, far],
+      ]);
+      await writeHeld(dirB, [
+        [3, far],
+        [4, null],
+      ]);
       const until = Date.now() + 5000;
       while (!obs.convergence().converged && Date.now() < until) await sleep(20);
       expect(obs.convergence()).toEqual({ converged: true, problems: [] });
@@ -70,19 +90,38 @@ describe('invariant observer (real etcd, real files)', () => {
 
       // Bucket 2 expires on a's side (no rewrite: the reader applies expiry) and b takes it 600 ms later.
       const expiry = Date.now() + 100;
-      await writeHeld(dirA, [[1, far], [2, expiry]]);
+      await writeHeld(dirA, [
+        [1, far],
+        [2, expiry],
+      ]);
       await sleep(700);
       await lease.put(keys.claim(VIP, 2)).value('b'); // overwrite without a delete: a claims double
-      await writeHeld(dirB, [[2, far], [3, far], [4, null]]);
+      await writeHeld(dirB, [
+        [2, far],
+        [3, far],
+        [4, null],
+      ]);
       await sleep(100);
 
       // Bucket 3 held by both files for a moment.
-      await writeHeld(dirA, [[1, far], [3, far]]);
+      await writeHeld(dirA, [
+        [1, far],
+        [3, far],
+      ]);
       await sleep(100);
       await writeHeld(dirA, [[1, far]]);
       await sleep(100);
 
       const r = await obs.stop({ expectConverged: true, convergeTimeoutMs: 300 });
+      // The recorded facts re-check offline to the same verdict (convergence aside, which reads live state).
+      const offline = checkTimeline(obs.facts(), {
+        boundMs: 300,
+        startedAt: r.startedAt,
+        endMs: r.endedAt,
+        impairments: obs.impairments(),
+      });
+      expect(offline.violations).toEqual(r.violations.filter((v) => v.kind !== 'notConverged'));
+      expect(offline.maxUnownedMs).toEqual(r.maxUnownedMs);
       const byKind = (k: string) => r.violations.filter((v) => v.kind === k);
       const gaps = byKind('unownedTooLong');
       expect(gaps).toHaveLength(1);
@@ -95,7 +134,12 @@ describe('invariant observer (real etcd, real files)', () => {
       expect(gap.durationMs).toBeLessThan(3000);
       expect(r.maxUnownedMs[`${VIP}#2`]).toBe(gap.durationMs);
       const doubles = byKind('doubleOwner').map((v) => v.kind === 'doubleOwner' && [v.source, v.bucket, v.nodes]);
-      expect(doubles).toEqual(expect.arrayContaining([['claims', 2, ['a', 'b']], ['backend', 3, ['a', 'b']]]));
+      expect(doubles).toEqual(
+        expect.arrayContaining([
+          ['claims', 2, ['a', 'b']],
+          ['backend', 3, ['a', 'b']],
+        ]),
+      );
       expect(doubles).toHaveLength(2);
       // The assignment still says a owns 2 while b claims it: not converged.
       const nc = byKind('notConverged');
@@ -113,20 +157,36 @@ describe('invariant observer (real etcd, real files)', () => {
     const cl = keysFor('calm');
     const spec = validateClusterSpec({ vips: [{ address: VIP, interface: 'eth0', buckets: 2, seed: 1 }] }, 'test');
     await writeSpec(client, cl, spec, { expectModRevision: 'absent' });
-    const obs = await startObserver({ endpoints: etcd.endpoints, cluster: 'calm', backendDirs: dirs, unownedBoundMs: 300 });
+    const obs = await startObserver({
+      endpoints: etcd.endpoints,
+      cluster: 'calm',
+      backendDirs: dirs,
+      unownedBoundMs: 300,
+    });
     const lease = client.lease(30);
     try {
       await lease.put(cl.node('c')).value(nodeValue('c'));
       await lease.put(cl.node('d')).value(nodeValue('d'));
       let owner: 'c' | 'd' = 'c';
-      await writeHeld(dirs.c, [[1, null], [2, null]]);
+      await writeHeld(dirs.c, [
+        [1, null],
+        [2, null],
+      ]);
       for (let i = 0; i < 10; i++) {
         const next: 'c' | 'd' = owner === 'c' ? 'd' : 'c';
         // Release (kernel, then claim) before the next owner claims and adds: the protocol's order.
         await writeHeld(dirs[owner], [[2, null]].filter(() => owner === 'c') as [number, null][]);
         await client.delete().key(cl.claim(VIP, 1));
         await lease.put(cl.claim(VIP, 1)).value(next);
-        await writeHeld(dirs[next], next === 'c' ? [[1, null], [2, null]] : [[1, null]]);
+        await writeHeld(
+          dirs[next],
+          next === 'c'
+            ? [
+                [1, null],
+                [2, null],
+              ]
+            : [[1, null]],
+        );
         owner = next;
         await sleep(30);
       }

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nftablesBucket, u32ToIpv4 } from '../../src/hash/index.js';
+import { nftablesBucket, nftablesBucketFor, NFT_HASH_INPUT, u32ToIpv4 } from '../../src/hash/index.js';
+import type { HashMode } from '../../src/config/types.js';
 import { netnsCapability, requireCapability } from '../helpers/privileged.js';
 
 // The nftables hash against the real kernel: a client namespace sends one UDP datagram from each of 300
@@ -12,7 +13,8 @@ import { netnsCapability, requireCapability } from '../helpers/privileged.js';
 // `jhash ip saddr mod N seed S offset O` and records the result per source three ways:
 //   - `meta mark set jhash …` then `add @seen { ip saddr . meta mark }` (many N and seeds in one pass),
 //   - a verdict map from the hash to one chain per bucket, each adding the source to its own set,
-//   - the nftables backend's own rule shape: `jhash … != @owned drop`, then recording what got through.
+//   - the nftables backend's own rule shape: `jhash … != @owned drop`, then recording what got through,
+//   - the port modes' concatenations (`jhash ip saddr . th sport [. th dport]`), recording the ports seen.
 // Every recorded bucket must equal nftablesBucket(). Nothing leaves the two namespaces the test creates.
 
 const sh = promisify(execFile);
@@ -45,7 +47,7 @@ function sourceAddresses(): string[] {
   while (out.size < SOURCES) {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     const a = s >>> 24;
-    if (a === 0 || a === 127 || a >= 224 || (s >>> 8) === 0x0ac800) continue; // not 0/8, lo, mcast, 10.200.0/24
+    if (a === 0 || a === 127 || a >= 224 || s >>> 8 === 0x0ac800) continue; // not 0/8, lo, mcast, 10.200.0/24
     out.add(u32ToIpv4(s));
   }
   return [...out];
@@ -72,6 +74,12 @@ const VMAP_CASES = [
   { name: 'v0', buckets: 7, seed: 0x5eed1234 },
   { name: 'v1', buckets: 16, seed: 0xabcdef01 },
 ];
+const PORT_CASES: { name: string; mode: HashMode; buckets: number; seed: number }[] = [
+  { name: 'p0', mode: 'sourceip-sourceport', buckets: 16, seed: 0x5eed1234 },
+  { name: 'p1', mode: 'sourceip-sourceport', buckets: 4096, seed: 0xfeedf00d },
+  { name: 'p2', mode: 'sourceip-sourceport-destport', buckets: 16, seed: 0x5eed1234 },
+  { name: 'p3', mode: 'sourceip-sourceport-destport', buckets: 4096, seed: 3 },
+];
 const OWNED = { buckets: 16, seed: 0x5eed1234, owned: [1, 3, 5, 8, 13, 16] };
 
 const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
@@ -85,6 +93,9 @@ function ruleset(): string {
       lines.push(`  chain ${v.name}_${b} { add @${v.name}_${b} { ip saddr }; }`);
     }
   }
+  for (const p of PORT_CASES) {
+    lines.push(`  set ${p.name} { type ipv4_addr . inet_service . inet_service . mark; flags dynamic; size 65535; }`);
+  }
   lines.push(`  set owned { typeof numgen inc mod ${OWNED.buckets}; elements = { ${OWNED.owned.join(', ')} } }`);
   lines.push('  set accepted { type ipv4_addr; flags dynamic; size 65535; }');
   lines.push('  chain pre {', '    type filter hook prerouting priority raw; policy accept;');
@@ -92,6 +103,11 @@ function ruleset(): string {
   for (const c of MARK_CASES) {
     lines.push(
       `    meta mark set jhash ip saddr mod ${c.buckets} seed ${hex(c.seed)} offset ${c.offset} add @${c.name} { ip saddr . meta mark }`,
+    );
+  }
+  for (const p of PORT_CASES) {
+    lines.push(
+      `    meta mark set jhash ${NFT_HASH_INPUT[p.mode]} mod ${p.buckets} seed ${hex(p.seed)} offset 1 add @${p.name} { ip saddr . udp sport . udp dport . meta mark }`,
     );
   }
   for (const v of VMAP_CASES) {
@@ -107,11 +123,12 @@ function ruleset(): string {
 const SENDER = `
 import dgram from 'node:dgram';
 const [dst, ...sources] = process.argv.slice(2);
-const sendFrom = (src) => new Promise((resolve) => {
+const sendFrom = (arg) => new Promise((resolve) => {
+  const [src, dport] = arg.split(':');
   const s = dgram.createSocket('udp4');
-  const done = (err) => { s.close(); resolve(err ? src + ': ' + err.message : null); };
+  const done = (err) => { s.close(); resolve(err ? arg + ': ' + err.message : null); };
   s.once('error', done);
-  s.bind({ address: src, port: 0 }, () => s.send('x', 9, dst, done));
+  s.bind({ address: src, port: 0 }, () => s.send('x', Number(dport), dst, done));
 });
 const errors = [];
 for (let i = 0; i < sources.length; i += 32) {
@@ -148,6 +165,24 @@ async function markSet(name: string): Promise<Map<string, number>> {
   return out;
 }
 
+/** Destination port per source (varied so the destport mode hashes different values). */
+function dportOf(addr: string): number {
+  return (
+    1024 + ((addr.split('.').reduce((h, x) => Math.imul(h ^ Number(x), 16777619) >>> 0, 2166136261) >>> 0) % 60000)
+  );
+}
+
+async function portTuples(name: string): Promise<{ saddr: string; sport: number; dport: number; mark: number }[]> {
+  return (await listSet(name)).map((e) => {
+    const v = (typeof e === 'object' && 'elem' in e ? e.elem.val : e) as { concat: unknown[] };
+    const [saddr, sport, dport, mark] = v.concat;
+    for (const x of [sport, dport, mark]) {
+      if (typeof x !== 'number' && !/^(0x)?[0-9a-f]+$/i.test(String(x))) throw new Error(`not numeric: ${String(x)}`);
+    }
+    return { saddr: String(saddr), sport: Number(sport), dport: Number(dport), mark: Number(mark) };
+  });
+}
+
 async function teardown(): Promise<void> {
   for (const ns of [CLIENT, SERVER]) {
     await run('ip', ['netns', 'del', ns], undefined, 10_000).catch(() => undefined);
@@ -163,7 +198,22 @@ describe.runIf(enabled)('nftables jhash in a real kernel equals nftablesBucket()
       await run('ip', ['netns', 'add', CLIENT]);
       await run('ip', ['netns', 'add', SERVER]);
       // Both ends are created from inside the server namespace: the root namespace never sees the link.
-      await run('ip', ['-n', SERVER, 'link', 'add', 'eth0', 'address', SERVER_MAC, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', CLIENT]);
+      await run('ip', [
+        '-n',
+        SERVER,
+        'link',
+        'add',
+        'eth0',
+        'address',
+        SERVER_MAC,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'eth0',
+        'netns',
+        CLIENT,
+      ]);
       const serverCmds = [`address add ${SERVER_IP}/24 dev eth0`, 'link set lo up', 'link set eth0 up'];
       const clientCmds = [
         'address add 10.200.0.2/24 dev eth0',
@@ -179,7 +229,8 @@ describe.runIf(enabled)('nftables jhash in a real kernel equals nftablesBucket()
       // Send; re-send to sources the server has not recorded yet (bounded: 3 rounds).
       let missing = sources;
       for (let round = 0; round < 3 && missing.length > 0; round++) {
-        await inNs(CLIENT, [process.execPath, join(dir, 'send.mjs'), SERVER_IP, ...missing]);
+        const args = missing.map((a) => `${a}:${dportOf(a)}`);
+        await inNs(CLIENT, [process.execPath, join(dir, 'send.mjs'), SERVER_IP, ...args]);
         await new Promise((r) => setTimeout(r, 200));
         const seen = await markSet(MARK_CASES[0]!.name);
         missing = missing.filter((a) => !seen.has(a));
@@ -200,7 +251,9 @@ describe.runIf(enabled)('nftables jhash in a real kernel equals nftablesBucket()
       const seen = await markSet(c.name);
       expect(seen.size).toBe(sources.length);
       const wrong = sources.filter((a) => seen.get(a) !== nftablesBucket(a, c.buckets, c.seed, c.offset));
-      expect(wrong.map((a) => `${a}: kernel ${seen.get(a)}, ours ${nftablesBucket(a, c.buckets, c.seed, c.offset)}`)).toEqual([]);
+      expect(
+        wrong.map((a) => `${a}: kernel ${seen.get(a)}, ours ${nftablesBucket(a, c.buckets, c.seed, c.offset)}`),
+      ).toEqual([]);
       // The cases are not degenerate: the sources land in many different buckets.
       expect(new Set(seen.values()).size).toBeGreaterThanOrEqual(0.8 * Math.min(c.buckets, sources.length));
     });
@@ -217,6 +270,19 @@ describe.runIf(enabled)('nftables jhash in a real kernel equals nftablesBucket()
       }
       expect(byBucket.size).toBe(sources.length);
       for (const a of sources) expect(byBucket.get(a), a).toBe(nftablesBucket(a, v.buckets, v.seed));
+    });
+  }
+
+  for (const p of PORT_CASES) {
+    it(`jhash ${NFT_HASH_INPUT[p.mode]} mod ${p.buckets} seed ${hex(p.seed)} offset 1 (concatenation)`, async () => {
+      const tuples = await portTuples(p.name);
+      expect(new Set(tuples.map((t) => t.saddr)).size).toBe(sources.length);
+      for (const t of tuples) expect(t.dport).toBe(dportOf(t.saddr));
+      const wrong = tuples.filter((t) => t.mark !== nftablesBucketFor(p.mode, t, p.buckets, p.seed));
+      expect(wrong).toEqual([]);
+      // The ports matter: hashing the source alone would put many of these packets elsewhere.
+      const sourceOnly = tuples.filter((t) => t.mark === nftablesBucket(t.saddr, p.buckets, p.seed)).length;
+      expect(sourceOnly).toBeLessThan(tuples.length / 2);
     });
   }
 

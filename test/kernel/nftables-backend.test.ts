@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NftablesBackend } from '../../src/backends/nftables.js';
 import type { ClusterSpec, VipSpec } from '../../src/config/types.js';
 import { BackendError } from '../../src/errors.js';
@@ -69,7 +69,15 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     // Links are created from inside a namespace: client eth0 <-> node eth0.
     sh('ip', ['-n', CLIENT, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NODE]);
     for (const ns of [NODE, CLIENT]) {
-      sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']);
+      sh('ip', [
+        'netns',
+        'exec',
+        ns,
+        'sysctl',
+        '-qw',
+        'net.ipv4.conf.all.rp_filter=0',
+        'net.ipv4.conf.default.rp_filter=0',
+      ]);
       sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
       sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
     }
@@ -79,6 +87,14 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     sh('ip', ['-n', CLIENT, 'addr', 'add', '10.77.0.3/16', 'dev', 'eth0']);
     // The client reaches the VIP through the multicast cluster MAC, like a real cluster.
     sh('ip', ['-n', CLIENT, 'neigh', 'add', V1, 'lladdr', '01:00:5e:4d:00:64', 'dev', 'eth0', 'nud', 'permanent']);
+  });
+
+  afterEach(() => {
+    // Every test's tables go, even when it failed: a leftover table with an empty owned set drops the VIP.
+    for (const line of nsNft(['list', 'tables']).split('\n')) {
+      const m = /^table (ip|arp) (cipha_\w+)$/.exec(line.trim());
+      if (m) nsNft(['delete', 'table', m[1]!, m[2]!]);
+    }
   });
 
   afterAll(() => {
@@ -97,7 +113,9 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     const first = ruleset();
     await b.ensure(spec(vip(V1), vip(V2)));
     expect(ruleset()).toBe(first);
-    expect(first).toContain(`ip daddr ${V1} iifname "eth0" jhash ip saddr mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_100 drop`);
+    expect(first).toContain(
+      `ip daddr ${V1} iifname "eth0" jhash ip saddr mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_100 drop`,
+    );
     expect(first).toContain('type filter hook prerouting priority raw; policy accept;');
     await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 60_000 });
     await b.ensure(spec(vip(V1)));
@@ -107,7 +125,6 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     expect(await b.read()).toEqual(new Map([[V1, new Set()]]));
     // clear keeps the rules: without them every node would accept every bucket
     expect(ruleset()).toContain('!= @owned_10_77_0_100 drop');
-    nsNft(['delete', 'table', 'ip', 'cipha_t1']);
   });
 
   it('applies adds and removes in one batch and reads them back; "already so" is not an error', async () => {
@@ -121,37 +138,58 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
       { holdForMs: 60_000 },
     );
     expect(b.lastCall.batches).toBe(1);
-    expect(await b.read()).toEqual(new Map([[V1, new Set([1, 3, 5])], [V2, new Set([16])]]));
-    await b.apply([{ vip: V1, add: [7, 1], remove: [3, 9] }, { vip: V2, add: [], remove: [16] }], { holdForMs: 60_000 });
+    expect(await b.read()).toEqual(
+      new Map([
+        [V1, new Set([1, 3, 5])],
+        [V2, new Set([16])],
+      ]),
+    );
+    await b.apply(
+      [
+        { vip: V1, add: [7, 1], remove: [3, 9] },
+        { vip: V2, add: [], remove: [16] },
+      ],
+      { holdForMs: 60_000 },
+    );
     expect(b.lastCall.batches).toBe(1);
-    expect(await b.read()).toEqual(new Map([[V1, new Set([1, 5, 7])], [V2, new Set()]]));
+    expect(await b.read()).toEqual(
+      new Map([
+        [V1, new Set([1, 5, 7])],
+        [V2, new Set()],
+      ]),
+    );
     // without a hold time the element ends up without a timeout even if it had one
     await b.apply([{ vip: V1, add: [1], remove: [] }]);
     expect(nsNft(['list', 'set', 'ip', 'cipha_t2', 'owned_10_77_0_100'])).toMatch(/elements = \{ 1, 5 timeout/);
-    nsNft(['delete', 'table', 'ip', 'cipha_t2']);
   });
 
   it('a bad batch applies nothing (atomic)', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t3' });
     await b.ensure(spec(vip(V1), vip(V2)));
     // Someone replaces V2's set by one without timeouts: adding an element with a timeout to it fails.
-    nsNft(['-f', '-'], 'delete set ip cipha_t3 owned_10_77_0_101\nadd set ip cipha_t3 owned_10_77_0_101 { typeof numgen inc mod 16; }\n');
+    nsNft(
+      ['-f', '-'],
+      'flush chain ip cipha_t3 pre\ndelete set ip cipha_t3 owned_10_77_0_101\nadd set ip cipha_t3 owned_10_77_0_101 { typeof numgen inc mod 16; }\n',
+    );
     const err = await errorOf(
-      b.apply([{ vip: V1, add: [1, 2, 3], remove: [] }, { vip: V2, add: [4], remove: [] }], { holdForMs: 60_000 }),
+      b.apply(
+        [
+          { vip: V1, add: [1, 2, 3], remove: [] },
+          { vip: V2, add: [4], remove: [] },
+        ],
+        { holdForMs: 60_000 },
+      ),
     );
     expect(err.message).toMatch(/nft apply failed/);
     expect((await b.read()).get(V1)).toEqual(new Set());
-    nsNft(['delete', 'table', 'ip', 'cipha_t3']);
   });
 
   it('rebuilds a table someone flushed, then applies', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t4' });
     await b.ensure(spec(vip(V1)));
-    nsNft(['delete', 'table', 'ip', 'cipha_t4']);
     await b.apply([{ vip: V1, add: [2], remove: [] }], { holdForMs: 60_000 });
     expect(await b.read()).toEqual(new Map([[V1, new Set([2])]]));
     expect(ruleset()).toContain('!= @owned_10_77_0_100 drop');
-    nsNft(['delete', 'table', 'ip', 'cipha_t4']);
   });
 
   it('elements expire on their own at their timeout; refresh extends them; expired ones are not revived', async () => {
@@ -171,7 +209,6 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     const gone = await waitFor(async () => (await b.read()).get(V1)!.size === 0, 8000, 'refreshed buckets to expire');
     expect(Date.now() - refreshedAt).toBeGreaterThanOrEqual(2400);
     expect(gone).toBeGreaterThan(0);
-    nsNft(['delete', 'table', 'ip', 'cipha_t5']);
   });
 
   it('holds 4,096 buckets of one VIP in one batch', async () => {
@@ -189,44 +226,51 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     await b.refresh(60_000);
     expect(b.lastCall.batches).toBe(1);
     await errorOf(b.apply([{ vip: VBIG, add: [4097], remove: [] }]));
-    nsNft(['delete', 'table', 'ip', 'cipha_t6']);
   });
 
   it('loads sticky VIPs, the port hash modes and the ARP mangling table', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t7', arpMangle: true });
     await b.ensure(
-      spec(vip(V1, { sticky: true }), vip(V2, { hashMode: 'sourceip-sourceport-destport', clusterMac: '01:00:5e:4d:00:65' })),
+      spec(
+        vip(V1, { sticky: true }),
+        vip(V2, { hashMode: 'sourceip-sourceport-destport', clusterMac: '01:00:5e:4d:00:65' }),
+      ),
     );
     const rs = ruleset();
     expect(rs).toMatch(/chain pre_sticky \{\s+type filter hook prerouting priority mangle/);
     expect(rs).toContain(`ip daddr ${V1} iifname "eth0" meta l4proto tcp ct state established,related accept`);
-    expect(rs).toContain('jhash ip saddr . th sport . th dport mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_101 drop');
+    expect(rs).toContain(
+      'jhash ip saddr . th sport . th dport mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_101 drop',
+    );
     expect(rs).toContain(`arp operation reply arp saddr ip ${V2} arp saddr ether set 01:00:5e:4d:00:65`);
     // arpMangle off removes the ARP table again
     await new NftablesBackend({ netns: NODE, table: 'cipha_t7' }).ensure(spec(vip(V1)));
     expect(ruleset()).not.toContain('table arp cipha_t7');
-    nsNft(['delete', 'table', 'ip', 'cipha_t7']);
   });
 
   it('the owned set gates real packets by bucket, and the buckets are the ones nftablesBucket predicts', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t8' });
     await b.ensure(spec(vip(V1)));
     // Record which client sources get past the backend's chain (input hook, after prerouting).
-    nsNft(['-f', '-'], [
-      'add table ip cipha_seen',
-      'add set ip cipha_seen seen { type ipv4_addr; flags dynamic; size 1024; }',
-      'add chain ip cipha_seen in { type filter hook input priority 0; policy accept; }',
-      `add rule ip cipha_seen in ip daddr ${V1} udp dport 9999 update @seen { ip saddr }`,
-      '',
-    ].join('\n'));
+    nsNft(
+      ['-f', '-'],
+      [
+        'add table ip cipha_seen',
+        'add set ip cipha_seen seen { type ipv4_addr; flags dynamic; size 1024; }',
+        'add chain ip cipha_seen in { type filter hook input priority 0; policy accept; }',
+        `add rule ip cipha_seen in ip daddr ${V1} udp dport 9999 update @seen { ip saddr }`,
+        '',
+      ].join('\n'),
+    );
     const sources = Array.from({ length: 96 }, (_, i) => `10.77.1.${i + 1}`);
     for (const s of sources) sh('ip', ['-n', CLIENT, 'addr', 'add', `${s}/16`, 'dev', 'eth0']);
-    const send = () =>
-      sh('ip', ['netns', 'exec', CLIENT, process.execPath, '-e', SENDER, V1, ...sources]);
+    const send = () => sh('ip', ['netns', 'exec', CLIENT, process.execPath, '-e', SENDER, V1, ...sources]);
     const seen = (): Set<string> => {
-      const out = JSON.parse(nsNft(['-j', 'list', 'set', 'ip', 'cipha_seen', 'seen'])) as { nftables: { set?: { elem?: unknown[] } }[] };
+      const out = JSON.parse(nsNft(['-j', 'list', 'set', 'ip', 'cipha_seen', 'seen'])) as {
+        nftables: { set?: { elem?: unknown[] } }[];
+      };
       const elems = out.nftables.find((x) => x.set)?.set?.elem ?? [];
-      return new Set(elems.map((e) => (typeof e === 'string' ? e : ((e as { elem: { val: string } }).elem.val))));
+      return new Set(elems.map((e) => (typeof e === 'string' ? e : (e as { elem: { val: string } }).elem.val)));
     };
     const owned = [2, 3, 5, 7, 11, 13];
     await b.apply([{ vip: V1, add: owned, remove: [] }], { holdForMs: 60_000 });
@@ -246,8 +290,6 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     await b.clear();
     send();
     expect(seen().size).toBe(0);
-    nsNft(['delete', 'table', 'ip', 'cipha_seen']);
-    nsNft(['delete', 'table', 'ip', 'cipha_t8']);
   });
 });
 

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { ClusteripBackend, judge } from '../../src/backends/clusterip.js';
-import { clusteripRuleArgs, iptablesFlavor, kernelSupportsClusterip, parseClusteripRules } from '../../src/backends/clusteripRule.js';
+import {
+  clusteripRuleArgs,
+  iptablesFlavor,
+  kernelSupportsClusterip,
+  parseClusteripRules,
+} from '../../src/backends/clusteripRule.js';
 import { formatProcHeld, procWrite } from '../../src/backends/procFormat.js';
 import type { ProcIo, ProcWriteOutcome } from '../../src/backends/procIo.js';
 import type { RunResult, Runner } from '../../src/backends/run.js';
@@ -141,7 +146,9 @@ describe('clusterip backend against a model of the proc file', () => {
     const k = new FakeKernel();
     const b = new ClusteripBackend({ io: k, kernelRelease: OLD_KERNEL });
     const err = await errorOf(b.ensure(spec(vip())));
-    expect(err.message).toMatch(/does not exist: no CLUSTERIP rule for 10.77.0.100; install the rule first \(iptables-legacy -I INPUT -d 10.77.0.100\/32 -i eth0 -j CLUSTERIP --new/);
+    expect(err.message).toMatch(
+      /does not exist: no CLUSTERIP rule for 10.77.0.100; install the rule first \(iptables-legacy -I INPUT -d 10.77.0.100\/32 -i eth0 -j CLUSTERIP --new/,
+    );
     const b2 = new ClusteripBackend({ io: k, kernelRelease: '6.18.44' });
     const err2 = await errorOf(b2.ensure(spec(vip())));
     expect(err2.kind).toBe('unsupported');
@@ -154,7 +161,12 @@ describe('clusterip backend against a model of the proc file', () => {
     k.addVip('10.77.0.101', 16, [16]);
     const b = new ClusteripBackend({ io: k, kernelRelease: OLD_KERNEL });
     await b.clear();
-    expect(await b.read()).toEqual(new Map([[V, new Set()], ['10.77.0.101', new Set()]]));
+    expect(await b.read()).toEqual(
+      new Map([
+        [V, new Set()],
+        ['10.77.0.101', new Set()],
+      ]),
+    );
   });
 
   it('judge: the pure errno interpretation', () => {
@@ -172,7 +184,9 @@ describe('clusterip backend against a model of the proc file', () => {
 describe('clusterip rule management', () => {
   it('builds the iptables-legacy rule', () => {
     expect(clusteripRuleArgs(vip())).toEqual(
-      '-d 10.77.0.100/32 -i eth0 -j CLUSTERIP --new --hashmode sourceip --clustermac 01:00:5e:4d:00:64 --total-nodes 4 --local-node 1 --hash-init 1592594996'.split(' '),
+      '-d 10.77.0.100/32 -i eth0 -j CLUSTERIP --new --hashmode sourceip --clustermac 01:00:5e:4d:00:64 --total-nodes 4 --local-node 1 --hash-init 1592594996'.split(
+        ' ',
+      ),
     );
   });
 
@@ -238,11 +252,28 @@ describe('clusterip rule management', () => {
 
   it('refuses iptables-nft and a missing iptables with a clear error', async () => {
     const k = new FakeKernel();
-    const nftRun: Runner = async () => ({ exitCode: 0, stdout: 'iptables v1.8.9 (nf_tables)\n', stderr: '', timedOut: false, durationMs: 1 });
-    const err = await errorOf(new ClusteripBackend({ io: k, run: nftRun, manageRule: true, kernelRelease: OLD_KERNEL }).ensure(spec(vip())));
+    const nftRun: Runner = async () => ({
+      exitCode: 0,
+      stdout: 'iptables v1.8.9 (nf_tables)\n',
+      stderr: '',
+      timedOut: false,
+      durationMs: 1,
+    });
+    const err = await errorOf(
+      new ClusteripBackend({ io: k, run: nftRun, manageRule: true, kernelRelease: OLD_KERNEL }).ensure(spec(vip())),
+    );
     expect(err.kind).toBe('unsupported');
-    const missing: Runner = async () => ({ exitCode: undefined, stdout: '', stderr: '', timedOut: false, spawnError: 'ENOENT', durationMs: 1 });
-    const err2 = await errorOf(new ClusteripBackend({ io: k, run: missing, manageRule: true, kernelRelease: OLD_KERNEL }).ensure(spec(vip())));
+    const missing: Runner = async () => ({
+      exitCode: undefined,
+      stdout: '',
+      stderr: '',
+      timedOut: false,
+      spawnError: 'ENOENT',
+      durationMs: 1,
+    });
+    const err2 = await errorOf(
+      new ClusteripBackend({ io: k, run: missing, manageRule: true, kernelRelease: OLD_KERNEL }).ensure(spec(vip())),
+    );
     expect(err2.message).toMatch(/cannot run iptables-legacy \(ENOENT\)/);
   });
 });

@@ -23,7 +23,17 @@ else {
 
 const V = '10.77.0.100';
 const spec: ClusterSpec = {
-  vips: [{ address: V, interface: 'eth0', buckets: 8, hashMode: 'sourceip', seed: 1, clusterMac: '01:00:5e:4d:00:64', sticky: false }],
+  vips: [
+    {
+      address: V,
+      interface: 'eth0',
+      buckets: 8,
+      hashMode: 'sourceip',
+      seed: 1,
+      clusterMac: '01:00:5e:4d:00:64',
+      sticky: false,
+    },
+  ],
   rebalance: { joinMovesPerInterval: 1, intervalMs: 1000 },
 };
 
@@ -38,11 +48,19 @@ afterEach(async () => {
 });
 
 const backend = (mode: string, timeoutMs = 10_000, stateFile?: string) =>
-  new ExecBackend({ command: [process.execPath, '-e', HOOK, log, mode], timeoutMs, nodeId: 'n1', ...(stateFile ? { stateFile } : {}) });
+  new ExecBackend({
+    command: [process.execPath, '-e', HOOK, log, mode],
+    timeoutMs,
+    nodeId: 'n1',
+    ...(stateFile ? { stateFile } : {}),
+  });
 
 async function runs(): Promise<Record<string, string>[]> {
   const text = await readFile(log, 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, string>);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, string>);
 }
 
 async function errorOf(p: Promise<unknown>): Promise<BackendError> {
@@ -62,8 +80,24 @@ describe('exec backend', () => {
     await b.apply([{ vip: V, add: [5, 1], remove: [3, 7] }]);
     await b.apply([{ vip: V, add: [1], remove: [2] }]); // nothing changes: no run
     expect(await runs()).toEqual([
-      { CLUSTERIP_HA_OP: 'apply', CLUSTERIP_HA_VIP: V, CLUSTERIP_HA_ADD: '1,3', CLUSTERIP_HA_REMOVE: '', CLUSTERIP_HA_HELD: '1,3', CLUSTERIP_HA_NODE: 'n1', CLUSTERIP_HA_HOLD_MS: '1500' },
-      { CLUSTERIP_HA_OP: 'apply', CLUSTERIP_HA_VIP: V, CLUSTERIP_HA_ADD: '5', CLUSTERIP_HA_REMOVE: '3', CLUSTERIP_HA_HELD: '1,5', CLUSTERIP_HA_NODE: 'n1', CLUSTERIP_HA_HOLD_MS: '' },
+      {
+        CLUSTERIP_HA_OP: 'apply',
+        CLUSTERIP_HA_VIP: V,
+        CLUSTERIP_HA_ADD: '1,3',
+        CLUSTERIP_HA_REMOVE: '',
+        CLUSTERIP_HA_HELD: '1,3',
+        CLUSTERIP_HA_NODE: 'n1',
+        CLUSTERIP_HA_HOLD_MS: '1500',
+      },
+      {
+        CLUSTERIP_HA_OP: 'apply',
+        CLUSTERIP_HA_VIP: V,
+        CLUSTERIP_HA_ADD: '5',
+        CLUSTERIP_HA_REMOVE: '3',
+        CLUSTERIP_HA_HELD: '1,5',
+        CLUSTERIP_HA_NODE: 'n1',
+        CLUSTERIP_HA_HOLD_MS: '',
+      },
     ]);
     expect(await b.read()).toEqual(new Map([[V, new Set([1, 5])]]));
     expect(b.describe().enforcesDeadline).toBe(false);
@@ -96,7 +130,11 @@ describe('exec backend', () => {
   });
 
   it('remembers what it told the command in the state file, so fence can clear it after a restart', async () => {
-    const cfg = { nodeId: 'n1', stateDir: dir, backend: { kind: 'exec', command: [process.execPath, '-e', HOOK, log, 'ok'], timeoutMs: 10_000 } } as unknown as NodeConfig;
+    const cfg = {
+      nodeId: 'n1',
+      stateDir: dir,
+      backend: { kind: 'exec', command: [process.execPath, '-e', HOOK, log, 'ok'], timeoutMs: 10_000 },
+    } as unknown as NodeConfig;
     const b = createBackend(cfg.backend, { nodeId: 'n1', stateDir: dir });
     await b.ensure(spec);
     await b.apply([{ vip: V, add: [2, 4], remove: [] }]);
@@ -104,7 +142,11 @@ describe('exec backend', () => {
     const r = await fenceNode(cfg); // a new process would do exactly this
     expect(r.removed).toEqual(new Map([[V, new Set([2, 4])]]));
     expect(r.remaining).toEqual(new Map());
-    expect((await runs()).at(-1)).toMatchObject({ CLUSTERIP_HA_OP: 'clear', CLUSTERIP_HA_REMOVE: '2,4', CLUSTERIP_HA_HELD: '' });
+    expect((await runs()).at(-1)).toMatchObject({
+      CLUSTERIP_HA_OP: 'clear',
+      CLUSTERIP_HA_REMOVE: '2,4',
+      CLUSTERIP_HA_HELD: '',
+    });
   });
 
   it('rejects a shell string and bad buckets', async () => {
@@ -115,6 +157,10 @@ describe('exec backend', () => {
   });
 
   it('execPlan computes the effective change', () => {
-    expect(execPlan(new Set([1, 2]), { vip: V, add: [2, 3], remove: [1, 4] })).toEqual({ add: [3], remove: [1], after: new Set([2, 3]) });
+    expect(execPlan(new Set([1, 2]), { vip: V, add: [2, 3], remove: [1, 4] })).toEqual({
+      add: [3],
+      remove: [1],
+      after: new Set([2, 3]),
+    });
   });
 });

@@ -12,7 +12,15 @@ import { BackendError } from '../../src/errors.js';
 const V1 = '10.77.0.100';
 const V2 = '10.77.0.101';
 function vip(address: string, buckets = 16): VipSpec {
-  return { address, interface: 'eth0', buckets, hashMode: 'sourceip', seed: 7, clusterMac: '01:00:5e:4d:00:64', sticky: false };
+  return {
+    address,
+    interface: 'eth0',
+    buckets,
+    hashMode: 'sourceip',
+    seed: 7,
+    clusterMac: '01:00:5e:4d:00:64',
+    sticky: false,
+  };
 }
 const spec = (...vips: VipSpec[]): ClusterSpec => ({ vips, rebalance: { joinMovesPerInterval: 1, intervalMs: 1000 } });
 
@@ -45,13 +53,28 @@ describe('file backend', () => {
     await b.apply([{ vip: V1, add: [3, 1], remove: [] }], { holdForMs: 1000 });
     await b.apply([{ vip: V1, add: [7], remove: [] }]);
     expect(await readFile(join(dir, V1), 'utf8')).toBe('1,3,7\nexpires 1=1001000,3=1001000\n');
-    expect(await b.read()).toEqual(new Map([[V1, new Set([1, 3, 7])], [V2, new Set()]]));
+    expect(await b.read()).toEqual(
+      new Map([
+        [V1, new Set([1, 3, 7])],
+        [V2, new Set()],
+      ]),
+    );
     now += 999;
     expect((await b.read()).get(V1)).toEqual(new Set([1, 3, 7]));
     now += 1; // expiry is exclusive: at the deadline the bucket is gone
     expect((await b.read()).get(V1)).toEqual(new Set([7]));
-    expect(await readFileBackendDir(dir, now)).toEqual(new Map([[V1, new Set([7])], [V2, new Set()]]));
-    expect(readFileBackendDirSync(dir, now)).toEqual(new Map([[V1, new Set([7])], [V2, new Set()]]));
+    expect(await readFileBackendDir(dir, now)).toEqual(
+      new Map([
+        [V1, new Set([7])],
+        [V2, new Set()],
+      ]),
+    );
+    expect(readFileBackendDirSync(dir, now)).toEqual(
+      new Map([
+        [V1, new Set([7])],
+        [V2, new Set()],
+      ]),
+    );
   });
 
   it('refresh extends every held bucket; an expired one stays expired', async () => {
@@ -74,7 +97,8 @@ describe('file backend', () => {
     await b.apply([{ vip: V1, add: [2], remove: [3] }], { holdForMs: 500 });
     now += 200; // the re-add moved the expiry
     expect((await b.read()).get(V1)).toEqual(new Set([2]));
-    await b.apply([{ vip: V1, add: [], remove: [2] }]);
+    // A remove needs no hold time: it must work even after the fence deadline passed.
+    await b.apply([{ vip: V1, add: [], remove: [2] }], { holdForMs: -5 });
     expect((await b.read()).get(V1)).toEqual(new Set());
   });
 
@@ -84,14 +108,18 @@ describe('file backend', () => {
     await expectBackendError(b.apply([{ vip: V1, add: [0], remove: [] }]), 'invalid');
     await expectBackendError(b.apply([{ vip: V2, add: [1], remove: [] }]), 'invalid', /not set up/);
     await expectBackendError(b.apply([{ vip: V1, add: [1], remove: [1] }]), 'invalid', /both/);
-    await expectBackendError(b.apply([{ vip: V1, add: [1], remove: [] }], { holdForMs: 0 }), 'invalid');
+    await expectBackendError(b.apply([{ vip: V1, add: [1], remove: [] }], { holdForMs: 0 }), 'invalid', /deadline/);
+    await expectBackendError(b.apply([{ vip: V1, add: [1], remove: [] }], { holdForMs: 0.9 }), 'invalid');
     await writeFile(join(dir, V1), '1,x\n');
     await expectBackendError(b.read(), 'bug', /proc format/);
   });
 
   it('ensure keeps existing state, removes VIPs no longer in the spec; clear empties every VIP', async () => {
     await b.ensure(spec(vip(V1), vip(V2)));
-    await b.apply([{ vip: V1, add: [1], remove: [] }, { vip: V2, add: [2], remove: [] }]);
+    await b.apply([
+      { vip: V1, add: [1], remove: [] },
+      { vip: V2, add: [2], remove: [] },
+    ]);
     const b2 = new FileBackend({ dir, now: () => now });
     await b2.ensure(spec(vip(V1)));
     expect(await b2.read()).toEqual(new Map([[V1, new Set([1])]]));
@@ -107,11 +135,19 @@ describe('file backend', () => {
     const r = await fenceNode(cfg);
     expect(r.removed).toEqual(new Map([[V1, new Set([1, 2])]]));
     expect(r.remaining).toEqual(new Map());
-    expect(await readFileBackendDir(dir, Date.now())).toEqual(new Map([[V1, new Set()], [V2, new Set()]]));
+    expect(await readFileBackendDir(dir, Date.now())).toEqual(
+      new Map([
+        [V1, new Set()],
+        [V2, new Set()],
+      ]),
+    );
   });
 
   it('parser rejects malformed files and round-trips good ones', () => {
-    const entries = new Map<number, number | null>([[1, 5], [2, null]]);
+    const entries = new Map<number, number | null>([
+      [1, 5],
+      [2, null],
+    ]);
     const text = formatFileBackendText(entries);
     expect(text).toBe('1,2\nexpires 1=5\n');
     const p = parseFileBackendText(text);

@@ -40,7 +40,9 @@ describe('nft batches (pure text)', () => {
   });
 
   it('hashes ports in the port modes', () => {
-    expect(vipRules({ ...vip, hashMode: 'sourceip-sourceport' }).rules[0]).toContain('jhash ip saddr . th sport mod 16');
+    expect(vipRules({ ...vip, hashMode: 'sourceip-sourceport' }).rules[0]).toContain(
+      'jhash ip saddr . th sport mod 16',
+    );
     expect(vipRules({ ...vip, hashMode: 'sourceip-sourceport-destport' }).rules[0]).toContain(
       'jhash ip saddr . th sport . th dport mod 16',
     );
@@ -56,7 +58,12 @@ describe('nft batches (pure text)', () => {
   });
 
   it('ensure deletes owned sets of VIPs no longer in the spec, keeps others, flushes chains', () => {
-    const b = ensureBatch({ table: 't', vips: [vip], existingSets: ['owned_10_77_0_100', 'owned_10_77_0_9', 'mine'], arpMangle: false });
+    const b = ensureBatch({
+      table: 't',
+      vips: [vip],
+      existingSets: ['owned_10_77_0_100', 'owned_10_77_0_9', 'mine'],
+      arpMangle: false,
+    });
     expect(b).toContain('delete set ip t owned_10_77_0_9');
     expect(b).not.toContain('delete set ip t owned_10_77_0_100');
     expect(b).not.toContain('delete set ip t mine');
@@ -68,10 +75,14 @@ describe('nft batches (pure text)', () => {
   });
 
   it('one batch for any number of changes; removes are add-then-delete', () => {
-    const b = applyBatch('t', [
-      { vip: '10.77.0.100', add: [1, 2], remove: [3] },
-      { vip: '10.77.0.101', add: [], remove: [4, 5] },
-    ], 1500);
+    const b = applyBatch(
+      't',
+      [
+        { vip: '10.77.0.100', add: [1, 2], remove: [3] },
+        { vip: '10.77.0.101', add: [], remove: [4, 5] },
+      ],
+      1500,
+    );
     expect(b.split('\n').filter(Boolean)).toEqual([
       'add element ip t owned_10_77_0_100 { 3 }',
       'delete element ip t owned_10_77_0_100 { 3 }',
@@ -80,13 +91,22 @@ describe('nft batches (pure text)', () => {
       'delete element ip t owned_10_77_0_101 { 4, 5 }',
     ]);
     expect(applyBatch('t', [])).toBe('');
-    expect(applyBatch('t', [{ vip: '10.77.0.100', add: [1], remove: [] }])).toContain('delete element ip t owned_10_77_0_100 { 1 }');
+    expect(applyBatch('t', [{ vip: '10.77.0.100', add: [1], remove: [] }])).toContain(
+      'delete element ip t owned_10_77_0_100 { 1 }',
+    );
   });
 
   it('refresh re-adds every held element with timeout and expires; clear flushes owned sets', () => {
-    expect(refreshBatch('t', new Map([['10.77.0.100', new Set([2, 1])], ['10.77.0.101', new Set()]]), 900)).toBe(
-      'add element ip t owned_10_77_0_100 { 1 timeout 900ms expires 900ms, 2 timeout 900ms expires 900ms }\n',
-    );
+    expect(
+      refreshBatch(
+        't',
+        new Map([
+          ['10.77.0.100', new Set([2, 1])],
+          ['10.77.0.101', new Set()],
+        ]),
+        900,
+      ),
+    ).toBe('add element ip t owned_10_77_0_100 { 1 timeout 900ms expires 900ms, 2 timeout 900ms expires 900ms }\n');
     expect(clearBatch('t', ['owned_10_77_0_100', 'mine'])).toBe('flush set ip t owned_10_77_0_100\n');
   });
 
@@ -101,7 +121,12 @@ describe('nft batches (pure text)', () => {
       ],
     });
     const held = heldFromListing(parseTableListing(json));
-    expect(held).toEqual(new Map([['10.77.0.100', new Set([5, 6])], ['10.77.0.101', new Set()]]));
+    expect(held).toEqual(
+      new Map([
+        ['10.77.0.100', new Set([5, 6])],
+        ['10.77.0.101', new Set()],
+      ]),
+    );
     expect(() => parseTableListing('{"nftables": [{"set": {"name": "x", "elem": ["a"]}}]}')).toThrow();
   });
 

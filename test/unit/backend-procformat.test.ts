@@ -36,6 +36,13 @@ describe('procWrite models clusterip_proc_write (DESIGN §7/§11 observations)',
     ['+2x', none, '+2x', 'EINVAL'],
     ['+ alone', none, '+', 'EINVAL'],
     ['+2 with newline', none, '+2\n', 'ok'],
+    // Measured on the real module (qemu): kstrtoul takes a '+' sign, and the node number is truncated to u16.
+    ['++2', none, '++2', 'ok'],
+    ['-+2 unclaimed', none, '-+2', 'ENOENT'],
+    ['+65537 is +1', none, '+65537', 'ok'],
+    ['+65536 is +0', none, '+65536', 'ENOMEM'],
+    ['--2', none, '--2', 'EINVAL'],
+    ['+0x1', none, '+0x1', 'EINVAL'],
   ];
   for (const [name, held, input, want] of cases) {
     it(name, () => {

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { BackendError } from '../../src/errors.js';
-import { checkInterface, checkIpv4, checkMulticastMac, checkNftName, checkSeed, checkVip } from '../../src/backends/validate.js';
+import {
+  checkInterface,
+  checkIpv4,
+  checkMulticastMac,
+  checkNftName,
+  checkSeed,
+  checkVip,
+} from '../../src/backends/validate.js';
 import type { VipSpec } from '../../src/config/types.js';
 
 const vip: VipSpec = {

@@ -13,6 +13,7 @@ import {
   jhash2words,
   jhash3words,
   nftablesBucket,
+  nftablesBucketFor,
   rawPortWord,
   reciprocalScale,
   u32ToIpv4,
@@ -84,7 +85,10 @@ int main(void) {
       /* nftables: register holds the header bytes of saddr (network order). */
       u8 sa[4] = { saddr >> 24, (saddr >> 16) & 255, (saddr >> 8) & 255, saddr & 255 };
       u32 hn = jhash(sa, 4, seed);
-      printf("%u %u %u %u %u %u %u %u\n", h1, h2, h3, hn, rscale(h1, n) + 1, rscale(h2, n) + 1, rscale(h3, n) + 1, rscale(hn, n) + 1);
+      /* nftables concatenations: every field padded to 4 bytes, padding zeroed by nft_payload. */
+      u32 reg[3] = { 0, 0, 0 }; memcpy(reg, sa, 4); memcpy(&reg[1], hdr, 2); memcpy(&reg[2], hdr + 2, 2);
+      u32 hn2 = jhash(reg, 8, seed), hn3 = jhash(reg, 12, seed);
+      printf("%u %u %u %u %u %u %u %u %u %u\n", h1, h2, h3, hn, rscale(h1, n) + 1, rscale(h2, n) + 1, rscale(h3, n) + 1, rscale(hn, n) + 1, rscale(hn2, n) + 1, rscale(hn3, n) + 1);
     }
   }
   return 0;
@@ -135,18 +139,25 @@ describe.runIf(cc)('jhash and the bucket functions agree with the kernel C code'
         sport: fc.nat({ max: 0xffff }),
         dport: fc.nat({ max: 0xffff }),
         seed: fc.nat({ max: 0xffffffff }),
-        n: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 4096 }), fc.integer({ min: 1, max: 0xffffffff })),
+        n: fc.oneof(
+          fc.integer({ min: 1, max: 16 }),
+          fc.integer({ min: 1, max: 4096 }),
+          fc.integer({ min: 1, max: 0xffffffff }),
+        ),
       }),
       { numRuns: 5000, seed: 7 },
     );
     const out = runC(inputs.map((i) => `words ${i.saddr} ${i.sport} ${i.dport} ${i.seed} ${i.n}`));
     inputs.forEach((i, k) => {
-      const [, , , , b1, b2, b3, bn] = out[k]!.split(' ').map(Number);
+      const [, , , , b1, b2, b3, bn, bn2, bn3] = out[k]!.split(' ').map(Number);
       const p = { saddr: i.saddr, sport: i.sport, dport: i.dport };
       expect(clusteripBucket('sourceip', p, i.n, i.seed), `case ${k}`).toBe(b1);
       expect(clusteripBucket('sourceip-sourceport', p, i.n, i.seed), `case ${k}`).toBe(b2);
       expect(clusteripBucket('sourceip-sourceport-destport', p, i.n, i.seed), `case ${k}`).toBe(b3);
       expect(nftablesBucket(i.saddr, i.n, i.seed), `case ${k}`).toBe(bn);
+      expect(nftablesBucketFor('sourceip', p, i.n, i.seed), `case ${k}`).toBe(bn);
+      expect(nftablesBucketFor('sourceip-sourceport', p, i.n, i.seed), `case ${k}`).toBe(bn2);
+      expect(nftablesBucketFor('sourceip-sourceport-destport', p, i.n, i.seed), `case ${k}`).toBe(bn3);
     });
   });
 });
@@ -167,12 +178,18 @@ describe('hash helpers', () => {
     // jhash of 4/8/12 little-endian bytes == jhash_{1,2,3}words: the word functions add the length (n << 2) to
     // initval just as jhash adds the byte length, so both paths must agree on every input.
     fc.assert(
-      fc.property(fc.nat({ max: 0xffffffff }), fc.nat({ max: 0xffffffff }), fc.nat({ max: 0xffffffff }), fc.nat({ max: 0xffffffff }), (a, b, c, iv) => {
-        const le = (...w: number[]): Uint8Array => new Uint8Array(new Uint32Array(w).buffer);
-        expect(jhash1word(a, iv)).toBe(jhash(le(a), iv));
-        expect(jhash2words(a, b, iv)).toBe(jhash(le(a, b), iv));
-        expect(jhash3words(a, b, c, iv)).toBe(jhash(le(a, b, c), iv));
-      }),
+      fc.property(
+        fc.nat({ max: 0xffffffff }),
+        fc.nat({ max: 0xffffffff }),
+        fc.nat({ max: 0xffffffff }),
+        fc.nat({ max: 0xffffffff }),
+        (a, b, c, iv) => {
+          const le = (...w: number[]): Uint8Array => new Uint8Array(new Uint32Array(w).buffer);
+          expect(jhash1word(a, iv)).toBe(jhash(le(a), iv));
+          expect(jhash2words(a, b, iv)).toBe(jhash(le(a, b), iv));
+          expect(jhash3words(a, b, c, iv)).toBe(jhash(le(a, b, c), iv));
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -211,7 +228,7 @@ describe('hash helpers', () => {
     expect(() => clusteripBucket('sourceip', { saddr: '1.2.3.4' }, 0, 1)).toThrow(RangeError);
   });
 
-  it('bucketOf follows the backend: CLUSTERIP honours the hash mode, nftables hashes the source only', () => {
+  it('bucketOf follows the backend and the hash mode', () => {
     const vip: VipSpec = {
       address: '10.77.0.100',
       interface: 'eth0',
@@ -223,6 +240,8 @@ describe('hash helpers', () => {
     };
     const p = { saddr: '192.0.2.7', sport: 40000, dport: 80 };
     expect(bucketOf(vip, 'clusterip', p)).toBe(clusteripBucket('sourceip-sourceport', p, 16, vip.seed));
-    expect(bucketOf(vip, 'nftables', p)).toBe(nftablesBucket('192.0.2.7', 16, vip.seed, 1));
+    expect(bucketOf(vip, 'nftables', p)).toBe(nftablesBucketFor('sourceip-sourceport', p, 16, vip.seed, 1));
+    const sourceOnly = { ...vip, hashMode: 'sourceip' as const };
+    expect(bucketOf(sourceOnly, 'nftables', p)).toBe(nftablesBucket('192.0.2.7', 16, vip.seed, 1));
   });
 });

@@ -17,7 +17,12 @@ const segmentArb = fc.record({
 });
 
 /** Samples at the start of each segment of one (source, vip, bucket); returns them and the end time. */
-function toSamples(segs: Segment[], source: OwnershipSample['source'], t0 = 1000, bucket = 1): { samples: OwnershipSample[]; end: number } {
+function toSamples(
+  segs: Segment[],
+  source: OwnershipSample['source'],
+  t0 = 1000,
+  bucket = 1,
+): { samples: OwnershipSample[]; end: number } {
   let t = t0;
   const samples: OwnershipSample[] = [];
   for (const s of segs) {
@@ -126,17 +131,21 @@ describe('invariant checker', () => {
       fc.record({ dur: fc.integer({ min: 1, max: BOUND }), holders: fc.constant([] as string[]) }),
     );
     fc.assert(
-      fc.property(fc.array(calm, { minLength: 1, maxLength: 40 }), fc.array(calm, { minLength: 1, maxLength: 40 }), (s1, s2) => {
-        // Every empty stretch is followed by a held one, so no unowned stretch is longer than one calm gap.
-        const closeGaps = (segs: Segment[]): Segment[] =>
-          segs.flatMap((s) => (s.holders.length === 0 ? [s, { dur: 10, holders: ['a'] }] : [s]));
-        const one = toSamples(closeGaps(s1), 'backend', 1000, 1);
-        const two = toSamples(closeGaps(s2), 'claims', 1000, 2);
-        const end = Math.max(one.end, two.end);
-        const r = run([...one.samples, ...two.samples], end, [liveFrom(0)]);
-        // The last stretch is still open at the end; a calm one is within the bound by construction.
-        expect(r.violations).toEqual([]);
-      }),
+      fc.property(
+        fc.array(calm, { minLength: 1, maxLength: 40 }),
+        fc.array(calm, { minLength: 1, maxLength: 40 }),
+        (s1, s2) => {
+          // Every empty stretch is followed by a held one, so no unowned stretch is longer than one calm gap.
+          const closeGaps = (segs: Segment[]): Segment[] =>
+            segs.flatMap((s) => (s.holders.length === 0 ? [s, { dur: 10, holders: ['a'] }] : [s]));
+          const one = toSamples(closeGaps(s1), 'backend', 1000, 1);
+          const two = toSamples(closeGaps(s2), 'claims', 1000, 2);
+          const end = Math.max(one.end, two.end);
+          const r = run([...one.samples, ...two.samples], end, [liveFrom(0)]);
+          // The last stretch is still open at the end; a calm one is within the bound by construction.
+          expect(r.violations).toEqual([]);
+        },
+      ),
       { numRuns: 1000 },
     );
   });
@@ -195,6 +204,30 @@ describe('invariant checker', () => {
     c.observe({ t: 2400, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
     expect(c.finish(3000, 0).violations).toEqual([]);
 
+    // A fault that strikes after the stretch already overran its allowance does not excuse it.
+    const late = new InvariantChecker(1000);
+    late.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
+    late.leader({ t: 0, leader: 'c' });
+    late.impair('a', 'kill', 100)(5000);
+    late.impair('c', 'stop', 1800)(2500);
+    expect(late.allowanceFactor('v', 1, 500, 3000)).toBe(1);
+    late.impair('c', 'stop', 1200)(1300);
+    expect(late.allowanceFactor('v', 1, 500, 3000)).toBe(3);
+
+    // A node whose fault was over (plus one bound) before it joined the chain does not count.
+    const past = new InvariantChecker(1000);
+    past.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
+    past.impair('a', 'kill', 100)(5000);
+    past.impair('b', 'kill', 600)(700);
+    past.assignee({ t: 2000, vip: 'v', bucket: 1, assignee: 'b' });
+    expect(past.allowanceFactor('v', 1, 500, 3000)).toBe(1);
+    const soon = new InvariantChecker(1000);
+    soon.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
+    soon.impair('a', 'kill', 100)(5000);
+    soon.impair('b', 'kill', 600)(700);
+    soon.assignee({ t: 1500, vip: 'v', bucket: 1, assignee: 'b' });
+    expect(soon.allowanceFactor('v', 1, 500, 3000)).toBe(2);
+
     const d = new InvariantChecker(1000);
     d.liveness({ t: 0, live: ['a', 'b'] });
     d.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
@@ -202,7 +235,9 @@ describe('invariant checker', () => {
     d.observe({ t: 500, source: 'backend', vip: 'v', bucket: 1, holders: [] });
     d.observe({ t: 1600, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
     const v = d.finish(2000, 0).violations;
-    expect(v).toEqual([{ kind: 'unownedTooLong', vip: 'v', bucket: 1, fromMs: 500, toMs: 1600, durationMs: 1100, boundMs: 1000 }]);
+    expect(v).toEqual([
+      { kind: 'unownedTooLong', vip: 'v', bucket: 1, fromMs: 500, toMs: 1600, durationMs: 1100, boundMs: 1000 },
+    ]);
   });
 
   it('reports an unowned stretch still open at the end, and double owners per source', () => {

@@ -5,7 +5,8 @@ import { planVip, type Move, type PlannerNode, type VipPlan } from '../../src/pl
 // Property tests for the planner (issue 2 item 4), each with >= 1,000 runs. The oracles here (pool, band,
 // minimum number of moves) are written from the definitions in src/planner/balance.ts, not from its code.
 
-const RUNS = 1000;
+// PLANNER_RUNS raises the count for a soak run; never below the 1,000 the issue asks for.
+const RUNS = Math.max(1000, Number(process.env.PLANNER_RUNS ?? 0) || 0);
 const VIP = '10.77.0.100';
 
 interface Case {
@@ -185,6 +186,9 @@ describe('planner properties', () => {
           }
         }
         expect(join).toBeLessThanOrEqual(c.budget);
+        // The join policy stops early only at balance (the leader re-plans later only if the budget ran out).
+        if (join < c.budget && c.nodes.some((x) => !x.draining)) expect(p.balanced).toBe(true);
+        expect(p.balanced).toBe(withinOneBucket(c.nodes, c.buckets, p.owners));
       }),
       { numRuns: RUNS },
     );

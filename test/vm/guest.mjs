@@ -143,7 +143,7 @@ async function stageDirect() {
 // ---------------------------------------------------------------------------------------------------------------
 
 async function loadBackendModule() {
-  const p = join(job.repo, 'dist', 'backends', 'clusterip.js');
+  const p = join(job.dist, 'backends', 'clusterip.js');
   return import(p);
 }
 
@@ -236,6 +236,16 @@ async function stageBackend() {
   const unmanaged = mk({ manageRule: false });
   await step('unmanagedMissingRule', (be) => be.ensure({ ...spec, vips: [d] }), unmanaged);
   await step('describe', async (be) => be.describe(), unmanaged);
+  // A rule whose --total-nodes is smaller than the spec's buckets: the kernel answers ENOMEM to "+8" and the
+  // read-back disagrees, which must be an error, never "already so".
+  const { vip: e, ruleBuckets } = b.mismatch;
+  await ipt(['-I', 'INPUT', '-d', `${e.address}/32`, '-i', job.dummyIface, '-j', 'CLUSTERIP', '--new', '--hashmode', e.hashMode,
+    '--clustermac', e.clusterMac, '--total-nodes', String(ruleBuckets), '--local-node', '1', '--hash-init', String(e.seed)]);
+  rawWrite(join(PROC, e.address), '-1');
+  const mismatchSpec = { ...spec, vips: [e] };
+  await step('mismatchEnsure', (be) => be.ensure(mismatchSpec), unmanaged);
+  await step('mismatchAdd', (be) => be.apply([{ vip: e.address, add: [ruleBuckets * 2], remove: [] }]), unmanaged);
+  await step('mismatchRaw', async () => rawRead(join(PROC, e.address)), unmanaged);
   await step('cleanup', (be) => be.ensure({ ...spec, vips: [] }), second);
 }
 
@@ -334,7 +344,9 @@ async function stageHash() {
         add: k <= v.buckets ? [k] : [],
         remove: prev >= 1 && prev <= v.buckets ? [prev] : [],
       }));
+      const as = performance.now();
       await backend.apply(changes);
+      const applyMs = Math.round((performance.now() - as) * 10) / 10;
       prev = k;
       const held = await heldOf(backend);
       const sent = await sender.ask({ op: 'send' }, 30_000);
@@ -362,7 +374,7 @@ async function stageHash() {
         });
       }
       base = now;
-      out.rounds.push({ bucket: k, held, sent, arrived, accepted, ms: Math.round(performance.now() - rs) });
+      out.rounds.push({ bucket: k, held, sent, arrived, accepted, applyMs, ms: Math.round(performance.now() - rs) });
       save();
     }
   } finally {

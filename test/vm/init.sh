@@ -11,6 +11,12 @@ mount -t devtmpfs dev /dev
 
 say() { echo "cipha-vm: $*" > /dev/ttyS0; }
 
+# The guest bounds itself too (cipha.timeout= seconds on the kernel command line), so qemu ends even if the
+# host test that should kill it died first.
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in cipha.timeout=*) (sleep "${arg#cipha.timeout=}"; say "watchdog: powering off"; poweroff -f) & ;; esac
+done
+
 for m in $(cat /modules/order); do
   insmod "/modules/$m.ko" || say "insmod $m failed"
 done

@@ -35,6 +35,8 @@ export interface VmOptions {
   qemu?: string;
   /** 'tcg' unless told otherwise: nested KVM on the CI machines cannot run a stock kernel (DESIGN §11). */
   accel?: 'tcg' | 'kvm';
+  /** qemu -cpu; default CLUSTERIP_HA_QEMU_CPU or 'max' under TCG. */
+  cpu?: string;
 }
 
 export interface VmRun {
@@ -48,12 +50,12 @@ export interface VmRun {
 }
 
 export function qemuArgs(o: VmOptions): string[] {
-  const accel = o.accel ?? 'tcg';
+  const accel = o.accel ?? (process.env.CLUSTERIP_HA_QEMU_ACCEL === 'kvm' ? 'kvm' : 'tcg');
   return [
     '-machine',
     `pc,accel=${accel}`,
     '-cpu',
-    accel === 'kvm' ? 'host' : 'max',
+    o.cpu ?? process.env.CLUSTERIP_HA_QEMU_CPU ?? (accel === 'kvm' ? 'host' : 'max'),
     '-smp',
     '2',
     '-m',
@@ -63,7 +65,7 @@ export function qemuArgs(o: VmOptions): string[] {
     '-initrd',
     o.initrd,
     '-append',
-    'console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init',
+    `console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init cipha.timeout=${Math.ceil(o.timeoutMs / 1000) + 5}`,
     '-nographic',
     '-no-reboot',
     '-nic',

@@ -19,9 +19,10 @@ export function registerApply(program: Command, io: CliIo): void {
       return Number(v);
     })
     .addOption(
-      new Option('--backend <kind>', 'check bucket counts against this backend (default: what the live nodes report)').choices([
-        ...BACKEND_KINDS,
-      ]),
+      new Option(
+        '--backend <kind>',
+        'check bucket counts against this backend (default: what the live nodes report)',
+      ).choices([...BACKEND_KINDS]),
     )
     .addHelpText(
       'after',
@@ -42,7 +43,9 @@ Examples:
       const text = file === '-' ? await readStdin() : undefined;
       const load = (backend?: BackendKind) => {
         const o = backend ? { backend } : {};
-        return text !== undefined ? Promise.resolve(parseClusterSpecYaml(text, '<stdin>', o)) : loadClusterSpecFile(file, o);
+        return text !== undefined
+          ? Promise.resolve(parseClusterSpecYaml(text, '<stdin>', o))
+          : loadClusterSpecFile(file, o);
       };
       let spec = await load(opts.backend as BackendKind | undefined);
       if (opts.backend === undefined) {

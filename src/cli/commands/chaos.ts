@@ -19,7 +19,11 @@ export function registerChaos(program: Command, io: CliIo): void {
     .option('--faults <count>', 'stop after this many faults', int('--faults', 1))
     .option('--seed <s>', 'seed of the fault schedule (printed when random)', int('--seed', 0))
     .addOption(new Option('--etcd-members <n>', 'local etcd members').choices(['1', '3']).default('1'))
-    .addOption(new Option('--dataplane <kind>', 'file backend, or nftables in network namespaces (root)').choices(['file', 'netns']).default('file'))
+    .addOption(
+      new Option('--dataplane <kind>', 'file backend, or nftables in network namespaces (root)')
+        .choices(['file', 'netns'])
+        .default('file'),
+    )
     .option('--report <dir>', 'write the report (JSON, SVG time line) here')
     .option('--etcd-endpoints <urls>', 'use this etcd instead of starting local members')
     .option('--cluster <name>', 'cluster name (key prefix)')
@@ -36,7 +40,8 @@ Examples:
   sudo clusterip-ha chaos --dataplane netns --duration 120`,
     )
     .action(async (o: Record<string, unknown>) => {
-      if (o.duration !== undefined && o.faults !== undefined) throw new UsageError('give --duration or --faults, not both');
+      if (o.duration !== undefined && o.faults !== undefined)
+        throw new UsageError('give --duration or --faults, not both');
       const opts: ChaosCliOptions = {
         agents: o.agents as number,
         etcdMembers: Number(o.etcdMembers) as 1 | 3,

@@ -14,14 +14,25 @@ export function registerDemo(program: Command, io: CliIo): void {
   program
     .command('demo')
     .description('a local cluster on this machine: etcd on loopback, agents on the file backend, live status')
-    .option('--agents <n>', 'agents to start (1..9)', (v) => {
-      if (!/^[1-9]$/.test(v)) throw new UsageError(`--agents: "${v}" is not 1..9`);
-      return Number(v);
-    }, 3)
-    .option('--lease-ttl <seconds>', 'lease TTL of the agents', (v) => {
-      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 60) throw new UsageError(`--lease-ttl: "${v}" is not 1..60`);
-      return Number(v);
-    }, 2)
+    .option(
+      '--agents <n>',
+      'agents to start (1..9)',
+      (v) => {
+        if (!/^[1-9]$/.test(v)) throw new UsageError(`--agents: "${v}" is not 1..9`);
+        return Number(v);
+      },
+      3,
+    )
+    .option(
+      '--lease-ttl <seconds>',
+      'lease TTL of the agents',
+      (v) => {
+        if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 60)
+          throw new UsageError(`--lease-ttl: "${v}" is not 1..60`);
+        return Number(v);
+      },
+      2,
+    )
     .option('--duration <ms>', 'stop by itself after this long (default: at Ctrl-C)', parseMs)
     .option('--json', 'status as JSON lines instead of the table')
     .addHelpText(
@@ -40,7 +51,10 @@ Examples:
     });
 }
 
-async function runDemo(io: CliIo, opts: { agents: number; leaseTtl: number; duration?: number; json?: boolean }): Promise<number> {
+async function runDemo(
+  io: CliIo,
+  opts: { agents: number; leaseTtl: number; duration?: number; json?: boolean },
+): Promise<number> {
   // Listen for Ctrl-C from the start: an interrupted start-up must still clean up.
   const stopSignal = untilSignal();
   let interrupted = false;
@@ -65,13 +79,15 @@ async function runDemo(io: CliIo, opts: { agents: number; leaseTtl: number; dura
     });
   } catch (err) {
     const msg = (err as Error).message;
-    if (/no etcd binary/.test(msg)) throw new CliError(msg, 'sudo apt-get install -y etcd-server (or run ./scripts/demo.sh)');
+    if (/no etcd binary/.test(msg))
+      throw new CliError(msg, 'sudo apt-get install -y etcd-server (or run ./scripts/demo.sh)');
     throw err;
   }
   try {
     if (!interrupted) {
       const ep = cluster.etcd.endpoints.join(',');
       say(`working directory ${cluster.baseDir} (removed on exit)`);
+      say(`etcd ${ep} pid ${cluster.etcd.members[0]?.pid() ?? '?'}`);
       for (const n of cluster.nodes()) say(`agent ${n.id} pid ${n.proc.pid}, backend file ${n.backendDir}`);
       say('try in another terminal:');
       const cli = existsSync(process.argv[1] ?? '') ? `node ${process.argv[1]}` : 'clusterip-ha';
@@ -80,7 +96,11 @@ async function runDemo(io: CliIo, opts: { agents: number; leaseTtl: number; dura
       say(`  ${cli} whois 192.0.2.10 --etcd-endpoints ${ep} --cluster demo`);
       say(`  kill -9 ${cluster.nodes()[0]?.proc.pid ?? '<pid>'}   # watch its buckets move`);
       const until = opts.duration !== undefined ? Promise.race([stopSignal, sleep(opts.duration)]) : stopSignal;
-      const c = connect({ etcd: { endpoints: cluster.etcd.endpoints, requestTimeoutMs: 2000 }, cluster: 'demo', timeoutMs: 5000 });
+      const c = connect({
+        etcd: { endpoints: cluster.etcd.endpoints, requestTimeoutMs: 2000 },
+        cluster: 'demo',
+        timeoutMs: 5000,
+      });
       try {
         await watchStatus(c, io, opts.json === true, until);
       } finally {

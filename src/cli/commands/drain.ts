@@ -12,7 +12,7 @@ export function registerDrain(program: Command, io: CliIo): void {
   const drain = program
     .command('drain')
     .argument('<node>', 'node id')
-    .description("mark a node draining: the leader moves its buckets away (one short handoff each); it keeps its lease")
+    .description('mark a node draining: the leader moves its buckets away (one short handoff each); it keeps its lease')
     .option('--wait', 'show progress until the node owns nothing')
     .option('--wait-timeout <ms>', 'give up waiting after this long (exit 1)', parseMs, 120_000)
     .addHelpText(
@@ -67,10 +67,17 @@ export async function setDraining(c: Connection, node: string, draining: boolean
     const res = await c.call(`reading ${key}`, () => c.etcd.get(key).exec());
     const kv = res.kvs[0];
     if (!kv) {
-      throw new CliError(`node ${node} is not registered in cluster ${c.cluster} (no ${key})`, 'check the id with `clusterip-ha status`; only a live agent can be drained');
+      throw new CliError(
+        `node ${node} is not registered in cluster ${c.cluster} (no ${key})`,
+        'check the id with `clusterip-ha status`; only a live agent can be drained',
+      );
     }
     const d = decodeJson(nodeValueSchema, kv.value.toString());
-    if (!d.ok) throw new CliError(`${key} holds an invalid value: ${d.error}`, 'restart that node\'s agent so it rewrites its key');
+    if (!d.ok)
+      throw new CliError(
+        `${key} holds an invalid value: ${d.error}`,
+        "restart that node's agent so it rewrites its key",
+      );
     if (d.value.draining === draining) return false;
     const value = JSON.stringify({ ...d.value, draining });
     // A put without a lease would detach the key from the node's lease (and outlive the node): re-attach it.
@@ -80,7 +87,10 @@ export async function setDraining(c: Connection, node: string, draining: boolean
     if (r.succeeded) return true;
     // The agent rewrote its key in between: read again.
   }
-  throw new CliError(`${key} kept changing; gave up after ${CAS_ATTEMPTS} compare-and-swap attempts`, 're-run the command');
+  throw new CliError(
+    `${key} kept changing; gave up after ${CAS_ATTEMPTS} compare-and-swap attempts`,
+    're-run the command',
+  );
 }
 
 async function waitDrained(c: Connection, io: CliIo, node: string, timeoutMs: number): Promise<void> {
@@ -98,20 +108,31 @@ async function waitDrained(c: Connection, io: CliIo, node: string, timeoutMs: nu
     if (p.state === 'done') finish();
   };
   check(initial);
-  const timer = setTimeout(() => finish(new CliError(`${node} still owns buckets after ${timeoutMs} ms (${last})`, 'see `clusterip-ha status` for why; the drain flag stays set')), timeoutMs);
-  let watch: Awaited<ReturnType<typeof watchCluster>> | undefined;
-  watch = await c.call('starting the watch', () =>
+  const timer = setTimeout(
+    () =>
+      finish(
+        new CliError(
+          `${node} still owns buckets after ${timeoutMs} ms (${last})`,
+          'see `clusterip-ha status` for why; the drain flag stays set',
+        ),
+      ),
+    timeoutMs,
+  );
+  // Filled once the watch exists; its callbacks may fire before (a reload), then they use `initial`.
+  const box: { watch?: Awaited<ReturnType<typeof watchCluster>> } = {};
+  const watch = await c.call('starting the watch', () =>
     watchCluster(c.etcd, c.keys, {
       initial,
-      onChange: () => check(watch?.state ?? initial),
+      onChange: () => check(box.watch?.state ?? initial),
       onError: (e) => io.err(`etcd watch: ${e.message} (retrying)\n`),
     }),
   );
+  box.watch = watch;
   check(watch.state);
   try {
     await finished;
   } finally {
     clearTimeout(timer);
-    await Promise.race([watch?.close(), new Promise((r) => setTimeout(r, 1000))]);
+    await Promise.race([watch.close(), new Promise((r) => setTimeout(r, 1000))]);
   }
 }

@@ -29,13 +29,19 @@ Examples:
     const removed = [...r.removed].map(([vip, b]) => `${vip} ${ranges([...b])}`);
     const remaining = [...r.remaining].map(([vip, b]) => `${vip} ${ranges([...b])}`);
     if (opts.json === true) {
-      const obj = (m: Map<string, Set<number>>) => Object.fromEntries([...m].map(([v, b]) => [v, [...b].sort((x, y) => x - y)]));
+      const obj = (m: Map<string, Set<number>>) =>
+        Object.fromEntries([...m].map(([v, b]) => [v, [...b].sort((x, y) => x - y)]));
       io.out(`${JSON.stringify({ backend: r.backend.kind, removed: obj(r.removed), remaining: obj(r.remaining) })}\n`);
     } else {
-      io.out(`fenced (${r.backend.kind}): removed ${removed.length > 0 ? removed.join('; ') : 'nothing (held nothing)'}\n`);
+      io.out(
+        `fenced (${r.backend.kind}): removed ${removed.length > 0 ? removed.join('; ') : 'nothing (held nothing)'}\n`,
+      );
     }
     if (remaining.length > 0) {
-      throw new CliError(`the ${r.backend.kind} backend still holds ${remaining.join('; ')} after clearing`, 'check the kernel state by hand (nft list ruleset / the proc files) and retry');
+      throw new CliError(
+        `the ${r.backend.kind} backend still holds ${remaining.join('; ')} after clearing`,
+        'check the kernel state by hand (nft list ruleset / the proc files) and retry',
+      );
     }
   });
 }

@@ -24,7 +24,8 @@ Examples:
     );
   addConnectionOptions(cmd);
   cmd.action(async (opts: Record<string, unknown>) => {
-    if (opts.watch && opts.check) throw new UsageError('--check is a one-shot test; it cannot be combined with --watch');
+    if (opts.watch && opts.check)
+      throw new UsageError('--check is a one-shot test; it cannot be combined with --watch');
     const c = connect(await resolveConnection(opts, io.env));
     try {
       if (opts.watch) {
@@ -83,7 +84,12 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 }
 
 /** Redraw the status on every etcd change until `until` settles. */
-export async function watchStatus(c: Connection, io: CliIo, json: boolean, until: Promise<unknown> = untilSignal()): Promise<void> {
+export async function watchStatus(
+  c: Connection,
+  io: CliIo,
+  json: boolean,
+  until: Promise<unknown> = untilSignal(),
+): Promise<void> {
   const initial = await c.call('reading the cluster', () => loadClusterState(c.etcd, c.keys));
   let drawing = false;
   let again = false;
@@ -106,19 +112,24 @@ export async function watchStatus(c: Connection, io: CliIo, json: boolean, until
       drawing = false;
     }
   };
-  let watch: Awaited<ReturnType<typeof watchCluster>> | undefined;
+  // Filled once the watch exists; its callbacks may fire before (a reload), then they use `initial`.
+  const box: { watch?: Awaited<ReturnType<typeof watchCluster>> } = {};
   await draw(initial);
-  watch = await c.call('starting the watch', () =>
+  const watch = await c.call('starting the watch', () =>
     watchCluster(c.etcd, c.keys, {
       initial,
       // Coalesce bursts (a failover touches many keys) into one redraw.
       onChange: () => {
         clearTimeout(timer);
-        timer = setTimeout(() => void draw(watch?.state ?? initial).catch((e: unknown) => io.err(`redraw failed: ${String(e)}\n`)), 50);
+        timer = setTimeout(
+          () => void draw(box.watch?.state ?? initial).catch((e: unknown) => io.err(`redraw failed: ${String(e)}\n`)),
+          50,
+        );
       },
       onError: (err) => io.err(`etcd watch: ${err.message} (retrying)\n`),
     }),
   );
+  box.watch = watch;
   await until;
   clearTimeout(timer);
   await Promise.race([watch.close(), new Promise((r) => setTimeout(r, 1000))]);

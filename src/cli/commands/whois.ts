@@ -35,16 +35,19 @@ export function registerWhois(program: Command, io: CliIo): void {
     .option('--vip <address>', 'only this VIP (default: every VIP of the spec)')
     .option('--json', 'machine-readable output')
     .option('--buckets <n>', 'offline: bucket count (no etcd; needs --seed)', (v) => {
-      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 4096) throw new UsageError(`--buckets: "${v}" is not 1..4096`);
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 4096)
+        throw new UsageError(`--buckets: "${v}" is not 1..4096`);
       return Number(v);
     })
     .option('--seed <seed>', 'offline: hash seed, decimal or 0x hex')
-    .addOption(new Option('--hash-mode <mode>', 'offline: CLUSTERIP hash mode').choices([...HASH_MODES]).default('sourceip'))
     .addOption(
-      new Option('--backend <kind>', 'which kernel hash (default: what the live nodes run; nftables for file/exec)').choices([
-        'clusterip',
-        'nftables',
-      ]),
+      new Option('--hash-mode <mode>', 'offline: CLUSTERIP hash mode').choices([...HASH_MODES]).default('sourceip'),
+    )
+    .addOption(
+      new Option(
+        '--backend <kind>',
+        'which kernel hash (default: what the live nodes run; nftables for file/exec)',
+      ).choices(['clusterip', 'nftables']),
     )
     .addHelpText(
       'after',
@@ -66,7 +69,8 @@ Examples:
     };
     if (opts.buckets !== undefined || opts.seed !== undefined) {
       // Offline: the hash alone, no etcd.
-      if (opts.buckets === undefined || opts.seed === undefined) throw new UsageError('offline whois needs both --buckets and --seed');
+      if (opts.buckets === undefined || opts.seed === undefined)
+        throw new UsageError('offline whois needs both --buckets and --seed');
       const seed = parseSeedFlag(opts.seed as string);
       const vip: VipSpec = {
         address: (opts.vip as string | undefined) ?? '0.0.0.0',
@@ -85,28 +89,38 @@ Examples:
     }
     const answers = await withConnection(opts, io.env, async (c) => {
       const state = await c.call('reading the cluster', () => loadClusterState(c.etcd, c.keys));
-      return whoisOnline(state, client, packet, opts.vip as string | undefined, opts.backend as HashBackend | undefined);
+      return whoisOnline(
+        state,
+        client,
+        packet,
+        opts.vip as string | undefined,
+        opts.backend as HashBackend | undefined,
+      );
     });
     if (opts.json) {
       io.out(`${JSON.stringify(answers.length === 1 ? answers[0] : answers)}\n`);
       return;
     }
     for (const a of answers) {
-      io.out(`${a.client} -> ${a.vip} bucket ${a.bucket} (${a.hashedAs} hash): owner ${a.owner ?? 'NONE'}, assigned ${a.assigned ?? '-'}, backend ${a.backend ?? '-'}\n`);
+      io.out(
+        `${a.client} -> ${a.vip} bucket ${a.bucket} (${a.hashedAs} hash): owner ${a.owner ?? 'NONE'}, assigned ${a.assigned ?? '-'}, backend ${a.backend ?? '-'}\n`,
+      );
     }
   });
 }
 
 function parseSeedFlag(v: string): number {
   const n = /^0[xX][0-9a-fA-F]{1,8}$/.test(v) ? parseInt(v.slice(2), 16) : /^\d{1,10}$/.test(v) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n > 0xffffffff) throw new UsageError(`--seed: "${v}" is not a 32-bit number (decimal or 0x hex)`);
+  if (!Number.isInteger(n) || n > 0xffffffff)
+    throw new UsageError(`--seed: "${v}" is not a 32-bit number (decimal or 0x hex)`);
   return n;
 }
 
 function checkPorts(mode: HashMode, backend: HashBackend, p: { sport?: number; dport?: number }): void {
   if (backend !== 'clusterip') return;
   if (mode !== 'sourceip' && p.sport === undefined) throw new UsageError(`hash mode ${mode} needs --sport`);
-  if (mode === 'sourceip-sourceport-destport' && p.dport === undefined) throw new UsageError(`hash mode ${mode} needs --dport`);
+  if (mode === 'sourceip-sourceport-destport' && p.dport === undefined)
+    throw new UsageError(`hash mode ${mode} needs --dport`);
 }
 
 /** Pure: the answer for every VIP (or the one asked) from a decoded cluster. */
@@ -121,7 +135,10 @@ export function whoisOnline(
   if (!spec) throw new CliError('no cluster spec in etcd', 'apply one with `clusterip-ha apply -f cluster.yaml`');
   const vips = onlyVip ? spec.vips.filter((v) => v.address === onlyVip) : spec.vips;
   if (vips.length === 0) {
-    throw new CliError(`VIP ${onlyVip} is not in the spec`, `known VIPs: ${spec.vips.map((v) => v.address).join(', ') || 'none'}`);
+    throw new CliError(
+      `VIP ${onlyVip} is not in the spec`,
+      `known VIPs: ${spec.vips.map((v) => v.address).join(', ') || 'none'}`,
+    );
   }
   const hashedAs = backendFlag ?? liveHash(state);
   return vips.map((v) => {

@@ -1,0 +1,94 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+// docs/status-json.md as a zod schema: tests parse real `status --json` output with it, and check that the
+// page documents exactly these fields.
+
+const anomaly = z.strictObject({
+  kind: z.enum([
+    'noSpec',
+    'noNodes',
+    'noLeader',
+    'unowned',
+    'unassigned',
+    'claimNotAssigned',
+    'backendNotClaim',
+    'doubleBackend',
+    'fenced',
+    'backendError',
+    'drainPending',
+    'badValue',
+  ]),
+  severity: z.enum(['error', 'warning']),
+  vip: z.string().optional(),
+  bucket: z.number().int().positive().optional(),
+  node: z.string().optional(),
+  detail: z.string(),
+});
+
+const node = z.strictObject({
+  id: z.string(),
+  alive: z.boolean(),
+  draining: z.boolean(),
+  weight: z.number().int().nullable(),
+  leaseTtlLeft: z.number().nullable(),
+  fenced: z.boolean().nullable(),
+  version: z.string().nullable(),
+  backendKind: z.string().nullable(),
+  lastError: z.string().nullable(),
+  lastErrorAt: z.string().nullable(),
+  lastAckAt: z.string().nullable(),
+  claims: z.number().int().nonnegative(),
+  leader: z.boolean(),
+});
+
+const bucket = z.strictObject({
+  bucket: z.number().int().positive(),
+  owner: z.string().nullable(),
+  assigned: z.string().nullable(),
+  backend: z.string().nullable(),
+});
+
+const vip = z.strictObject({
+  address: z.string(),
+  interface: z.string().nullable(),
+  bucketCount: z.number().int().nonnegative(),
+  hashMode: z.string().nullable(),
+  epoch: z.number().int().nullable(),
+  buckets: z.array(bucket),
+});
+
+export const statusJsonSchema = z.strictObject({
+  schema: z.literal(1),
+  cluster: z.string(),
+  revision: z.string().regex(/^\d+$/),
+  healthy: z.boolean(),
+  leader: z.string().nullable(),
+  specGeneration: z.number().int().nullable(),
+  anomalies: z.array(anomaly),
+  nodes: z.array(node),
+  vips: z.array(vip),
+});
+export type StatusJson = z.infer<typeof statusJsonSchema>;
+
+export const DOCUMENTED_OBJECTS = {
+  'Top level': statusJsonSchema,
+  Anomaly: anomaly,
+  Node: node,
+  Vip: vip,
+  Bucket: bucket,
+};
+
+/** `## Section` → the field names of its table in docs/status-json.md. */
+export function documentedFields(): Map<string, string[]> {
+  const text = readFileSync(new URL('../../docs/status-json.md', import.meta.url), 'utf8');
+  const out = new Map<string, string[]>();
+  let section = '';
+  for (const line of text.split('\n')) {
+    const h = /^## (.+)$/.exec(line);
+    if (h) section = h[1]!.trim();
+    const row = /^\|\s*`([A-Za-z]+)`\s*\|/.exec(line);
+    if (row && section) out.set(section, [...(out.get(section) ?? []), row[1]!]);
+  }
+  return out;
+}

@@ -1,0 +1,119 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { planClaims, type ClaimInputs } from '../../src/agent/claimPlan.js';
+import type { ClusterSpec } from '../../src/config/types.js';
+import type { AssignEntry, ClaimEntry } from '../../src/etcd/store.js';
+
+const VIP = '10.0.0.1';
+const N = 8;
+const spec: ClusterSpec = {
+  vips: [
+    {
+      address: VIP,
+      interface: 'eth0',
+      buckets: N,
+      hashMode: 'sourceip',
+      seed: 1,
+      clusterMac: '01:00:5e:00:00:01',
+      sticky: false,
+    },
+  ],
+  rebalance: { joinMovesPerInterval: 1, intervalMs: 100 },
+};
+const nodes = ['me', 'a', 'b'];
+
+function inputs(
+  assign: (string | null)[],
+  claims: ({ owner: string; lease: string } | null)[],
+  kernel: number[],
+  over: Partial<ClaimInputs> = {},
+): ClaimInputs {
+  const owners: Record<string, string> = {};
+  assign.forEach((o, i) => {
+    if (o) owners[String(i + 1)] = o;
+  });
+  const cm = new Map<number, ClaimEntry>();
+  claims.forEach((c, i) => {
+    if (c) cm.set(i + 1, { ...c, createRevision: '5' });
+  });
+  const a: AssignEntry = { value: { v: 1, epoch: 1, leader: 'a', owners }, modRevision: '3' };
+  return {
+    me: 'me',
+    leaseId: 'L',
+    spec,
+    assignments: new Map([[VIP, a]]),
+    claims: new Map([[VIP, cm]]),
+    kernel: new Map([[VIP, new Set(kernel)]]),
+    live: true,
+    releaseAll: false,
+    draining: false,
+    backendBlocked: false,
+    ...over,
+  };
+}
+
+describe('planClaims', () => {
+  it('acquires unclaimed assigned buckets, waits on held ones, adds held claims to the kernel', () => {
+    const p = planClaims(
+      inputs(['me', 'me', 'me', 'a'], [null, { owner: 'a', lease: 'X' }, { owner: 'me', lease: 'L' }, null], []),
+    );
+    expect(p.acquire).toEqual([{ vip: VIP, bucket: 1 }]);
+    expect(p.blocked).toEqual([{ vip: VIP, bucket: 2, reason: 'heldByOther', holder: 'a' }]);
+    expect(p.kernelAdd).toEqual([{ vip: VIP, bucket: 3 }]);
+  });
+
+  it('releases kernel first, then the claim, for a bucket assigned away', () => {
+    const p = planClaims(inputs(['a'], [{ owner: 'me', lease: 'L' }], [1], { draining: true }));
+    expect(p.kernelRemove).toEqual([{ vip: VIP, bucket: 1, reason: 'draining' }]);
+    expect(p.claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'draining' }]);
+  });
+
+  it('a claim under an old lease of ours is not ours: the kernel entry goes, nothing is deleted', () => {
+    const p = planClaims(inputs(['me'], [{ owner: 'me', lease: 'OLD' }], [1]));
+    expect(p.kernelRemove.map((r) => r.bucket)).toEqual([1]);
+    expect(p.claimDelete).toEqual([]);
+    expect(p.blocked[0]?.reason).toBe('heldByOther');
+  });
+
+  it('fenced: acquires nothing', () => {
+    const p = planClaims(inputs(['me', 'me'], [null, { owner: 'me', lease: 'L' }], [], { live: false }));
+    expect(p.acquire).toEqual([]);
+    expect(p.kernelAdd).toEqual([]);
+    expect(p.blocked.map((b) => b.reason)).toEqual(['fenced', 'fenced']);
+  });
+
+  it('property: never adds without a claim of ours, never deletes a claim whose bucket stays in the kernel', () => {
+    const owner = fc.constantFrom(...nodes, null);
+    const claim = fc.option(fc.record({ owner: fc.constantFrom(...nodes), lease: fc.constantFrom('L', 'OLD') }), {
+      nil: null,
+    });
+    fc.assert(
+      fc.property(
+        fc.array(owner, { minLength: N, maxLength: N }),
+        fc.array(claim, { minLength: N, maxLength: N }),
+        fc.subarray([1, 2, 3, 4, 5, 6, 7, 8]),
+        fc.boolean(),
+        fc.boolean(),
+        (assign, claims, kernel, live, releaseAll) => {
+          const i = inputs(assign, claims, kernel, { live, releaseAll });
+          const p = planClaims(i);
+          const ours = (b: number): boolean => claims[b - 1]?.owner === 'me' && claims[b - 1]?.lease === 'L';
+          for (const r of p.kernelAdd) expect(ours(r.bucket)).toBe(true);
+          for (const r of p.acquire) expect(claims[r.bucket - 1]).toBeNull();
+          for (const r of [...p.kernelAdd, ...p.acquire]) expect(assign[r.bucket - 1]).toBe('me');
+          if (!live || releaseAll) expect([...p.kernelAdd, ...p.acquire]).toEqual([]);
+          const removed = new Set(p.kernelRemove.map((r) => r.bucket));
+          for (const d of p.claimDelete) {
+            expect(ours(d.bucket)).toBe(true);
+            if (kernel.includes(d.bucket)) expect(removed.has(d.bucket)).toBe(true);
+          }
+          // After the plan, the kernel holds only buckets we claim.
+          const after = new Set([...kernel.filter((b) => !removed.has(b)), ...p.kernelAdd.map((r) => r.bucket)]);
+          for (const b of after) expect(ours(b)).toBe(true);
+          if (releaseAll) expect(after.size).toBe(0);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});

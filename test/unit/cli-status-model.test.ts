@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import { validateClusterSpec } from '../../src/config/index.js';
+import { emptyClusterState, type ClusterState } from '../../src/etcd/store.js';
+import type { StatusValue } from '../../src/etcd/values.js';
+import { buildStatus } from '../../src/cli/statusModel.js';
+import { drainProgress } from '../../src/cli/drainPlan.js';
+import { whoisOnline } from '../../src/cli/commands/whois.js';
+import { bucketOf } from '../../src/hash/index.js';
+
+// Pure status rules over hand-built cluster pictures (the e2e tests cover the real etcd side).
+
+const VIP = '10.77.0.100';
+const spec = validateClusterSpec({ vips: [{ address: VIP, interface: 'eth0', buckets: 4, seed: 7 }] }, 'test');
+
+function node(s: ClusterState, id: string, o: { draining?: boolean; weight?: number } = {}) {
+  s.nodes.set(id, {
+    value: { v: 1, address: '', weight: o.weight ?? 1, draining: o.draining ?? false, version: '0.1.0', startedAt: '' },
+    lease: `${id.charCodeAt(1)}00`,
+    modRevision: '5',
+  });
+}
+function status(s: ClusterState, id: string, held: number[], o: Partial<StatusValue> = {}) {
+  s.statuses.set(id, {
+    v: 1,
+    held: { [VIP]: held },
+    backend: 'file',
+    fenced: false,
+    lastError: null,
+    lastErrorAt: null,
+    lastApplyAt: '2026-01-01T00:00:01.000Z',
+    lastAckAt: null,
+    updatedAt: '',
+    ...o,
+  });
+}
+function claims(s: ClusterState, owners: Record<number, string>) {
+  s.claims.set(
+    VIP,
+    new Map(Object.entries(owners).map(([b, o]) => [Number(b), { owner: o, lease: '1', createRevision: '1' }])),
+  );
+}
+function assign(s: ClusterState, owners: Record<number, string>) {
+  s.assignments.set(VIP, {
+    value: { v: 1, epoch: 3, leader: 'n1', owners: Object.fromEntries(Object.entries(owners).map(([b, o]) => [b, o])) },
+    modRevision: '9',
+  });
+}
+/** Two nodes, every bucket settled. */
+function healthy(): ClusterState {
+  const s = emptyClusterState();
+  s.revision = '42';
+  s.spec = { spec, generation: 2, modRevision: '3' };
+  s.leader = 'n1';
+  node(s, 'n1');
+  node(s, 'n2');
+  claims(s, { 1: 'n1', 2: 'n2', 3: 'n1', 4: 'n2' });
+  assign(s, { 1: 'n1', 2: 'n2', 3: 'n1', 4: 'n2' });
+  status(s, 'n1', [1, 3]);
+  status(s, 'n2', [2, 4]);
+  return s;
+}
+const kinds = (s: ClusterState) => buildStatus({ cluster: 'c', state: s }).anomalies.map((a) => a.kind);
+
+describe('buildStatus', () => {
+  it('reports a settled cluster healthy with owner == assigned == backend', () => {
+    const r = buildStatus({ cluster: 'c', state: healthy(), leaseTtls: new Map([['4900', 2]]) });
+    expect(r.healthy).toBe(true);
+    expect(r.anomalies).toEqual([]);
+    expect(r.leader).toBe('n1');
+    expect(r.nodes.map((n) => [n.id, n.claims, n.leader, n.leaseTtlLeft])).toEqual([
+      ['n1', 2, true, 2],
+      ['n2', 2, false, null],
+    ]);
+    expect(r.vips[0]!.buckets[1]).toEqual({ bucket: 2, owner: 'n2', assigned: 'n2', backend: 'n2' });
+  });
+
+  it('finds unowned, claim != assignment, backend != claim and double backends; errors first', () => {
+    const s = healthy();
+    claims(s, { 1: 'n1', 2: 'n1', 4: 'n2' }); // 3 unowned; 2 claimed by n1 but assigned n2
+    status(s, 'n2', [2, 4, 1]); // n2's backend also holds 1 (double with n1)
+    s.badValues.push({ key: '/x', error: 'bad' });
+    const r = buildStatus({ cluster: 'c', state: s });
+    expect(r.healthy).toBe(false);
+    const k = r.anomalies.map((a) => `${a.kind}:${a.bucket ?? ''}`);
+    expect(k).toEqual(
+      expect.arrayContaining([
+        'unowned:3',
+        'claimNotAssigned:2',
+        'doubleBackend:1',
+        'backendNotClaim:2',
+        'backendNotClaim:3',
+      ]),
+    );
+    expect(r.anomalies.at(-1)!.kind).toBe('badValue');
+    expect(r.anomalies.at(-1)!.severity).toBe('warning');
+  });
+
+  it('no spec, no nodes, no leader', () => {
+    expect(kinds(emptyClusterState())).toEqual(['noSpec', 'noNodes']);
+    const s = healthy();
+    s.leader = null;
+    expect(kinds(s)).toEqual(['noLeader']);
+  });
+
+  it('a fenced node, a current backend error and a pending drain are reported; an old error is not', () => {
+    const s = healthy();
+    status(s, 'n2', [2, 4], { fenced: true, lastError: 'EIO', lastErrorAt: '2026-01-01T00:00:02.000Z' });
+    node(s, 'n1', { draining: true });
+    const k = kinds(s);
+    expect(k).toEqual(expect.arrayContaining(['fenced', 'backendError', 'drainPending']));
+    status(s, 'n2', [2, 4], { lastError: 'EIO', lastErrorAt: '2026-01-01T00:00:00.000Z' });
+    expect(kinds(s)).not.toContain('backendError');
+  });
+
+  it('shows a dead node that still has claims as not alive', () => {
+    const s = healthy();
+    s.nodes.delete('n2');
+    s.statuses.delete('n2');
+    const r = buildStatus({ cluster: 'c', state: s });
+    expect(r.nodes.find((n) => n.id === 'n2')).toMatchObject({ alive: false, claims: 2, weight: null });
+  });
+});
+
+describe('drainProgress', () => {
+  it('waits while the node owns buckets, is stuck without another node, done when it owns nothing', () => {
+    const s = healthy();
+    expect(drainProgress(s, 'n2')).toEqual({ state: 'waiting', owned: 2, byVip: { [VIP]: 2 } });
+    node(s, 'n1', { draining: true });
+    expect(drainProgress(s, 'n2')).toMatchObject({ state: 'stuck', reason: 'noOtherNode' });
+    claims(s, { 1: 'n1', 2: 'n1', 3: 'n1', 4: 'n1' });
+    expect(drainProgress(s, 'n2')).toEqual({ state: 'done', reason: 'ownsNothing' });
+    s.nodes.delete('n2');
+    expect(drainProgress(s, 'n2')).toEqual({ state: 'done', reason: 'nodeGone' });
+  });
+});
+
+describe('whoisOnline', () => {
+  it('hashes like the kernel and reports claim, assignment and backend of that bucket', () => {
+    const s = healthy();
+    const [a] = whoisOnline(s, '192.0.2.9', { saddr: '192.0.2.9' });
+    const b = bucketOf(spec.vips[0]!, 'nftables', { saddr: '192.0.2.9' });
+    const owner = b % 2 === 1 ? 'n1' : 'n2';
+    expect(a).toEqual({
+      client: '192.0.2.9',
+      vip: VIP,
+      bucket: b,
+      owner,
+      assigned: owner,
+      backend: owner,
+      hashedAs: 'nftables',
+    });
+    expect(() => whoisOnline(s, '192.0.2.9', { saddr: '192.0.2.9' }, '10.9.9.9')).toThrow(/not in the spec/);
+    expect(() => whoisOnline(emptyClusterState(), '192.0.2.9', { saddr: '192.0.2.9' })).toThrow(/no cluster spec/);
+  });
+});
