@@ -336,6 +336,8 @@ export class Agent extends EventEmitter {
     const touched = (k: string): boolean => change.puts.includes(k) || change.deletes.includes(k);
     if (touched(this.keys.spec) || change.puts.includes(this.keys.prefix)) void this.ensureSpec();
     if (!this.session || !this.election) return;
+    // Stopping: the lease is being revoked and nothing more may be claimed or led.
+    if (this.phase.phase === 'stopping' || this.phase.phase === 'stopped') return;
     // Our node key must say what we are: re-put it if it vanished or was overwritten (bad data, an operator).
     const leaseId = this.session.leaseId;
     const mine = state.nodes.get(this.nodeId);

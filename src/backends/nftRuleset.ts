@@ -122,15 +122,33 @@ function elems(buckets: readonly number[], hold?: number): string {
  * Adds with a hold time set timeout and expires, which also resets an existing element's expiry. Adds without
  * one are add, delete, add: the element ends up with no timeout even if it had one.
  */
-export function applyBatch(table: string, changes: readonly BucketChange[], holdForMs?: number): string {
+/**
+ * How an existing element's timeout is renewed. Linux 6.18 (measured) updates timeout and expiry when an existing
+ * element is added again with both; older kernels (Debian 12's 6.1 among them) silently keep the old ones, so
+ * there the element is deleted and added again in the same batch (atomic: never absent in between).
+ */
+export type TimeoutRenewal = 'update' | 'replace';
+
+export function applyBatch(
+  table: string,
+  changes: readonly BucketChange[],
+  holdForMs?: number,
+  renewal: TimeoutRenewal = 'update',
+): string {
   const lines: string[] = [];
   for (const c of changes) {
     const s = `ip ${table} ${setName(c.vip)}`;
     if (c.remove.length > 0)
       lines.push(`add element ${s} ${elems(c.remove)}`, `delete element ${s} ${elems(c.remove)}`);
     if (c.add.length > 0) {
-      if (holdForMs !== undefined) lines.push(`add element ${s} ${elems(c.add, holdForMs)}`);
-      else
+      if (holdForMs !== undefined && renewal === 'update') lines.push(`add element ${s} ${elems(c.add, holdForMs)}`);
+      else if (holdForMs !== undefined) {
+        lines.push(
+          `add element ${s} ${elems(c.add)}`,
+          `delete element ${s} ${elems(c.add)}`,
+          `add element ${s} ${elems(c.add, holdForMs)}`,
+        );
+      } else
         lines.push(
           `add element ${s} ${elems(c.add)}`,
           `delete element ${s} ${elems(c.add)}`,
@@ -142,16 +160,20 @@ export function applyBatch(table: string, changes: readonly BucketChange[], hold
 }
 
 /** Re-add every held element with a fresh timeout and expiry: one batch. */
-export function refreshBatch(table: string, held: HeldBuckets, holdForMs: number): string {
+export function refreshBatch(
+  table: string,
+  held: HeldBuckets,
+  holdForMs: number,
+  renewal: TimeoutRenewal = 'update',
+): string {
   const lines: string[] = [];
   for (const [vip, buckets] of held) {
     if (buckets.size === 0) continue;
-    lines.push(
-      `add element ip ${table} ${setName(vip)} ${elems(
-        [...buckets].sort((a, b) => a - b),
-        holdForMs,
-      )}`,
-    );
+    const sorted = [...buckets].sort((a, b) => a - b);
+    // The elements were just listed, so the delete cannot fail on an absent one (unless it expires in between:
+    // then the batch fails as a whole and the agent retries; nothing is revived).
+    if (renewal === 'replace') lines.push(`delete element ip ${table} ${setName(vip)} ${elems(sorted)}`);
+    lines.push(`add element ip ${table} ${setName(vip)} ${elems(sorted, holdForMs)}`);
   }
   return lines.length === 0 ? '' : lines.join('\n') + '\n';
 }
@@ -232,4 +254,27 @@ export function probeBatch(table: string): string {
     `add element ${t} s { 1 timeout 1000ms expires 1000ms }`,
     '',
   ].join('\n');
+}
+
+/** Batches of the timeout-renewal probe (see TimeoutRenewal): create with 1 s, re-add with 1 h, then list. */
+export function renewalProbeBatches(table: string): { create: string; renew: string; drop: string } {
+  const t = `ip ${table}`;
+  return {
+    create: [
+      `add table ${t}`,
+      `add set ${t} s { ${SET_TYPE(16)}; flags timeout; }`,
+      `add element ${t} s { 1 timeout 1000ms expires 1000ms }`,
+      '',
+    ].join('\n'),
+    renew: `add element ${t} s { 1 timeout 3600000ms expires 3600000ms }\n`,
+    drop: `add table ${t}\ndelete table ${t}\n`,
+  };
+}
+
+/** From `nft -j list set` of the probe: did the re-add move the expiry (JSON gives whole seconds)? */
+export function renewalFromProbeListing(json: string): TimeoutRenewal {
+  const doc = JSON.parse(json) as { nftables?: { set?: { elem?: unknown[] } }[] };
+  const elem = doc.nftables?.find((x) => x.set)?.set?.elem?.[0] as { elem?: { expires?: unknown } } | undefined;
+  const expires = elem?.elem?.expires;
+  return typeof expires === 'number' && expires > 60 ? 'update' : 'replace';
 }

@@ -10,7 +10,11 @@ import {
   parseTableListing,
   probeBatch,
   refreshBatch,
+  renewalFromProbeListing,
+  setName,
+  renewalProbeBatches,
   type TableListing,
+  type TimeoutRenewal,
 } from './nftRuleset.js';
 import { execaRunner, tail, type RunResult, type Runner } from './run.js';
 import { Serial } from './serial.js';
@@ -29,6 +33,8 @@ export interface NftablesBackendOptions {
   commandTimeoutMs?: number;
   /** Injected for unit tests; default execa. */
   run?: Runner;
+  /** How to renew element timeouts; default: probed at the first ensure (see TimeoutRenewal). */
+  renewal?: TimeoutRenewal;
 }
 
 /** Statistics for benchmarks and status: how many nft processes the last call needed. */
@@ -53,6 +59,7 @@ export class NftablesBackend implements Backend {
   private vips: Map<string, VipSpec> | undefined;
   private spec: ClusterSpec | undefined;
   private preflightDone = false;
+  private renewal: TimeoutRenewal | undefined;
   /** Counts of the last public call, for the benchmark's "one batch for any number of changes". */
   lastCall: NftCallStats = { batches: 0, lists: 0 };
 
@@ -63,6 +70,7 @@ export class NftablesBackend implements Backend {
     this.netns = opts.netns;
     this.timeoutMs = opts.commandTimeoutMs ?? 5000;
     this.run = opts.run ?? execaRunner;
+    this.renewal = opts.renewal;
   }
 
   ensure(spec: ClusterSpec): Promise<void> {
@@ -89,7 +97,8 @@ export class NftablesBackend implements Backend {
           ? undefined
           : checkHoldMs(opts.holdForMs);
       for (const c of changes) this.validateChange(c);
-      const batch = applyBatch(this.table, changes, hold);
+      if (hold !== undefined) this.renewal ??= await this.probeRenewal();
+      const batch = applyBatch(this.table, changes, hold, this.renewal);
       if (batch === '') return;
       try {
         await this.batch(batch, 'apply');
@@ -118,20 +127,34 @@ export class NftablesBackend implements Backend {
   refresh(holdForMs: number): Promise<void> {
     return this.call(async () => {
       const hold = checkHoldMs(holdForMs);
+      this.renewal ??= await this.probeRenewal();
       // Only what the kernel still holds is refreshed: an element that already expired stays expired.
       const held = await this.readNow();
-      const batch = refreshBatch(this.table, held, hold);
+      const batch = refreshBatch(this.table, held, hold, this.renewal);
       if (batch !== '') await this.batch(batch, 'refresh');
     });
   }
 
   clear(): Promise<void> {
     return this.call(async () => {
-      const listing = await this.list();
-      if (!listing) return;
-      const batch = clearBatch(this.table, [...listing.sets.keys()]);
-      if (batch === '') return;
-      await this.batch(batch, 'clear');
+      // Fast path when the sets are known (the agent's instance): no listing before the flush.
+      const known = this.vips ? [...this.vips.keys()].map(setName) : [];
+      let flushed = false;
+      if (known.length > 0) {
+        try {
+          await this.batch(clearBatch(this.table, known), 'clear');
+          flushed = true;
+        } catch (err) {
+          if (!(err instanceof MissingObjectError)) throw err;
+        }
+      }
+      if (!flushed) {
+        const listing = await this.list();
+        if (!listing) return;
+        const batch = clearBatch(this.table, [...listing.sets.keys()]);
+        if (batch === '') return;
+        await this.batch(batch, 'clear');
+      }
       const after = heldFromListing((await this.list()) ?? { sets: new Map() });
       const left = [...after].filter(([, b]) => b.size > 0);
       if (left.length > 0)
@@ -147,6 +170,7 @@ export class NftablesBackend implements Backend {
         table: this.table,
         nft: this.nftPath,
         arpMangle: this.arpMangle,
+        timeoutRenewal: this.renewal ?? 'unprobed',
         ...(this.netns ? { netns: this.netns } : {}),
       },
     };
@@ -211,6 +235,27 @@ export class NftablesBackend implements Backend {
         `the kernel lacks an nf_tables feature the backend needs (jhash, set timeouts, meta pkttype set, conntrack): ${tail(p.stderr)}`,
       );
     }
+    this.renewal ??= await this.probeRenewal();
+  }
+
+  /** Whether re-adding an element renews its timeout on this kernel: a real (tiny, throwaway) table. */
+  private async probeRenewal(): Promise<TimeoutRenewal> {
+    const b = renewalProbeBatches(`${this.table}_probe`);
+    try {
+      for (const [what, text] of [
+        ['create', b.create],
+        ['renew', b.renew],
+      ] as const) {
+        const r = await this.nft(['-f', '-'], text);
+        if (r.exitCode !== 0)
+          throw new BackendError('unsupported', `nft timeout probe (${what}) failed: ${tail(r.stderr)}`);
+      }
+      const l = await this.nft(['-j', 'list', 'set', 'ip', `${this.table}_probe`, 's']);
+      if (l.exitCode !== 0) throw new BackendError('unsupported', `nft timeout probe (list) failed: ${tail(l.stderr)}`);
+      return renewalFromProbeListing(l.stdout);
+    } finally {
+      await this.nft(['-f', '-'], b.drop).catch(() => undefined);
+    }
   }
 
   /** `nft -j list table ip <table>`; null when the table does not exist. */
@@ -233,7 +278,9 @@ export class NftablesBackend implements Backend {
     const r = await this.nft(['-f', '-'], text);
     if (r.exitCode === 0) return;
     if (/No such file or directory/.test(r.stderr)) {
-      throw new MissingObjectError(`nft ${what} batch: table or set missing in ${this.table}: ${tail(r.stderr)}`);
+      throw new MissingObjectError(
+        `nft ${what} batch: table, set or element missing in ${this.table}: ${tail(r.stderr)}`,
+      );
     }
     throw this.failure(what, r);
   }

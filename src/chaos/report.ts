@@ -51,6 +51,9 @@ export interface ChaosReport {
   /** Backend ownership changes, for the time line. */
   backendHistory: OwnershipSample[];
   nodes: string[];
+  dataplane?: 'file' | 'netns';
+  /** netns: probes sent, sources probed, sources answered by two nodes (double replies), unanswered. */
+  dataplaneCounts?: Record<string, number>;
   /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
   facts?: TimelineFact[];
   impairments?: Impairment[];
@@ -219,6 +222,14 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
             .join(', ')})`
         : ''),
   );
+  if (r.dataplaneCounts && Object.keys(r.dataplaneCounts).length > 0) {
+    lines.push(
+      `dataplane ${r.dataplane ?? ''}: ` +
+        Object.entries(r.dataplaneCounts)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', '),
+    );
+  }
   lines.push('failover (ms)      n     p50    p95    p99    max   max/TTL');
   for (const [k, s] of Object.entries(r.failover)) {
     lines.push(

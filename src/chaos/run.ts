@@ -2,7 +2,9 @@ import { randomInt } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { defaultSpec, startLocalCluster, type LocalCluster } from '../localcluster/cluster.js';
+import { defaultSpec, startLocalCluster } from '../localcluster/cluster.js';
+import { startNetnsTarget } from './netnsTarget.js';
+import { localTarget, type ChaosTarget } from './target.js';
 import {
   failoverLatencies,
   failoverStats,
@@ -70,15 +72,19 @@ function defaultProgress(): (line: string) => void {
 export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const progress = opts.progress ?? defaultProgress();
-  if (opts.dataplane === 'netns') {
+  const netns = opts.dataplane === 'netns';
+  if (netns && opts.etcdEndpoints) {
     throw new ConfigError([
-      { where: '--dataplane', path: '', message: 'netns is not available in this build yet; use --dataplane file' },
+      { where: '--etcd-endpoints', path: '', message: 'the netns dataplane runs its own etcd in a namespace' },
     ]);
+  }
+  if (netns && process.getuid?.() !== 0) {
+    throw new ConfigError([{ where: '--dataplane', path: '', message: 'netns needs root (network namespaces, nft)' }]);
   }
   const agents = opts.agents ?? 5;
   if (agents < 3) throw new ConfigError([{ where: '--agents', path: '', message: 'chaos needs at least 3 agents' }]);
-  // With an external etcd, members are not ours to kill: no etcd faults.
-  const etcdMembers = opts.etcdEndpoints ? 1 : (opts.etcdMembers ?? 1);
+  // With an external etcd, or the netns dataplane's single member, members are not ours to kill.
+  const etcdMembers = opts.etcdEndpoints || netns ? 1 : (opts.etcdMembers ?? 1);
   const seed = opts.seed ?? randomInt(0, 2 ** 31 - 1);
   const ttlS = opts.leaseTtlSeconds ?? 2;
   const ttlMs = ttlS * 1000;
@@ -98,22 +104,33 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     ...(wantFaults !== undefined ? { faults: wantFaults * 2 + 20 } : { durationMs: durationMs! }),
     ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     ...(opts.meanGapMs !== undefined ? { meanGapMs: opts.meanGapMs } : {}),
+    ...(netns ? { exclude: ['addNode'] as const } : {}),
   });
   // Hard bound on the fault phase, whatever happens.
   const maxWallMs = durationMs !== undefined ? durationMs + 5000 : (plan[plan.length - 1]?.atMs ?? 0) + 60_000;
 
-  const lc: LocalCluster = await startLocalCluster({
-    agents,
-    etcdMembers,
-    leaseTtlSeconds: ttlS,
-    fastEtcd: opts.fastEtcd ?? false,
-    spec: defaultSpec(opts.buckets ?? 16),
-    // A fresh name in a shared etcd, so a run never meets another run's keys.
-    cluster: opts.cluster ?? (opts.etcdEndpoints ? `chaos-${process.pid}-${Date.now().toString(36)}` : 'chaos'),
-    ...(opts.etcdEndpoints ? { etcdEndpoints: opts.etcdEndpoints } : {}),
-    unownedBoundMs: boundMs,
-    ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
-  });
+  const lc: ChaosTarget = netns
+    ? await startNetnsTarget({
+        agents,
+        leaseTtlSeconds: ttlS,
+        unownedBoundMs: boundMs,
+        ...(opts.baseDir !== undefined ? { logDir: join(opts.baseDir, 'logs') } : {}),
+      })
+    : localTarget(
+        await startLocalCluster({
+          agents,
+          etcdMembers,
+          leaseTtlSeconds: ttlS,
+          fastEtcd: opts.fastEtcd ?? false,
+          spec: defaultSpec(opts.buckets ?? 16),
+          // A fresh name in a shared etcd, so a run never meets another run's keys.
+          cluster: opts.cluster ?? (opts.etcdEndpoints ? `chaos-${process.pid}-${Date.now().toString(36)}` : 'chaos'),
+          ...(opts.etcdEndpoints ? { etcdEndpoints: opts.etcdEndpoints } : {}),
+          unownedBoundMs: boundMs,
+          ...(opts.baseDir !== undefined ? { baseDir: opts.baseDir } : {}),
+        }),
+        etcdMembers === 3 ? 3 : 0,
+      );
   const obs = lc.observer;
   const records: FaultRecord[] = [];
   const busy = new Map<string, FaultKind>();
@@ -157,9 +174,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
           endImpair = obs.impair(target, f.kind);
           rec.injectedAt = Date.now();
           // Alternate a reset (peer gone) and a blackhole (cable pulled: only timeouts tell).
-          lc.partition(target, f.seq % 2 === 0 ? 'reset' : 'blackhole');
+          await lc.partition(target, f.seq % 2 === 0 ? 'reset' : 'blackhole');
           await hold();
-          lc.heal(target);
+          await lc.heal(target);
           break;
         case 'drain':
           rec.injectedAt = Date.now();
@@ -187,9 +204,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
           const i = Number(target.slice(1));
           endImpair = obs.impair(null, 'etcdMember');
           rec.injectedAt = Date.now();
-          await lc.etcd.killMember(i);
+          await lc.killMember(i);
           await hold();
-          await lc.etcd.restartMember(i);
+          await lc.restartMember(i);
           break;
         }
       }
@@ -218,8 +235,16 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         rec.skipReason = 'etcd member fault in flight';
         return;
       }
-      target = `m${Math.floor(f.pick * lc.etcd.members.length)}`;
+      if (lc.killableEtcdMembers === 0) {
+        rec.skipReason = 'no etcd member to kill';
+        return;
+      }
+      target = `m${Math.floor(f.pick * lc.killableEtcdMembers)}`;
     } else if (f.kind === 'addNode') {
+      if (!lc.supportsAddNode) {
+        rec.skipReason = 'this dataplane cannot add nodes';
+        return;
+      }
       target = '';
     } else {
       const free = healthy();
@@ -318,6 +343,8 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       invariant: rest,
       backendHistory,
       nodes: lc.nodes().map((n) => n.id),
+      dataplane: netns ? 'netns' : 'file',
+      dataplaneCounts: lc.extras(),
       facts: [...obs.facts()],
       impairments: [...obs.impairments()],
     };

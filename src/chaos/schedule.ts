@@ -47,6 +47,8 @@ export interface ScheduleOptions {
   meanGapMs?: number;
   /** Time a node needs after a fault is undone before it counts as free again (ms); default 600. */
   settleMs?: number;
+  /** Kinds the target cannot do (the netns dataplane cannot add nodes). */
+  exclude?: readonly FaultKind[];
 }
 
 /** mulberry32: a small, fast, seedable PRNG with 32-bit state. Returns floats in [0, 1). */
@@ -108,7 +110,9 @@ export function holdRange(kind: FaultKind, ttlMs: number): [number, number] {
 export function planSchedule(opts: ScheduleOptions): PlannedFault[] {
   if (opts.faults === undefined && opts.durationMs === undefined) throw new Error('planSchedule: faults or durationMs');
   const rnd = mulberry32(opts.seed);
-  const kinds = FAULT_KINDS.filter((k) => k !== 'etcdMember' || opts.etcdMembers === 3);
+  const kinds = FAULT_KINDS.filter(
+    (k) => (k !== 'etcdMember' || opts.etcdMembers === 3) && !(opts.exclude ?? []).includes(k),
+  );
   const total = kinds.reduce((s, k) => s + WEIGHTS[k], 0);
   const concurrency = opts.concurrency ?? defaultConcurrency(opts.agents);
   const meanGap = opts.meanGapMs ?? 400;

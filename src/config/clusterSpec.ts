@@ -185,18 +185,6 @@ function crossFieldIssues(raw: unknown, loc: Locator, opts: ClusterSpecOptions):
         ),
       );
     }
-    // The nftables rule hashes `jhash ip saddr`: the port modes would make whois and the kernel disagree.
-    if (backend === 'nftables' && typeof vip.hashMode === 'string' && vip.hashMode !== 'sourceip') {
-      if ((HASH_MODES as readonly string[]).includes(vip.hashMode)) {
-        out.push(
-          mkIssue(
-            loc,
-            ['vips', i, 'hashMode'],
-            `${vip.hashMode} needs the clusterip backend; the nftables backend hashes the source address only (sourceip)`,
-          ),
-        );
-      }
-    }
   });
   return out;
 }

@@ -289,15 +289,26 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     etcd.close();
     throw err;
   }
-  poll();
-  const timer = setInterval(poll, pollMs);
+  const timer = opts.backendFromRecord ? undefined : setInterval(poll, pollMs);
+  if (timer) poll();
 
   return {
     addNode(id, backendDir) {
       dirs.set(id, backendDir);
     },
     record(sample) {
-      feed(sample);
+      if (sample.source !== 'backend') return feed(sample);
+      if (!opts.backendFromRecord) throw new Error('backend samples come from file polling unless backendFromRecord');
+      observations++;
+      const holders = [...sample.holders].sort();
+      let m = holdersNow.get(sample.vip);
+      if (!m) holdersNow.set(sample.vip, (m = new Map()));
+      m.set(sample.bucket, holders);
+      const k = sampleKey(sample.vip, sample.bucket);
+      const prev = lastBackend.get(k);
+      if (prev !== undefined && prev.join(',') === holders.join(',')) return;
+      lastBackend.set(k, holders);
+      feed({ ...sample, holders });
     },
     violations() {
       return [...checker.violations(), ...checker.openViolations(Date.now())];

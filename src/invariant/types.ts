@@ -46,6 +46,9 @@ export interface ObserverOptions {
   unownedBoundMs: number;
   /** How often backend files are read (ms). Default 10. */
   pollMs?: number;
+  /** Backend state arrives through `record()` ('backend' samples, e.g. nftables sets read in namespaces) instead
+   *  of file polling; `backendDirs` is then ignored. Default false. */
+  backendFromRecord?: boolean;
 }
 
 export interface Observer {

@@ -116,7 +116,7 @@ function externalEtcd(endpoints: string[]): LocalEtcd {
 }
 
 /** CAS the draining flag into nodes/<id>, re-attaching the key's lease (the same write as the CLI's drain). */
-async function setDraining(etcd: Etcd3, keys: Keys, node: string, draining: boolean): Promise<boolean> {
+export async function setDraining(etcd: Etcd3, keys: Keys, node: string, draining: boolean): Promise<boolean> {
   const key = keys.node(node);
   for (let attempt = 0; attempt < 5; attempt++) {
     const kv = (await etcd.get(key).exec()).kvs[0];

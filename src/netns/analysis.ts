@@ -129,7 +129,8 @@ export function handoffOf(results: readonly ProbeResult[], source: string): Hand
   for (const r of runs) {
     if (r.node === null) continue;
     const last = owners[owners.length - 1];
-    if (last && last.node === r.node) owners[owners.length - 1] = { ...last, toT: r.toT, probes: last.probes + r.probes };
+    if (last && last.node === r.node)
+      owners[owners.length - 1] = { ...last, toT: r.toT, probes: last.probes + r.probes };
     else owners.push(r);
   }
   if (owners.length === 0) return { kind: 'stayed', node: null };

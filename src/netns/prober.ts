@@ -66,11 +66,11 @@ export async function startProber(opts: {
   const cfg = JSON.stringify({ sources: opts.sources, vip: opts.vip, udpPort: opts.udpPort, tcpPort: opts.tcpPort });
   const proc: NsProcess = spawnInNs(opts.ns, process.execPath, ['-e', PROBER_PROGRAM, '--', cfg]);
   try {
-    await proc.waitLine((l) => l.includes('"ready"') || l.includes('"fatal"'), opts.readyTimeoutMs ?? 15_000).then(
-      (l) => {
+    await proc
+      .waitLine((l) => l.includes('"ready"') || l.includes('"fatal"'), opts.readyTimeoutMs ?? 15_000)
+      .then((l) => {
         if (l.includes('"fatal"')) throw new NetnsError(`prober in ${opts.ns}: ${l}`);
-      },
-    );
+      });
   } catch (err) {
     await proc.stop(200);
     throw err;
@@ -88,7 +88,9 @@ export async function startProber(opts: {
       (l) => l.startsWith(`{"id":${id},`) || l.includes('"fatal"'),
       windowMs + (p.tcp ? tcpTimeoutMs : 0) + 10_000,
     );
-    proc.child.stdin!.write(JSON.stringify({ id, windowMs, udp: p.udp ?? true, tcp: p.tcp ?? false, tcpTimeoutMs }) + '\n');
+    proc.child.stdin!.write(
+      JSON.stringify({ id, windowMs, udp: p.udp ?? true, tcp: p.tcp ?? false, tcpTimeoutMs }) + '\n',
+    );
     const raw = JSON.parse(await line) as RawAnswer;
     if (raw.fatal !== undefined || raw.error !== undefined) {
       throw new NetnsError(`prober in ${opts.ns}: ${raw.fatal ?? raw.error}`);

@@ -52,6 +52,11 @@ export async function ipBatch(ns: string | null, lines: readonly string[], opts:
 }
 
 /** `ip netns exec NS cmd args...` */
-export async function nsRun(ns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+export async function nsRun(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
   return run('ip', ['netns', 'exec', ns, cmd, ...args], opts);
 }

@@ -102,7 +102,8 @@ export async function runTakeover(dp: Dataplane, o: TakeoverOptions): Promise<Ta
     for (const a of r.answers) {
       if (victims.has(a.source)) {
         if (a.udp.includes(o.victim)) victimLast = Math.max(victimLast ?? -Infinity, r.t0);
-        if (r.t0 >= faultAt && a.udp.some((n) => n !== o.victim)) survivorFirst = Math.min(survivorFirst ?? Infinity, r.t0);
+        if (r.t0 >= faultAt && a.udp.some((n) => n !== o.victim))
+          survivorFirst = Math.min(survivorFirst ?? Infinity, r.t0);
       } else {
         const want = before.get(a.source)!;
         if (a.udp.length !== 1 || a.udp[0] !== want) {

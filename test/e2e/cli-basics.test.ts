@@ -1,4 +1,7 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bucketOf } from '../../src/hash/index.js';
 import type { VipSpec } from '../../src/config/types.js';
@@ -110,6 +113,32 @@ describe('clusterip-ha without etcd', () => {
     ]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/needs --sport/);
+  });
+});
+
+describe('clusterip-ha fence', () => {
+  it('empties the node backend without etcd and says what it removed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cipha-cli-fence-'));
+    try {
+      await writeFile(join(dir, '10.77.0.100'), '1,3,4\n');
+      await writeFile(join(dir, '10.77.0.101'), '2\n');
+      // No etcd is running at the default endpoint's port for this to contact; fence must not need it.
+      const r = await runCli(['fence', '--backend', 'file', '--backend-dir', dir, '--node-id', 'n1', '--json'], {
+        env: { CLUSTERIP_HA_ETCD_ENDPOINTS: 'http://127.0.0.1:1' },
+      });
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({
+        backend: 'file',
+        removed: { '10.77.0.100': [1, 3, 4], '10.77.0.101': [2] },
+        remaining: {},
+      });
+      expect(await readFile(join(dir, '10.77.0.100'), 'utf8')).toBe('');
+      const again = await runCli(['fence', '--backend', 'file', '--backend-dir', dir, '--node-id', 'n1']);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toContain('removed nothing');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -49,16 +49,18 @@ export interface Harness {
   keys: Keys;
   cluster: string;
   spec: ClusterSpec;
+  /** Write a new spec (CAS on the current one); convergence checks follow it. */
+  applySpec(yaml: string): Promise<void>;
   agents: Map<string, AgentProcess>;
   dirs: Map<string, string>;
   proxies: Map<string, TcpProxy>;
   observer: FullObserver;
   start(id: string): AgentProcess;
   agent(id: string): AgentProcess;
-  /** Current claims: bucket → owner (and create revision). */
-  claims(): Promise<Map<number, { owner: string; createRevision: string }>>;
+  /** Current claims of a VIP (default the first): bucket → owner (and create revision). */
+  claims(vip?: string): Promise<Map<number, { owner: string; createRevision: string }>>;
   leader(): Promise<string | null>;
-  backendHeld(id: string): Promise<Set<number>>;
+  backendHeld(id: string, vip?: string): Promise<Set<number>>;
   waitConverged(timeoutMs: number, live?: string[]): Promise<void>;
   stop(): Promise<void>;
 }
@@ -98,6 +100,12 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
     keys,
     cluster,
     spec,
+    async applySpec(yaml) {
+      const next = parseClusterSpecYaml(yaml, 'test-spec.yaml');
+      const cur = await loadClusterState(client, keys);
+      await writeSpec(client, keys, next, { expectModRevision: cur.spec?.modRevision ?? 'absent' });
+      h.spec = next;
+    },
     agents,
     dirs,
     proxies,
@@ -128,27 +136,25 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
       if (!a) throw new Error(`no agent ${id}`);
       return a;
     },
-    async claims() {
+    async claims(vip = VIP) {
       const st = await loadClusterState(client, keys);
       const out = new Map<number, { owner: string; createRevision: string }>();
-      for (const [b, c] of st.claims.get(VIP) ?? []) out.set(b, { owner: c.owner, createRevision: c.createRevision });
+      for (const [b, c] of st.claims.get(vip) ?? []) out.set(b, { owner: c.owner, createRevision: c.createRevision });
       return out;
     },
     async leader() {
       return (await loadClusterState(client, keys)).leader;
     },
-    async backendHeld(id) {
+    async backendHeld(id, vip = VIP) {
       const held = await readFileBackendDir(dirs.get(id)!, Date.now());
-      return held.get(VIP) ?? new Set();
+      return held.get(vip) ?? new Set();
     },
     async waitConverged(timeoutMs, live) {
       const until = Date.now() + timeoutMs;
-      const buckets = spec.vips[0]!.buckets;
       let why = '';
       while (Date.now() < until) {
         why = await convergenceProblem(
           h,
-          buckets,
           live ?? [...agents.keys()].filter((id) => agents.get(id)!.exited() === null),
         );
         if (why === '') return;
@@ -170,24 +176,37 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
   return h;
 }
 
-/** '' when every bucket is assigned to a live node, claimed by it, held in its backend only, and balanced. */
-async function convergenceProblem(h: Harness, buckets: number, live: string[]): Promise<string> {
+/** '' when every bucket of every VIP is assigned to a live node, claimed by it, held in its backend only, and
+ *  balanced; and nothing of a VIP outside the spec is claimed or held. */
+async function convergenceProblem(h: Harness, live: string[]): Promise<string> {
   const st = await loadClusterState(h.client, h.keys);
-  const assign = st.assignments.get(VIP)?.value.owners ?? {};
-  const claims = st.claims.get(VIP) ?? new Map();
-  const held = new Map<string, Set<number>>();
-  for (const id of h.dirs.keys()) held.set(id, await h.backendHeld(id));
-  const counts = new Map(live.map((id) => [id, 0]));
-  for (let b = 1; b <= buckets; b++) {
-    const a = assign[String(b)];
-    if (!a || !live.includes(a)) return `bucket ${b} assigned to ${a ?? 'nobody'}`;
-    if (claims.get(b)?.owner !== a) return `bucket ${b} claimed by ${claims.get(b)?.owner ?? 'nobody'}, assigned ${a}`;
-    const holders = [...held].filter(([, s]) => s.has(b)).map(([id]) => id);
-    if (holders.length !== 1 || holders[0] !== a) return `bucket ${b} held by [${holders.join(',')}], assigned ${a}`;
-    counts.set(a, (counts.get(a) ?? 0) + 1);
+  const inSpec = new Set(h.spec.vips.map((v) => v.address));
+  for (const vip of st.claims.keys()) if (!inSpec.has(vip)) return `claims left for removed VIP ${vip}`;
+  for (const id of h.dirs.keys()) {
+    for (const [vip, s] of await readFileBackendDir(h.dirs.get(id)!, Date.now())) {
+      if (!inSpec.has(vip) && s.size > 0) return `${id} still holds removed VIP ${vip}`;
+    }
   }
-  const ideal = buckets / live.length;
-  for (const [id, c] of counts) if (Math.abs(c - ideal) >= 1) return `${id} holds ${c}, ideal ${ideal.toFixed(2)}`;
+  for (const v of h.spec.vips) {
+    const buckets = v.buckets;
+    const assign = st.assignments.get(v.address)?.value.owners ?? {};
+    const claims = st.claims.get(v.address) ?? new Map();
+    const held = new Map<string, Set<number>>();
+    for (const id of h.dirs.keys()) held.set(id, await h.backendHeld(id, v.address));
+    const counts = new Map(live.map((id) => [id, 0]));
+    for (let b = 1; b <= buckets; b++) {
+      const a = assign[String(b)];
+      if (!a || !live.includes(a)) return `${v.address} bucket ${b} assigned to ${a ?? 'nobody'}`;
+      if (claims.get(b)?.owner !== a) return `${v.address} bucket ${b} claimed by ${claims.get(b)?.owner ?? 'nobody'}, assigned ${a}`;
+      const holders = [...held].filter(([, s]) => s.has(b)).map(([id]) => id);
+      if (holders.length !== 1 || holders[0] !== a) return `${v.address} bucket ${b} held by [${holders.join(',')}], assigned ${a}`;
+      counts.set(a, (counts.get(a) ?? 0) + 1);
+    }
+    for (const b of claims.keys()) if (b > buckets) return `${v.address} bucket ${b} beyond ${buckets} still claimed`;
+    for (const [id, s] of held) for (const b of s) if (b > buckets) return `${id} holds ${v.address} bucket ${b} beyond ${buckets}`;
+    const ideal = buckets / live.length;
+    for (const [id, c] of counts) if (Math.abs(c - ideal) >= 1) return `${v.address}: ${id} holds ${c}, ideal ${ideal.toFixed(2)}`;
+  }
   return '';
 }
 

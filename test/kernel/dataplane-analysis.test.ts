@@ -135,9 +135,19 @@ describe('netns analysis', () => {
     };
     expect(unsettledReason(o, 2, ['n1', 'n2'])).toBe('');
     expect(unsettledReason(o, 2, ['n1', 'n2', 'n3'])).toBe('nodes without buckets: n3');
-    expect(unsettledReason({ ...o, kernel: new Map([['n1', [1, 2]], ['n2', [2]]]) }, 2, [])).toBe(
-      'bucket 2 claimed by n2, in the kernel of [n1, n2]',
-    );
+    expect(
+      unsettledReason(
+        {
+          ...o,
+          kernel: new Map([
+            ['n1', [1, 2]],
+            ['n2', [2]],
+          ]),
+        },
+        2,
+        [],
+      ),
+    ).toBe('bucket 2 claimed by n2, in the kernel of [n1, n2]');
     expect(unsettledReason({ ...o, claims: new Map([[1, 'n1']]) }, 2, [])).toBe(
       'bucket 2 assigned to n2, claimed by nobody',
     );

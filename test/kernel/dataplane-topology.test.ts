@@ -92,7 +92,11 @@ describe.skipIf(!enabled)('netns dataplane: topology, servers, prober (static ru
 
     // Now nobody owns bucket 1.
     await setStaticOwned(topo.node('n2').ns, rules, ownedBy('n2'));
-    await setStaticOwned(topo.node('n1').ns, rules, ownedBy('n1').filter((b) => b !== 1));
+    await setStaticOwned(
+      topo.node('n1').ns,
+      rules,
+      ownedBy('n1').filter((b) => b !== 1),
+    );
     const r2 = await prober!.probe({ windowMs: 60, tcp: true, tcpTimeoutMs: 300 });
     const silent = r2.answers.filter((a) => a.udp.length === 0);
     expect(silent.map((a) => a.source).sort()).toEqual([...victims].sort());

@@ -192,24 +192,34 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     expect(ruleset()).toContain('!= @owned_10_77_0_100 drop');
   });
 
-  it('elements expire on their own at their timeout; refresh extends them; expired ones are not revived', async () => {
-    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t5' });
+  it('probes how this kernel renews element timeouts', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t9' });
     await b.ensure(spec(vip(V1)));
-    const t0 = Date.now();
-    await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 1500 });
-    await b.apply([{ vip: V1, add: [3], remove: [] }], { holdForMs: 600 });
-    expect((await b.read()).get(V1)).toEqual(new Set([1, 2, 3]));
-    await waitFor(async () => !(await b.read()).get(V1)!.has(3), 5000, 'bucket 3 to expire');
-    await sleep(Math.max(0, 1000 - (Date.now() - t0)));
-    await b.refresh(2500); // at ~1.0 s: 1 and 2 now expire at ~3.5 s instead of 1.5 s
-    const refreshedAt = Date.now();
-    expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
-    await sleep(Math.max(0, 2000 - (Date.now() - t0))); // past the original 1.5 s timeout
-    expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
-    const gone = await waitFor(async () => (await b.read()).get(V1)!.size === 0, 8000, 'refreshed buckets to expire');
-    expect(Date.now() - refreshedAt).toBeGreaterThanOrEqual(2400);
-    expect(gone).toBeGreaterThan(0);
+    // Linux 6.18 updates an existing element's timeout in place (DESIGN §5, measured).
+    expect(b.describe().detail.timeoutRenewal).toBe('update');
+    expect(nsNft(['list', 'tables'])).not.toContain('cipha_t9_probe');
   });
+
+  for (const renewal of ['update', 'replace'] as const) {
+    it(`elements expire on their own at their timeout; refresh (${renewal}) extends them; expired ones are not revived`, async () => {
+      const b = new NftablesBackend({ netns: NODE, table: 'cipha_t5', renewal });
+      await b.ensure(spec(vip(V1)));
+      const t0 = Date.now();
+      await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 1500 });
+      await b.apply([{ vip: V1, add: [3], remove: [] }], { holdForMs: 600 });
+      expect((await b.read()).get(V1)).toEqual(new Set([1, 2, 3]));
+      await waitFor(async () => !(await b.read()).get(V1)!.has(3), 5000, 'bucket 3 to expire');
+      await sleep(Math.max(0, 1000 - (Date.now() - t0)));
+      await b.refresh(2500); // at ~1.0 s: 1 and 2 now expire at ~3.5 s instead of 1.5 s
+      const refreshedAt = Date.now();
+      expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
+      await sleep(Math.max(0, 2000 - (Date.now() - t0))); // past the original 1.5 s timeout
+      expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
+      const gone = await waitFor(async () => (await b.read()).get(V1)!.size === 0, 8000, 'refreshed buckets to expire');
+      expect(Date.now() - refreshedAt).toBeGreaterThanOrEqual(2400);
+      expect(gone).toBeGreaterThan(0);
+    });
+  }
 
   it('holds 4,096 buckets of one VIP in one batch', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t6' });

@@ -7,6 +7,7 @@ import {
   heldFromListing,
   parseTableListing,
   refreshBatch,
+  renewalFromProbeListing,
   setName,
   vipOfSet,
   vipRules,
@@ -108,6 +109,27 @@ describe('nft batches (pure text)', () => {
       ),
     ).toBe('add element ip t owned_10_77_0_100 { 1 timeout 900ms expires 900ms, 2 timeout 900ms expires 900ms }\n');
     expect(clearBatch('t', ['owned_10_77_0_100', 'mine'])).toBe('flush set ip t owned_10_77_0_100\n');
+  });
+
+  it('renews timeouts by delete+add in one batch where the kernel cannot update them', () => {
+    const held = new Map([['10.77.0.100', new Set([2, 1])]]);
+    expect(refreshBatch('t', held, 900, 'replace').split('\n').filter(Boolean)).toEqual([
+      'delete element ip t owned_10_77_0_100 { 1, 2 }',
+      'add element ip t owned_10_77_0_100 { 1 timeout 900ms expires 900ms, 2 timeout 900ms expires 900ms }',
+    ]);
+    expect(
+      applyBatch('t', [{ vip: '10.77.0.100', add: [3], remove: [] }], 900, 'replace')
+        .split('\n')
+        .filter(Boolean),
+    ).toEqual([
+      'add element ip t owned_10_77_0_100 { 3 }',
+      'delete element ip t owned_10_77_0_100 { 3 }',
+      'add element ip t owned_10_77_0_100 { 3 timeout 900ms expires 900ms }',
+    ]);
+    const listing = (expires: number) =>
+      JSON.stringify({ nftables: [{ set: { name: 's', elem: [{ elem: { val: 1, timeout: 3600, expires } }] } }] });
+    expect(renewalFromProbeListing(listing(3599))).toBe('update');
+    expect(renewalFromProbeListing(listing(0))).toBe('replace');
   });
 
   it('parses nft -j listings with bare and timed elements', () => {

@@ -1,0 +1,162 @@
+import { mkdir } from 'node:fs/promises';
+import type { OwnershipSample } from '../invariant/types.js';
+import { startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
+import { setDraining, type NodeRunState } from '../localcluster/cluster.js';
+import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
+import type { ProbeResult } from '../netns/prober.js';
+import { waitObserverConverged, type ChaosTarget } from './target.js';
+
+// `chaos --dataplane netns`: the real nftables dataplane of src/netns (a namespace per node, agents with the
+// nftables backend, etcd on a control network, a prober sending UDP from every client source). The observer
+// gets the kernel sets as its backend source and every probe as dataplane samples; a packet answered by two
+// nodes is a double owner at that instant.
+
+export interface NetnsTargetOptions {
+  agents: number;
+  leaseTtlSeconds: number;
+  unownedBoundMs: number;
+  /** Agent logs go to `<logDir>/<node>.log`. */
+  logDir?: string;
+  /** Kernel set sampling interval (ms); default 100. */
+  kernelSampleMs?: number;
+  /** Pause between probes (ms); default 100. Each probe waits 40 ms for replies. */
+  probeGapMs?: number;
+}
+
+/**
+ * Dataplane samples of one probe, per bucket: a source answered by two or more nodes is a double owner (one
+ * packet accepted twice); sources that all got the same single answer name that owner; sources of one bucket
+ * answered by different single nodes are a handoff between two probe packets, not one packet twice: no sample.
+ */
+export function probeSamples(r: ProbeResult, vip: string, bucketOf: (source: string) => number): OwnershipSample[] {
+  const per = new Map<number, { doubles: Set<string>; singles: Set<string> }>();
+  for (const a of r.answers) {
+    const b = bucketOf(a.source);
+    let e = per.get(b);
+    if (!e) per.set(b, (e = { doubles: new Set(), singles: new Set() }));
+    const distinct = new Set(a.udp);
+    if (distinct.size >= 2) distinct.forEach((n) => e.doubles.add(n));
+    else if (distinct.size === 1) distinct.forEach((n) => e.singles.add(n));
+  }
+  const out: OwnershipSample[] = [];
+  for (const [bucket, e] of [...per].sort(([x], [y]) => x - y)) {
+    if (e.doubles.size > 0) out.push({ t: r.t0, source: 'dataplane', vip, bucket, holders: [...e.doubles].sort() });
+    else if (e.singles.size === 1) out.push({ t: r.t0, source: 'dataplane', vip, bucket, holders: [...e.singles] });
+    else if (e.singles.size === 0) out.push({ t: r.t0, source: 'dataplane', vip, bucket, holders: [] });
+  }
+  return out;
+}
+
+export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosTarget> {
+  const names = Array.from({ length: opts.agents }, (_, i) => `n${i + 1}`);
+  if (opts.logDir) await mkdir(opts.logDir, { recursive: true });
+  const dp: Dataplane = await buildDataplane({
+    nodes: names,
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    ...(opts.logDir ? { logDir: opts.logDir } : {}),
+  });
+  const run = new Map<string, NodeRunState>(names.map((n) => [n, 'running']));
+  let obs: FullObserver;
+  try {
+    obs = await startObserver({
+      endpoints: [dp.etcdEndpoint],
+      cluster: dp.cluster,
+      backendDirs: {},
+      unownedBoundMs: opts.unownedBoundMs,
+      backendFromRecord: true,
+    });
+  } catch (err) {
+    await dp.destroy();
+    throw err;
+  }
+  const sampler = dp.startKernelSampler((s) => obs.record(s), opts.kernelSampleMs ?? 100);
+  const counts = { probes: 0, probeErrors: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0 };
+  let probing = true;
+  const probeLoop = (async () => {
+    while (probing) {
+      try {
+        const r = await dp.probe({ windowMs: 40 });
+        counts.probes++;
+        for (const a of r.answers) {
+          counts.sourcesProbed++;
+          if (new Set(a.udp).size >= 2) counts.doubleReplies++;
+          if (a.udp.length === 0) counts.unanswered++;
+        }
+        for (const s of probeSamples(r, dp.vip.address, (src) => dp.bucketOfSource(src))) obs.record(s);
+      } catch {
+        counts.probeErrors++;
+      }
+      await new Promise((res) => setTimeout(res, opts.probeGapMs ?? 100));
+    }
+  })();
+  let report: FullReport | undefined;
+  const stopProbes = async (): Promise<void> => {
+    probing = false;
+    await Promise.race([probeLoop, new Promise((r) => setTimeout(r, 5000))]);
+  };
+  const agent = (id: string) => {
+    const a = dp.agents.get(id);
+    if (!a) throw new Error(`no agent ${id}`);
+    return a;
+  };
+
+  const target: ChaosTarget = {
+    observer: obs,
+    killableEtcdMembers: 0,
+    supportsAddNode: false,
+    nodes: () => names.map((id) => ({ id, run: run.get(id)! })),
+    async kill(id, sig = 'SIGKILL') {
+      if (run.get(id) === 'stopped') agent(id).signal('SIGCONT');
+      await dp.stopAgent(id, sig).catch(() => undefined);
+      run.set(id, 'exited');
+    },
+    freeze(id) {
+      if (run.get(id) !== 'running') return;
+      agent(id).signal('SIGSTOP');
+      run.set(id, 'stopped');
+    },
+    thaw(id) {
+      if (run.get(id) !== 'stopped') return;
+      agent(id).signal('SIGCONT');
+      run.set(id, 'running');
+    },
+    async restart(id) {
+      if (run.get(id) !== 'exited') await target.kill(id, 'SIGKILL');
+      dp.startAgent(id);
+      run.set(id, 'running');
+    },
+    addNode: async () => {
+      throw new Error('the netns dataplane has a fixed set of nodes');
+    },
+    partition: (id, mode) => dp.cutControl(id, mode === 'reset' ? 'linkDown' : 'blackhole'),
+    heal: (id) => dp.healControl(id),
+    drain: (id) => setDraining(dp.etcd, dp.keys, id, true),
+    undrain: (id) => setDraining(dp.etcd, dp.keys, id, false),
+    async terminate(id) {
+      await dp.stopAgent(id, 'SIGTERM', 30_000).catch(() => undefined);
+      run.set(id, 'exited');
+    },
+    killMember: async () => {
+      throw new Error('the netns dataplane runs one etcd member');
+    },
+    restartMember: async () => {
+      throw new Error('the netns dataplane runs one etcd member');
+    },
+    waitConverged: (ms) => waitObserverConverged(obs, () => new Set(names.filter((n) => run.get(n) === 'running')), ms),
+    async finish(o) {
+      if (!report) {
+        await stopProbes();
+        report = await obs.stop(o);
+      }
+      return report;
+    },
+    extras: () => ({ ...counts }),
+    async stop() {
+      if (!report) await target.finish().catch(() => undefined);
+      await stopProbes();
+      await Promise.race([sampler.stop(), new Promise((r) => setTimeout(r, 5000))]);
+      await dp.destroy();
+    },
+  };
+  return target;
+}
