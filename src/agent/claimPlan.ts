@@ -33,6 +33,8 @@ export interface ClaimInputs {
 
 export interface ClaimPlan {
   kernelRemove: (BucketRef & { reason: ReleaseReason })[];
+  /** Kernel entries beyond the VIP's bucket count: the backend refuses them, so they leave the model only. */
+  kernelForget: BucketRef[];
   claimDelete: (BucketRef & { reason: ReleaseReason })[];
   acquire: BucketRef[];
   kernelAdd: BucketRef[];
@@ -44,7 +46,7 @@ export function bucketKey(vip: string, bucket: number): string {
 }
 
 export function planClaims(i: ClaimInputs): ClaimPlan {
-  const plan: ClaimPlan = { kernelRemove: [], claimDelete: [], acquire: [], kernelAdd: [], blocked: [] };
+  const plan: ClaimPlan = { kernelRemove: [], kernelForget: [], claimDelete: [], acquire: [], kernelAdd: [], blocked: [] };
   const vips = new Map((i.spec?.vips ?? []).map((v) => [v.address, v.buckets]));
 
   const desired = new Set<string>();
@@ -71,6 +73,13 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
       const k = bucketKey(vip, bucket);
       if (desired.has(k) && mine(vip, bucket)) continue;
       const reason = releaseReason(vip);
+      const n = vips.get(vip);
+      if (n !== undefined && bucket > n) {
+        // No client hashes to it any more, so nobody can be served twice through it.
+        plan.kernelForget.push({ vip, bucket });
+        if (mine(vip, bucket)) plan.claimDelete.push({ vip, bucket, reason });
+        continue;
+      }
       plan.kernelRemove.push({ vip, bucket, reason });
       if (mine(vip, bucket) && !desired.has(k)) plan.claimDelete.push({ vip, bucket, reason });
     }

@@ -135,20 +135,43 @@ export class ClaimReconciler {
       backendBlocked: monoNow() < this.backendBlockedUntil,
     });
     this.reportBlocked(plan);
-    await this.release(plan, leaseId);
+    for (const r of plan.kernelForget) this.o.kernel.forget(r.vip, [r.bucket]);
+    try {
+      await this.release(plan, leaseId);
+    } catch (err) {
+      // A release that failed keeps its claims (kernel first); acquiring the rest must not wait for it.
+      this.o.emit({ event: 'etcdError', op: 'release', error: (err as Error).message });
+      this.retryLater(200);
+    }
     if (leaseId !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0)) await this.acquire(plan, leaseId);
   }
 
   private async release(plan: ClaimPlan, leaseId: string | null): Promise<void> {
-    if (plan.kernelRemove.length === 0 && plan.claimDelete.length === 0) return;
+    if (plan.kernelRemove.length === 0 && plan.claimDelete.length === 0 && plan.kernelForget.length === 0) return;
     const t0 = monoNow();
+    // Kernel first; a VIP whose removal failed keeps its claims (never a kernel bucket without its claim).
+    const failedVips = new Set<string>();
+    let firstError: unknown;
     if (plan.kernelRemove.length > 0) {
-      // Kernel first; a failure here leaves every claim in place (never a kernel bucket without its claim).
-      await this.o.kernel.apply(group(plan.kernelRemove, 'remove'));
+      const changes = group(plan.kernelRemove, 'remove');
+      try {
+        await this.o.kernel.apply(changes);
+      } catch {
+        // The batch failed: find out VIP by VIP which removals the backend takes.
+        for (const c of changes) {
+          try {
+            await this.o.kernel.apply([c]);
+          } catch (err) {
+            failedVips.add(c.vip);
+            firstError ??= err;
+          }
+        }
+      }
     }
     const deleted = new Set<string>();
     if (leaseId !== null) {
-      await inBatches(plan.claimDelete, async (r) => {
+      const deletable = plan.claimDelete.filter((r) => !failedVips.has(r.vip) && !this.o.kernel.has(r.vip, r.bucket));
+      await inBatches(deletable, async (r) => {
         const key = this.o.keys.claim(r.vip, r.bucket);
         const res = await this.o.etcd
           .if(key, 'Value', '==', this.o.nodeId)
@@ -172,7 +195,7 @@ export class ClaimReconciler {
       });
     }
     for (const r of plan.kernelRemove) {
-      if (deleted.has(bucketKey(r.vip, r.bucket))) continue;
+      if (failedVips.has(r.vip) || deleted.has(bucketKey(r.vip, r.bucket))) continue;
       if (plan.claimDelete.some((d) => d.vip === r.vip && d.bucket === r.bucket)) continue;
       this.o.emit({
         event: 'released',
@@ -182,6 +205,7 @@ export class ClaimReconciler {
         durationMs: ms(monoNow() - t0),
       });
     }
+    if (firstError !== undefined) throw firstError;
   }
 
   private async acquire(plan: ClaimPlan, leaseId: string): Promise<void> {
@@ -218,7 +242,12 @@ export class ClaimReconciler {
       const wait = Math.min(5000, 100 * 2 ** Math.min(this.backendFailures, 6));
       this.backendBlockedUntil = monoNow() + wait;
       for (const r of toAdd) this.noteBlocked(r, 'backendFailed');
-      await this.deleteClaims(toAdd, leaseId);
+      // Release the claims of what the kernel does not hold; one it still holds keeps its claim until a later
+      // pass removes it from the kernel first.
+      await this.deleteClaims(
+        toAdd.filter((r) => !this.o.kernel.has(r.vip, r.bucket)),
+        leaseId,
+      );
       this.o.emit({
         event: 'etcdError',
         op: 'acquire',

@@ -58,8 +58,32 @@ export class KernelGate {
     return p;
   }
 
+  /**
+   * Set the backend up for a (new) spec. Buckets a shrinking VIP no longer has are removed first, while the
+   * backend still knows the old bucket count (afterwards it would refuse them as out of range); then the model
+   * is re-read, since ensure drops VIPs that left the spec.
+   */
   ensure(spec: ClusterSpec): Promise<void> {
-    return this.serial(() => this.withRetry('ensure', () => this.o.backend.ensure(spec)));
+    return this.serial(async () => {
+      const shrink: BucketChange[] = [];
+      for (const v of spec.vips) {
+        const gone = [...(this.held.get(v.address) ?? [])].filter((b) => b > v.buckets);
+        if (gone.length > 0) shrink.push({ vip: v.address, add: [], remove: gone });
+      }
+      if (shrink.length > 0) {
+        await this.withRetry('apply', () => this.o.backend.apply(shrink)).catch(() => undefined);
+      }
+      await this.withRetry('ensure', () => this.o.backend.ensure(spec));
+      await this.readNow().catch(() => undefined);
+    });
+  }
+
+  /** Drop buckets from the model that the backend cannot be asked about any more (out of the spec's range). */
+  forget(vip: string, buckets: number[]): void {
+    const s = this.held.get(vip);
+    if (!s) return;
+    for (const b of buckets) s.delete(b);
+    if (s.size === 0) this.held.delete(vip);
   }
 
   read(): Promise<HeldBuckets> {
@@ -97,8 +121,11 @@ export class KernelGate {
         });
       } catch (err) {
         if (err instanceof FencedDuringApply) return [];
-        // Unknown what landed: undo the adds so nothing is held without a confirmed claim path.
-        await this.o.backend.apply(adds.map((c) => ({ vip: c.vip, add: [], remove: c.add }))).catch(() => undefined);
+        // Unknown what landed (a batch over several VIPs may stop half way): undo VIP by VIP, so one VIP the
+        // backend refuses cannot keep another's adds in place, then re-read what really is held.
+        for (const c of adds) {
+          await this.o.backend.apply([{ vip: c.vip, add: [], remove: c.add }]).catch(() => undefined);
+        }
         await this.readNow().catch(() => undefined);
         throw err;
       }

@@ -63,6 +63,8 @@ export class FileBackend implements Backend {
   }
 
   apply(changes: BucketChange[], opts: ApplyOptions = {}): Promise<void> {
+    // Expiries count from the call, not from when the serialized write runs: never hold past the caller's deadline.
+    const calledAt = this.now();
     return this.serial.run(async () => {
       // The hold time matters only for adds; a remove must work even after the deadline passed.
       const hold =
@@ -80,7 +82,7 @@ export class FileBackend implements Backend {
           if (errno !== null && (errno !== 'ENOENT' || held.has(b))) throw procError(change.vip, `-${b}`, errno);
           entries.delete(b);
         }
-        const expiry = hold === undefined ? null : now + hold;
+        const expiry = hold === undefined ? null : calledAt + hold;
         for (const b of change.add) {
           const errno = procWriteInPlace(held, total, procCommand('+', b));
           if (errno !== null && (errno !== 'ENOMEM' || !held.has(b))) throw procError(change.vip, `+${b}`, errno);
@@ -99,13 +101,14 @@ export class FileBackend implements Backend {
   }
 
   refresh(holdForMs: number): Promise<void> {
+    const calledAt = this.now();
     return this.serial.run(async () => {
       const hold = checkHoldMs(holdForMs);
       for (const vip of await this.knownVips()) {
         const now = this.now();
         const entries = unexpired(await this.readEntries(vip), now);
         if (entries.size === 0) continue;
-        for (const b of entries.keys()) entries.set(b, now + hold);
+        for (const b of entries.keys()) entries.set(b, calledAt + hold);
         await this.writeEntries(vip, entries);
       }
     });

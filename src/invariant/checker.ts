@@ -7,9 +7,11 @@ import type { InvariantReport, OwnershipSample, Violation } from './types.js';
 // changes the verdict.
 // - Safety: a stretch with two or more holders is one `doubleOwner` violation (one per stretch, not per sample).
 // - Liveness: a stretch where the backend source shows no holder is an unowned interval. Only the part of it during
-//   which at least one node had a node key ("a live node existed") counts. It may last `boundMs` — times the
-//   number of impaired nodes in its chain (see `allowanceFactor`), because a fault that hits the next owner or the
-//   leader during a failover legitimately restarts the failover clock.
+//   which at least one node had a node key ("a live node existed") counts. It may last `boundMs` (TTL + 200 ms),
+//   plus one bound for every further injected fault (chaos `impair`) that hit the bucket's assignee, the leader or
+//   etcd while the stretch was still within its allowance (see `allowanceFactor`): a fault that hits the next
+//   owner or the leader during a failover legitimately restarts the failover clock; one after an overrun does not.
+//   Without injected faults (the agent's tests) the bound is exactly `boundMs`.
 
 export type Source = OwnershipSample['source'];
 

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AgentEvent } from '../agent/events.js';
 
 // Every AgentEvent becomes metrics here (and nowhere else), so the names below are the whole metric surface of
@@ -19,11 +19,21 @@ const P = 'clusterip_ha_';
 const FAILOVER_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 30];
 const OP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
+export interface AgentMetricsOptions {
+  /** Monotonic clock in ms (tests pass a fake one). */
+  now?: () => number;
+  /** Also export prom-client's process and Node.js metrics (CPU, memory, nodejs_eventloop_lag_*); default true. */
+  processMetrics?: boolean;
+}
+
 export function attachAgentMetrics(
   events: AgentEventSource,
   registry: Registry = new Registry(),
-  now: () => number = () => performance.now(),
+  opts: AgentMetricsOptions = {},
 ): AgentMetrics {
+  const now = opts.now ?? (() => performance.now());
+  // The agent's own loopDelay events come from its sampler; these are measured independently by prom-client.
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
   const held = new Map<string, Set<number>>();
   let lastAckAt: number | undefined;
   let headroomAtAckMs = 0;

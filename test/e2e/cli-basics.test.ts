@@ -80,7 +80,26 @@ describe('clusterip-ha without etcd', () => {
         '--json',
       ]);
       expect(nft.code).toBe(0);
-      expect(JSON.parse(nft.stdout)).toEqual({ bucket: bucketOf(vip, 'nftables', { saddr: client }) });
+      expect(JSON.parse(nft.stdout)).toEqual({
+        bucket: bucketOf({ ...vip, hashMode: 'sourceip' }, 'nftables', { saddr: client }),
+      });
+      const nftPorts = await runCli([
+        'whois',
+        client,
+        '--sport',
+        String(sport),
+        '--buckets',
+        '16',
+        '--seed',
+        '0x5eed1234',
+        '--hash-mode',
+        'sourceip-sourceport',
+        '--backend',
+        'nftables',
+        '--json',
+      ]);
+      expect(nftPorts.code).toBe(0);
+      expect(JSON.parse(nftPorts.stdout)).toEqual({ bucket: bucketOf(vip, 'nftables', { saddr: client, sport }) });
       const cip = await runCli([
         'whois',
         client,

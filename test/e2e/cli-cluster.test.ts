@@ -273,6 +273,8 @@ describe('clusterip-ha against a live cluster', () => {
       expect(m.get('clusterip_ha_keepalive_ack_age_seconds')).toBeLessThan(2);
       expect(m.get('clusterip_ha_fence_headroom_seconds')).toBeGreaterThan(0);
       expect(m.types.get('clusterip_ha_failover_duration_seconds')).toBe('histogram');
+      // Event-loop delay measured by prom-client in the agent process itself.
+      expect(m.get('nodejs_eventloop_lag_p99_seconds')).toBeGreaterThanOrEqual(0);
       if (owned !== n4claims) await sleep(100);
     }
     expect(owned).toBe(n4claims);

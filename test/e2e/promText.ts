@@ -43,8 +43,16 @@ export function parsePromText(text: string): ParsedMetrics {
       if (consumed !== m[3].length) throw new Error(`line ${i + 1}: bad labels: ${m[3]}`);
     }
     const raw = m[4]!;
-    const value = raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : Number(raw);
-    if (Number.isNaN(value) && raw !== 'NaN') throw new Error(`line ${i + 1}: bad value ${raw}`);
+    // Go's ParseFloat (Prometheus' parser) takes NaN and Inf in any case; prom-client writes "Nan".
+    const lower = raw.toLowerCase();
+    const value = /^[+]?inf$/.test(lower)
+      ? Infinity
+      : lower === '-inf'
+        ? -Infinity
+        : lower === 'nan'
+          ? NaN
+          : Number(raw);
+    if (Number.isNaN(value) && lower !== 'nan') throw new Error(`line ${i + 1}: bad value ${raw}`);
     samples.push({ name: m[1]!, labels, value });
   }
   return {

@@ -40,7 +40,8 @@ function hostCapability(): Capability {
       return '';
     }
   };
-  if (!which('qemu-system-x86_64')) return { ok: false, reason: 'needs qemu-system-x86_64 (apt-get install qemu-system-x86)' };
+  if (!which('qemu-system-x86_64'))
+    return { ok: false, reason: 'needs qemu-system-x86_64 (apt-get install qemu-system-x86)' };
   const busybox = which('busybox');
   // The initramfs has no libc: the busybox must be the static one.
   if (!busybox || hasElfInterpreter(readFileSync(busybox))) {
@@ -49,17 +50,21 @@ function hostCapability(): Capability {
   if (!which('iptables-legacy') || !which('iptables-legacy-save') || !which('iptables-legacy-restore')) {
     return { ok: false, reason: 'needs iptables-legacy (apt-get install iptables)' };
   }
-  if (!which('xz') || !which('dpkg-deb') || !which('apt-get')) return { ok: false, reason: 'needs xz, dpkg-deb, apt-get' };
+  if (!which('xz') || !which('dpkg-deb') || !which('apt-get'))
+    return { ok: false, reason: 'needs xz, dpkg-deb, apt-get' };
   return { ok: true, reason: '' };
 }
 
 // The kernel is fetched (or found in the cache) while deciding whether the test can run at all: without apt or
 // a cached kernel there is nothing to boot.
 let kernel: PreparedKernel | undefined;
+let kernelPrepMs = 0;
 let cap = hostCapability();
 if (cap.ok) {
   try {
+    const t = performance.now();
     kernel = await prepareKernel();
+    kernelPrepMs = performance.now() - t;
   } catch (err) {
     cap = { ok: false, reason: `cannot fetch the Debian 6.1 kernel into ${cacheDir()}: ${(err as Error).message}` };
   }
@@ -288,8 +293,9 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     guestLog = await readFile(join(resultsDir, 'guest.log'), 'utf8').catch(() => '');
     guest = JSON.parse(await readFile(join(resultsDir, 'result.json'), 'utf8').catch(() => 'null')) ?? undefined;
     console.log(
-      `qemu: ${k.pkg} (${k.source}); vm ${(vm.wallMs / 1000).toFixed(1)} s (qemu start to exit), ` +
-        `kernel boot to guest ${bootS ?? '?'} s, guest ${((guest?.elapsedMs ?? 0) / 1000).toFixed(1)} s ` +
+      `qemu: ${k.pkg} (${k.source}, ${(kernelPrepMs / 1000).toFixed(1)} s); vm ${(vm.wallMs / 1000).toFixed(1)} s (qemu start to exit), ` +
+        `qemu start to init's mounts done ${((vm.marks.find((m) => m.text.startsWith('guest start'))?.atMs ?? NaN) / 1000).toFixed(1)} s ` +
+        `(kernel uptime ${bootS ?? '?'} s), node ready at uptime ${guest?.startedAtUptimeS ?? '?'} s, guest ${((guest?.elapsedMs ?? 0) / 1000).toFixed(1)} s ` +
         `${JSON.stringify(guest?.timings ?? {})}, test so far ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
   }, VM_TIMEOUT_MS + 60_000);
@@ -314,7 +320,8 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     expect(guest!.fatal, context()).toBeUndefined();
     expect(guest!.done, context()).toBe(true);
     expect(guest!.kernel).toMatch(/^6\.1\.0-\d+-amd64$/);
-    for (const s of ['direct', 'backend', 'hash']) expect(guest!.stages[`${s}Error`], `${s}${context()}`).toBeUndefined();
+    for (const s of ['direct', 'backend', 'hash'])
+      expect(guest!.stages[`${s}Error`], `${s}${context()}`).toBeUndefined();
   });
 
   test('§7 directly on the proc file: mode 0600, read formats and every errno', () => {
@@ -338,7 +345,9 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
       const modelErrno = model.ok ? null : model.errno;
       const kernelHeld = new Set(parseProcHeld(s.after ?? '') ?? []);
       if (modelErrno !== s.errno || (model.ok && [...model.held].sort().join() !== [...kernelHeld].sort().join())) {
-        diffs.push(`${JSON.stringify(s.input)}: kernel ${s.errno ?? 'ok'} -> ${JSON.stringify(s.after)}, model ${modelErrno ?? 'ok'}`);
+        diffs.push(
+          `${JSON.stringify(s.input)}: kernel ${s.errno ?? 'ok'} -> ${JSON.stringify(s.after)}, model ${modelErrno ?? 'ok'}`,
+        );
       }
       held = kernelHeld;
     }
@@ -448,9 +457,16 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
       const counts = new Array<number>(v.buckets).fill(0);
       SOURCES.forEach((s, i) => {
         const kernelSays = spelled.get(`${v.address} ${i}`) ?? 0;
-        const predicted = clusteripBucket(v.hashMode, { saddr: s.saddr, sport: s.sport, dport: s.dport }, v.buckets, v.seed);
+        const predicted = clusteripBucket(
+          v.hashMode,
+          { saddr: s.saddr, sport: s.sport, dport: s.dport },
+          v.buckets,
+          v.seed,
+        );
         if (kernelSays !== predicted) {
-          mismatches.push(`${v.hashMode} ${s.saddr}:${s.sport}->${v.address}:${s.dport} kernel ${kernelSays} predicted ${predicted}`);
+          mismatches.push(
+            `${v.hashMode} ${s.saddr}:${s.sport}->${v.address}:${s.dport} kernel ${kernelSays} predicted ${predicted}`,
+          );
         }
         if (kernelSays >= 1 && kernelSays <= v.buckets) counts[kernelSays - 1]!++;
       });

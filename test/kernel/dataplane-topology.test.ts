@@ -1,10 +1,10 @@
 import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nftablesBucket } from '../../src/hash/index.js';
-import { checkExpected, doubleAnswers, summarizeProbe } from '../../src/netns/analysis.js';
+import { checkExpected, doubleAnswers, foldLateReplies, summarizeProbe } from '../../src/netns/analysis.js';
 import { ETCD_CLIENT_PORT, SERVER_TCP_PORT, SERVER_UDP_PORT } from '../../src/netns/addressing.js';
 import { startEtcdInNs, type NsEtcd } from '../../src/netns/etcdNs.js';
-import { startProber, type Prober } from '../../src/netns/prober.js';
+import { startProber, type ProbeResult, type Prober } from '../../src/netns/prober.js';
 import { tcpReach } from '../../src/netns/reach.js';
 import { startNodeServer, type NodeServer } from '../../src/netns/servers.js';
 import { applyStaticRuleset, setStaticOwned, type StaticRulesetOptions } from '../../src/netns/staticRuleset.js';
@@ -123,9 +123,13 @@ describe.skipIf(!enabled)('netns dataplane: topology, servers, prober (static ru
 
   it('probes 96 sources many times per second', async () => {
     const t = performance.now();
-    let n = 0;
-    for (; n < 20; n++) expect(summarizeProbe(await prober!.probe({ windowMs: 20 })).one).toBe(96);
-    const perSecond = n / ((performance.now() - t) / 1000);
+    const results: ProbeResult[] = [];
+    for (let i = 0; i < 20; i++) results.push(await prober!.probe({ windowMs: 20 }));
+    const perSecond = results.length / ((performance.now() - t) / 1000);
+    // One more probe with a long window reports any reply that missed its 20 ms window (a loaded machine).
+    results.push(await prober!.probe({ windowMs: 300 }));
+    for (const r of foldLateReplies(results))
+      expect(summarizeProbe(r)).toEqual({ one: 96, none: 0, double: 0, repeated: 0 });
     console.log(`prober: ${perSecond.toFixed(1)} probes/s of 96 sources (20 ms window)`);
     expect(perSecond).toBeGreaterThan(2); // liveness only; speed is a benchmark figure
   });

@@ -184,6 +184,36 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     expect((await b.read()).get(V1)).toEqual(new Set());
   });
 
+  it('a fresh instance without a spec (the fence path) finds and empties every owned set', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t10' });
+    await b.ensure(spec(vip(V1), vip(V2)));
+    await b.apply(
+      [
+        { vip: V1, add: [1, 2], remove: [] },
+        { vip: V2, add: [3], remove: [] },
+      ],
+      { holdForMs: 60_000 },
+    );
+    const fresh = new NftablesBackend({ netns: NODE, table: 'cipha_t10' });
+    expect(await fresh.read()).toEqual(
+      new Map([
+        [V1, new Set([1, 2])],
+        [V2, new Set([3])],
+      ]),
+    );
+    await fresh.clear();
+    expect(await b.read()).toEqual(
+      new Map([
+        [V1, new Set()],
+        [V2, new Set()],
+      ]),
+    );
+    // and a table that does not exist holds nothing
+    const none = new NftablesBackend({ netns: NODE, table: 'cipha_absent' });
+    expect(await none.read()).toEqual(new Map());
+    await none.clear();
+  });
+
   it('rebuilds a table someone flushed, then applies', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t4' });
     await b.ensure(spec(vip(V1)));

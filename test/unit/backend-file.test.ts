@@ -91,6 +91,16 @@ describe('file backend', () => {
     expect((await b.read()).get(V1)).toEqual(new Set());
   });
 
+  it('expiries count from the call, not from when a queued write runs', async () => {
+    await b.ensure(spec(vip(V1)));
+    const first = b.apply([{ vip: V1, add: [1], remove: [] }], { holdForMs: 100 });
+    const queued = b.apply([{ vip: V1, add: [2], remove: [] }], { holdForMs: 100 });
+    const refreshed = b.refresh(100);
+    now += 50; // time passes while the writes wait their turn
+    await Promise.all([first, queued, refreshed]);
+    expect(await readFile(join(dir, V1), 'utf8')).toBe('1,2\nexpires 1=1000100,2=1000100\n');
+  });
+
   it('adding a held bucket and removing an unheld one are "already so"; removes are confirmed', async () => {
     await b.ensure(spec(vip(V1, 4)));
     await b.apply([{ vip: V1, add: [2], remove: [] }], { holdForMs: 100 });

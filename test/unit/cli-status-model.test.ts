@@ -152,4 +152,25 @@ describe('whoisOnline', () => {
     expect(() => whoisOnline(s, '192.0.2.9', { saddr: '192.0.2.9' }, '10.9.9.9')).toThrow(/not in the spec/);
     expect(() => whoisOnline(emptyClusterState(), '192.0.2.9', { saddr: '192.0.2.9' })).toThrow(/no cluster spec/);
   });
+
+  it('answers only the VIPs whose hash mode the given ports serve, and says which it skipped', () => {
+    const s = healthy();
+    const two = validateClusterSpec(
+      {
+        vips: [
+          { address: VIP, interface: 'eth0', buckets: 4, seed: 7 },
+          { address: '10.77.0.101', interface: 'eth0', buckets: 4, seed: 7, hashMode: 'sourceip-sourceport' },
+        ],
+      },
+      'test',
+    );
+    s.spec = { spec: two, generation: 1, modRevision: '1' };
+    const skipped: string[] = [];
+    const answers = whoisOnline(s, '192.0.2.9', { saddr: '192.0.2.9' }, undefined, undefined, skipped);
+    expect(answers.map((a) => a.vip)).toEqual([VIP]);
+    expect(skipped).toEqual(['10.77.0.101: hash mode sourceip-sourceport needs --sport']);
+    expect(() => whoisOnline(s, '192.0.2.9', { saddr: '192.0.2.9' }, '10.77.0.101')).toThrow(/needs --sport/);
+    const withPort = whoisOnline(s, '192.0.2.9', { saddr: '192.0.2.9', sport: 4000 }, '10.77.0.101', 'clusterip');
+    expect(withPort[0]!.bucket).toBe(bucketOf(two.vips[1]!, 'clusterip', { saddr: '192.0.2.9', sport: 4000 }));
+  });
 });

@@ -10,7 +10,7 @@ import { parsePromText } from '../e2e/promText.js';
 function setup() {
   const em = new EventEmitter();
   let t = 1000;
-  const m = attachAgentMetrics(em, new Registry(), () => t);
+  const m = attachAgentMetrics(em, new Registry(), { now: () => t });
   const emit = (ev: AgentEvent) => em.emit('event', ev);
   const scrape = async () => parsePromText(await m.registry.metrics());
   return { emit, scrape, advance: (ms: number) => (t += ms), registry: m.registry };

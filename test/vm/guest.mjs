@@ -5,9 +5,14 @@
 //   direct  - raw write(2)/read(2) on the proc file, one command per write
 //   backend - the project's ClusteripBackend (dist/): ProcFile with every §7 case, then ensure/apply/read/clear
 //   hash    - packets from many source addresses through a veth into the VM; which ones the CLUSTERIP rule
-//             accepted, counted per source by iptables rules after it, for every bucket in turn
+//             accepted, counted per source by iptables rules after it, over rounds whose claimed buckets the
+//             host chose (bit j of the bucket number in round j)
 // Plain JS (no build step inside the VM); it only records observations, never judges them.
 
+import process from 'node:process';
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
+import { setTimeout, clearTimeout } from 'node:timers';
 import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync, writeSync, existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
@@ -25,7 +30,11 @@ const IPT = job.iptables;
 const t0 = performance.now();
 
 /** @type {Record<string, unknown>} */
-const result = { startedAtUptimeS: Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]), stages: {}, timings: {} };
+const result = {
+  startedAtUptimeS: Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]),
+  stages: {},
+  timings: {},
+};
 const stages = /** @type {Record<string, unknown>} */ (result.stages);
 const timings = /** @type {Record<string, number>} */ (result.timings);
 
@@ -121,8 +130,29 @@ async function stageDirect() {
   const v = d.vip;
   const install = await run(
     IPT,
-    ['-w', '5', '-I', 'INPUT', '-d', `${v.address}/32`, '-i', job.dummyIface, '-j', 'CLUSTERIP', '--new', '--hashmode', v.hashMode,
-      '--clustermac', v.clusterMac, '--total-nodes', String(v.buckets), '--local-node', '1', '--hash-init', String(v.seed)],
+    [
+      '-w',
+      '5',
+      '-I',
+      'INPUT',
+      '-d',
+      `${v.address}/32`,
+      '-i',
+      job.dummyIface,
+      '-j',
+      'CLUSTERIP',
+      '--new',
+      '--hashmode',
+      v.hashMode,
+      '--clustermac',
+      v.clusterMac,
+      '--total-nodes',
+      String(v.buckets),
+      '--local-node',
+      '1',
+      '--hash-init',
+      String(v.seed),
+    ],
     { reject: false },
   );
   const st = existsSync(path) ? statSync(path) : undefined;
@@ -155,9 +185,7 @@ async function heldOf(backend) {
 
 async function clusteripRulesFor(addresses) {
   const s = (await ipt(['-S', 'INPUT'])).stdout;
-  return s
-    .split('\n')
-    .filter((l) => l.includes('CLUSTERIP') && addresses.some((a) => l.includes(`-d ${a}/32`)));
+  return s.split('\n').filter((l) => l.includes('CLUSTERIP') && addresses.some((a) => l.includes(`-d ${a}/32`)));
 }
 
 async function stageBackend() {
@@ -212,7 +240,12 @@ async function stageBackend() {
   out.procFile = pfSteps;
   await step('clearAfterProcFile', (be) => be.clear());
 
-  await step('addSome', (be) => be.apply([{ vip: c.address, add: [1, 3], remove: [] }, { vip: d.address, add: [d.buckets], remove: [] }]));
+  await step('addSome', (be) =>
+    be.apply([
+      { vip: c.address, add: [1, 3], remove: [] },
+      { vip: d.address, add: [d.buckets], remove: [] },
+    ]),
+  );
   await step('alreadySo', (be) => be.apply([{ vip: c.address, add: [3], remove: [2] }]));
   await step('move', (be) => be.apply([{ vip: c.address, add: [2], remove: [1] }]));
   await step('overTotal', (be) => be.apply([{ vip: c.address, add: [c.buckets + 1], remove: [] }]));
@@ -220,7 +253,10 @@ async function stageBackend() {
   await step('overMax', (be) => be.apply([{ vip: d.address, add: [17], remove: [] }]));
   await step('addAndRemoveSame', (be) => be.apply([{ vip: c.address, add: [4], remove: [4] }]));
   await step('batchAcrossVips', (be) =>
-    be.apply([{ vip: c.address, add: [4], remove: [] }, { vip: d.address, add: [1, 2], remove: [d.buckets] }]),
+    be.apply([
+      { vip: c.address, add: [4], remove: [] },
+      { vip: d.address, add: [1, 2], remove: [d.buckets] },
+    ]),
   );
   // Someone else writes the proc file: read() reports the kernel, not the backend's memory.
   await step('externalWrite', async () => rawWrite(join(PROC, c.address), '-4'));
@@ -239,8 +275,27 @@ async function stageBackend() {
   // A rule whose --total-nodes is smaller than the spec's buckets: the kernel answers ENOMEM to "+8" and the
   // read-back disagrees, which must be an error, never "already so".
   const { vip: e, ruleBuckets } = b.mismatch;
-  await ipt(['-I', 'INPUT', '-d', `${e.address}/32`, '-i', job.dummyIface, '-j', 'CLUSTERIP', '--new', '--hashmode', e.hashMode,
-    '--clustermac', e.clusterMac, '--total-nodes', String(ruleBuckets), '--local-node', '1', '--hash-init', String(e.seed)]);
+  await ipt([
+    '-I',
+    'INPUT',
+    '-d',
+    `${e.address}/32`,
+    '-i',
+    job.dummyIface,
+    '-j',
+    'CLUSTERIP',
+    '--new',
+    '--hashmode',
+    e.hashMode,
+    '--clustermac',
+    e.clusterMac,
+    '--total-nodes',
+    String(ruleBuckets),
+    '--local-node',
+    '1',
+    '--hash-init',
+    String(e.seed),
+  ]);
   rawWrite(join(PROC, e.address), '-1');
   const mismatchSpec = { ...spec, vips: [e] };
   await step('mismatchEnsure', (be) => be.ensure(mismatchSpec), unmanaged);
@@ -307,8 +362,27 @@ async function stageHash() {
   // Rules installed here, not by the backend's rule management (the backend stage tests that), so this stage
   // measures the hash alone. --local-node 1 is taken back before any packet is sent.
   for (const v of h.vips) {
-    await ipt(['-I', 'INPUT', '-d', `${v.address}/32`, '-i', h.iface, '-j', 'CLUSTERIP', '--new', '--hashmode', v.hashMode,
-      '--clustermac', v.clusterMac, '--total-nodes', String(v.buckets), '--local-node', '1', '--hash-init', String(v.seed)]);
+    await ipt([
+      '-I',
+      'INPUT',
+      '-d',
+      `${v.address}/32`,
+      '-i',
+      h.iface,
+      '-j',
+      'CLUSTERIP',
+      '--new',
+      '--hashmode',
+      v.hashMode,
+      '--clustermac',
+      v.clusterMac,
+      '--total-nodes',
+      String(v.buckets),
+      '--local-node',
+      '1',
+      '--hash-init',
+      String(v.seed),
+    ]);
     rawWrite(join(PROC, v.address), '-1');
   }
   const backend = new mod.ClusteripBackend({ procDir: PROC, manageRule: false, iptablesPath: IPT });
@@ -329,7 +403,11 @@ async function stageHash() {
     for (const v of h.vips) packets.push({ saddr: s.saddr, sport: s.sport, daddr: v.address, dport: s.dport });
   }
   const sender = startSender(h);
-  const out = { packetsPerRound: packets.length, rounds: /** @type {unknown[]} */ ([]), senderReady: /** @type {unknown} */ (null) };
+  const out = {
+    packetsPerRound: packets.length,
+    rounds: /** @type {unknown[]} */ ([]),
+    senderReady: /** @type {unknown} */ (null),
+  };
   stages.hash = out;
   try {
     out.senderReady = await timed('senderStart', () => sender.ask({ op: 'open', packets }, 60_000));

@@ -86,7 +86,8 @@ async function extractVmlinux(bzImage: string, out: string): Promise<void> {
   });
   // execa 9 returns a Uint8Array for encoding 'buffer'.
   const elf = Buffer.from(res.stdout.buffer, res.stdout.byteOffset, res.stdout.byteLength);
-  if (elf.subarray(0, 4).toString('latin1') !== '\x7fELF') throw new Error(`${bzImage}: decompressed payload is not ELF`);
+  if (elf.subarray(0, 4).toString('latin1') !== '\x7fELF')
+    throw new Error(`${bzImage}: decompressed payload is not ELF`);
   await writeFile(out, elf);
 }
 
@@ -152,5 +153,9 @@ export async function prepareKernel(root = cacheDir()): Promise<PreparedKernel> 
   const dir = readyDir(root, pkg);
   if (existsSync(join(dir, 'kernel.json'))) return loadReady(dir, pkg, 'cache');
   await buildFromDeb(root, pkg);
+  // Keep only the newest kernel: each one is ~70 MB.
+  for (const old of await readdir(root)) {
+    if (old !== pkg && newestKernelPackage([old]) === old) await rm(join(root, old), { recursive: true, force: true });
+  }
   return loadReady(dir, pkg, 'apt-get download');
 }

@@ -35,8 +35,7 @@ export function parseModinfoDepends(ko: Buffer): string[] {
 }
 
 export type LoadOrderResult =
-  | { ok: true; order: string[] }
-  | { ok: false; reason: 'missing' | 'cycle'; module: string };
+  { ok: true; order: string[] } | { ok: false; reason: 'missing' | 'cycle'; module: string };
 
 /** Depth-first topological order: every module after everything it depends on, roots in the given order. */
 export function moduleLoadOrder(

@@ -4,6 +4,8 @@
 // Line protocol on stdin/stdout, one JSON object per line:
 //   {"op":"open","packets":[{saddr,sport,daddr,dport}]}  -> {"sockets":n}
 //   {"op":"send"}                                       -> {"sent":n,"errors":[...]}   (one datagram per packet)
+import process from 'node:process';
+import { Buffer } from 'node:buffer';
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
 
@@ -44,7 +46,9 @@ async function send() {
       continue;
     }
     try {
-      await new Promise((resolve, reject) => s.send(payload, p.dport, p.daddr, (err) => (err ? reject(err) : resolve(undefined))));
+      await new Promise((resolve, reject) =>
+        s.send(payload, p.dport, p.daddr, (err) => (err ? reject(err) : resolve(undefined))),
+      );
       sent++;
     } catch (err) {
       errors.push(`${p.saddr}:${p.sport} -> ${p.daddr}:${p.dport}: ${String(err)}`);

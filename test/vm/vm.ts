@@ -46,6 +46,8 @@ export interface VmRun {
   /** qemu start to exit. */
   wallMs: number;
   console: string;
+  /** When each `cipha-vm: ...` line of the guest's init reached the host, in ms after qemu started. */
+  marks: { text: string; atMs: number }[];
   argv: string[];
 }
 
@@ -83,9 +85,18 @@ export function runVm(o: VmOptions): Promise<VmRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(o.qemu ?? 'qemu-system-x86_64', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let consoleText = '';
+    const marks: VmRun['marks'] = [];
+    let scanned = 0;
     const keep = (b: Buffer) => {
       // Bounded: a looping guest must not fill the test's memory.
-      if (consoleText.length < 1_000_000) consoleText += b.toString('utf8');
+      if (consoleText.length >= 1_000_000) return;
+      consoleText += b.toString('utf8');
+      const atMs = performance.now() - started;
+      const end = consoleText.lastIndexOf('\n');
+      if (end < scanned) return;
+      for (const m of consoleText.slice(scanned, end).matchAll(/cipha-vm: (.*)/g))
+        marks.push({ text: m[1]!.trim(), atMs });
+      scanned = end + 1;
     };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
@@ -106,6 +117,7 @@ export function runVm(o: VmOptions): Promise<VmRun> {
         timedOut,
         wallMs: performance.now() - started,
         console: consoleText,
+        marks,
         argv,
       });
     });

@@ -41,7 +41,9 @@ export function registerWhois(program: Command, io: CliIo): void {
     })
     .option('--seed <seed>', 'offline: hash seed, decimal or 0x hex')
     .addOption(
-      new Option('--hash-mode <mode>', 'offline: CLUSTERIP hash mode').choices([...HASH_MODES]).default('sourceip'),
+      new Option('--hash-mode <mode>', 'offline: hash mode (which fields are hashed)')
+        .choices([...HASH_MODES])
+        .default('sourceip'),
     )
     .addOption(
       new Option(
@@ -52,7 +54,7 @@ export function registerWhois(program: Command, io: CliIo): void {
     .addHelpText(
       'after',
       `
-The nftables backend hashes the source address only; CLUSTERIP honours the hash mode (ports matter).
+Both backends hash what the VIP's hash mode names (ports too), but with different functions: the same client can\nland in different buckets under clusterip and nftables.
 
 Examples:
   clusterip-ha whois 192.0.2.10
@@ -82,11 +84,12 @@ Examples:
         sticky: false,
       };
       const backend = (opts.backend as HashBackend | undefined) ?? 'nftables';
-      checkPorts(vip.hashMode, backend, packet);
+      checkPorts(vip.hashMode, packet);
       const bucket = bucketOf(vip, backend, packet);
       io.out(opts.json ? `${JSON.stringify({ bucket })}\n` : `bucket ${bucket}\n`);
       return;
     }
+    const skipped: string[] = [];
     const answers = await withConnection(opts, io.env, async (c) => {
       const state = await c.call('reading the cluster', () => loadClusterState(c.etcd, c.keys));
       return whoisOnline(
@@ -95,8 +98,10 @@ Examples:
         packet,
         opts.vip as string | undefined,
         opts.backend as HashBackend | undefined,
+        skipped,
       );
     });
+    for (const sk of skipped) io.err(`skipped ${sk}\n`);
     if (opts.json) {
       io.out(`${JSON.stringify(answers.length === 1 ? answers[0] : answers)}\n`);
       return;
@@ -116,20 +121,29 @@ function parseSeedFlag(v: string): number {
   return n;
 }
 
-function checkPorts(mode: HashMode, backend: HashBackend, p: { sport?: number; dport?: number }): void {
-  if (backend !== 'clusterip') return;
-  if (mode !== 'sourceip' && p.sport === undefined) throw new UsageError(`hash mode ${mode} needs --sport`);
-  if (mode === 'sourceip-sourceport-destport' && p.dport === undefined)
-    throw new UsageError(`hash mode ${mode} needs --dport`);
+// Both kernels hash the ports the mode names (CLUSTERIP's jhash_Nwords, nftables' `ip saddr . th sport …`).
+function missingPort(mode: HashMode, p: { sport?: number; dport?: number }): string | undefined {
+  if (mode !== 'sourceip' && p.sport === undefined) return `hash mode ${mode} needs --sport`;
+  if (mode === 'sourceip-sourceport-destport' && p.dport === undefined) return `hash mode ${mode} needs --dport`;
+  return undefined;
 }
 
-/** Pure: the answer for every VIP (or the one asked) from a decoded cluster. */
+function checkPorts(mode: HashMode, p: { sport?: number; dport?: number }): void {
+  const m = missingPort(mode, p);
+  if (m) throw new UsageError(m);
+}
+
+/**
+ * Pure: the answer for the VIP asked, or for every VIP of the spec whose hash mode the given ports can serve
+ * (the others are listed in `skipped` with the flag they need).
+ */
 export function whoisOnline(
   state: ClusterState,
   client: string,
   packet: { saddr: string; sport?: number; dport?: number },
   onlyVip?: string,
   backendFlag?: HashBackend,
+  skipped: string[] = [],
 ): WhoisAnswer[] {
   const spec = state.spec?.spec;
   if (!spec) throw new CliError('no cluster spec in etcd', 'apply one with `clusterip-ha apply -f cluster.yaml`');
@@ -141,8 +155,14 @@ export function whoisOnline(
     );
   }
   const hashedAs = backendFlag ?? liveHash(state);
-  return vips.map((v) => {
-    checkPorts(v.hashMode, hashedAs, packet);
+  if (onlyVip) checkPorts(vips[0]!.hashMode, packet);
+  const usable = vips.filter((v) => {
+    const m = missingPort(v.hashMode, packet);
+    if (m) skipped.push(`${v.address}: ${m}`);
+    return m === undefined;
+  });
+  if (usable.length === 0) throw new UsageError(`no VIP can be answered: ${skipped.join('; ')}`);
+  return usable.map((v) => {
     const bucket = bucketOf(v, hashedAs, packet);
     let backend: string | null = null;
     for (const [id, s] of [...state.statuses.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
