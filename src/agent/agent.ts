@@ -24,6 +24,7 @@ import { StatusWriter } from './status.js';
 // logs; the daemon (daemon.ts) turns events into log lines and metrics and maps signals to shutdown().
 
 export const AGENT_VERSION = '0.1.0';
+const RESYNC_MS = 5000;
 
 export type AgentPhase =
   | { phase: 'starting' }
@@ -54,6 +55,7 @@ export class Agent extends EventEmitter {
   private reconciler!: ClaimReconciler;
   private status!: StatusWriter;
   private stopLoopDelay: (() => void) | undefined;
+  private resync: NodeJS.Timeout | undefined;
   private phase: AgentPhase = { phase: 'starting' };
   private releaseAll = false;
   private registering = false;
@@ -208,6 +210,16 @@ export class Agent extends EventEmitter {
     });
     await this.session.start();
     this.phase = { phase: 'running' };
+    // Resync the kernel model now and then: entries can vanish behind our back (an expiry after failed
+    // refreshes, an operator, a reboot of the table); a claim we hold without its kernel entry is re-added.
+    this.resync = setInterval(() => {
+      if (!this.session.isLive() || this.releaseAll) return;
+      void this.kernel
+        .read()
+        .then(() => this.reconciler.trigger())
+        .catch(() => undefined);
+    }, RESYNC_MS);
+    this.resync.unref();
   }
 
   private async retry<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -348,7 +360,10 @@ export class Agent extends EventEmitter {
         .catch((err: Error) => this.emitEvent({ event: 'etcdError', op: 'register', error: err.message }))
         .finally(() => (this.registering = false));
     }
-    if (this.election.evaluate(state) === 'recampaign') void this.recampaign();
+    // Not a candidate while live (a campaign write failed, or our key vanished): stand again.
+    if (this.election.evaluate(state) === 'recampaign' || (this.election.campaignKey === null && this.session.isLive())) {
+      void this.recampaign();
+    }
     if (this.election.isLeader) this.rebalancer.trigger(seenAt);
     this.reconciler.trigger();
   }
@@ -411,6 +426,7 @@ export class Agent extends EventEmitter {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.abort.abort();
     this.releaseAll = true;
+    if (this.resync) clearInterval(this.resync);
     this.rebalancer?.stop();
     this.reconciler?.stop();
     this.status?.stop();

@@ -47,7 +47,7 @@ export class Rebalancer {
       return;
     }
     if (this.timer) return;
-    const wait = Math.max(0, (this.o.coalesceMs ?? 2) - (monoNow() - at));
+    const wait = Math.max(0, (this.o.coalesceMs ?? 1) - (monoNow() - at));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.run();

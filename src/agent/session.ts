@@ -124,12 +124,18 @@ export class NodeSession {
         } catch (err) {
           this.o.emit({ event: 'etcdError', op: 'register', error: (err as Error).message });
         }
-        const wasFenced = this.st.state === 'fenced';
+        const afterLeaseLoss = this.st.state === 'fenced' && this.st.reason === 'leaseLost';
         if (this.lease?.id === id && !this.abort.signal.aborted) {
-          this.st = { state: 'live', leaseId: id, ttlSeconds: ttl };
-          if (wasFenced) {
-            this.o.emit({ event: 'unfenced', sameLease: false });
-            this.o.hooks.onUnfenced(false);
+          if (this.o.fence.isFenced()) {
+            // The deadline passed while we registered (etcd slow): stay fenced until a fresh ack.
+            this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: id };
+            this.tryResume();
+          } else {
+            this.st = { state: 'live', leaseId: id, ttlSeconds: ttl };
+            if (afterLeaseLoss) {
+              this.o.emit({ event: 'unfenced', sameLease: false });
+              this.o.hooks.onUnfenced(false);
+            }
           }
         }
         return;
@@ -217,12 +223,13 @@ export class NodeSession {
     if (this.lastAck && this.lastAck.leaseId === leaseId && deadline <= this.lastAck.deadline) return;
     this.lastAck = { tSend, wall: new Date(), deadline, leaseId };
     this.o.emit({ event: 'keepaliveAck', rttMs: round(now - tSend), headroomMs: round(deadline - now) });
-    if (this.st.state === 'live') {
-      this.o.fence.setDeadline(deadline);
-      if (!this.o.fence.isFenced()) this.o.hooks.onAck();
-    } else if (this.st.state === 'fenced') {
+    if (this.st.state === 'fenced') {
       this.tryResume();
+      return;
     }
+    // Live, or still registering its first lease: the deadline moves either way.
+    this.o.fence.setDeadline(deadline);
+    if (this.st.state === 'live' && !this.o.fence.isFenced()) this.o.hooks.onAck();
   }
 
   /** The fence worker fired (its backend is already clear). */

@@ -142,17 +142,12 @@ export function applyBatch(
       lines.push(`add element ${s} ${elems(c.remove)}`, `delete element ${s} ${elems(c.remove)}`);
     if (c.add.length > 0) {
       if (holdForMs !== undefined && renewal === 'update') lines.push(`add element ${s} ${elems(c.add, holdForMs)}`);
-      else if (holdForMs !== undefined) {
+      // Otherwise make sure the element exists, then replace it: it ends with exactly the wanted timeout (or none).
+      else
         lines.push(
           `add element ${s} ${elems(c.add)}`,
           `delete element ${s} ${elems(c.add)}`,
           `add element ${s} ${elems(c.add, holdForMs)}`,
-        );
-      } else
-        lines.push(
-          `add element ${s} ${elems(c.add)}`,
-          `delete element ${s} ${elems(c.add)}`,
-          `add element ${s} ${elems(c.add)}`,
         );
     }
   }

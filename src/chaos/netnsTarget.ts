@@ -4,7 +4,8 @@ import { startObserver, type FullObserver, type FullReport } from '../invariant/
 import { setDraining, type NodeRunState } from '../localcluster/cluster.js';
 import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
 import type { ProbeResult } from '../netns/prober.js';
-import { waitObserverConverged, type ChaosTarget } from './target.js';
+import { waitObserverConverged } from '../invariant/converge.js';
+import type { ChaosTarget } from './target.js';
 
 // `chaos --dataplane netns`: the real nftables dataplane of src/netns (a namespace per node, agents with the
 // nftables backend, etcd on a control network, a prober sending UDP from every client source). The observer
@@ -70,6 +71,16 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     throw err;
   }
   const sampler = dp.startKernelSampler((s) => obs.record(s), opts.kernelSampleMs ?? 100);
+  // Probe only once every agent has installed its rules and owns its share: before that, a node without the
+  // ruleset answers every source (the harness puts the VIP on eth0 at setup), which says nothing about the protocol.
+  try {
+    await dp.waitSettled({ timeoutMs: 60_000 });
+  } catch (err) {
+    await sampler.stop().catch(() => undefined);
+    await obs.stop().catch(() => undefined);
+    await dp.destroy();
+    throw err;
+  }
   const counts = { probes: 0, probeErrors: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0 };
   let probing = true;
   const probeLoop = (async () => {

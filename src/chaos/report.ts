@@ -178,23 +178,35 @@ export function ownershipGrid(r: ChaosReport, columns: number): { key: string; r
     for (let c = 0; c < columns; c++) {
       const from = r.startedAt + (span * c) / columns;
       const to = r.startedAt + (span * (c + 1)) / columns;
-      // The column shows the worst state seen during it: double (#) over unowned (.) over an owner.
-      let worst: string | undefined;
-      const consider = (s: OwnershipSample | undefined) => {
-        if (!s) return;
-        const ch = s.holders.length === 0 ? '.' : s.holders.length > 1 ? '#' : (legend.get(s.holders[0]!) ?? '?');
-        if (worst === undefined || rank(ch) > rank(worst)) worst = ch;
+      // A column shows '#' if two nodes held the bucket at any moment in it, otherwise the state it was in
+      // longest (an owner, or '.' for unowned): short handoff gaps do not paint a long run's picture white.
+      const time = new Map<string, number>();
+      let double = false;
+      const add = (st: OwnershipSample | undefined, a: number, b: number) => {
+        if (!st || b <= a) return;
+        const ch = st.holders.length === 0 ? '.' : (legend.get(st.holders[0]!) ?? '?');
+        if (st.holders.length > 1) double = true;
+        time.set(ch, (time.get(ch) ?? 0) + (b - a));
       };
       while (i < hist.length && hist[i]!.t <= from) cur = hist[i++]!;
-      consider(cur);
-      while (i < hist.length && hist[i]!.t < to) consider((cur = hist[i++]!));
-      row += worst ?? ' ';
+      let at = from;
+      while (i < hist.length && hist[i]!.t < to) {
+        const next = hist[i++]!;
+        add(cur, at, next.t);
+        if (next.holders.length > 1) double = true;
+        cur = next;
+        at = next.t;
+      }
+      add(cur, at, to);
+      let best: string | undefined;
+      for (const [ch, ms] of time)
+        if (best === undefined || ms > time.get(best)! || (ms === time.get(best) && ch === '.')) best = ch;
+      row += double ? '#' : (best ?? ' ');
     }
     return { key, row };
   });
 }
 
-const rank = (ch: string): number => (ch === '#' ? 2 : ch === '.' ? 1 : 0);
 const SYMBOLS = '123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
 const symbolFor = (i: number): string => SYMBOLS[i % SYMBOLS.length]!;
 
@@ -245,7 +257,7 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
   const grid = ownershipGrid(r, columns);
   if (grid.length > 0) {
     lines.push(
-      `ownership over time (${columns} columns of ${((r.endedAt - r.startedAt) / columns / 1000).toFixed(2)}s; . unowned, # two owners):`,
+      `ownership over time (${columns} columns of ${((r.endedAt - r.startedAt) / columns / 1000).toFixed(2)}s, each its longest state; . unowned, # two owners at any moment):`,
     );
     const w = Math.max(...grid.map((g) => g.key.length));
     for (const g of grid) lines.push(`  ${g.key.padEnd(w)} |${g.row}|`);

@@ -54,19 +54,3 @@ export function localTarget(lc: LocalCluster, killableEtcdMembers: number): Chao
     stop: () => lc.stop(),
   };
 }
-
-/** Wait until the observer sees claims == assignment == backend and exactly the running nodes registered. */
-export async function waitObserverConverged(
-  obs: FullObserver,
-  running: () => Set<string>,
-  timeoutMs: number,
-): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const run = running();
-    const live = [...obs.cluster().nodes.keys()];
-    if (obs.convergence().converged && live.length === run.size && live.every((id) => run.has(id))) return true;
-    if (Date.now() > until) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

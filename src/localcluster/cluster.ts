@@ -10,6 +10,7 @@ import { keysFor, type Keys } from '../etcd/keys.js';
 import { startLocalEtcd, type LocalEtcd } from '../etcd/localEtcd.js';
 import { writeSpec } from '../etcd/spec.js';
 import { startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
+import { waitObserverConverged } from '../invariant/converge.js';
 import { spawnAgent, type AgentProcess } from './agentProcess.js';
 import { startTcpProxy, type CutMode, type TcpProxy } from './tcpProxy.js';
 
@@ -51,6 +52,8 @@ export interface LocalNode {
   readonly backendDir: string;
   readonly logFile: string | undefined;
   proc: AgentProcess;
+  /** Date.now() when the current process was spawned. */
+  spawnedAt: number;
   /** One proxy per etcd member, in member order. */
   readonly proxies: TcpProxy[];
   run: NodeRunState;
@@ -180,7 +183,9 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     const proxies = await Promise.all(upstreams.map((u) => startTcpProxy(u)));
     const logFile = logs ? join(baseDir, 'logs', `${id}.log`) : undefined;
     observer?.addNode(id, backendDir);
+    const spawnedAt = Date.now();
     const node: LocalNode = {
+      spawnedAt,
       id,
       backendDir,
       logFile,
@@ -270,6 +275,7 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     async restart(id) {
       const n = get(id);
       if (n.run !== 'exited') await lc.kill(id, 'SIGKILL');
+      n.spawnedAt = Date.now();
       n.proc = spawnFor(n);
       n.run = 'running';
     },
@@ -288,15 +294,19 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
       await lc.kill(id, 'SIGTERM', waitMs);
     },
     async waitConverged(timeoutMs) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const running = new Set([...nodes.values()].filter((n) => n.run === 'running').map((n) => n.id));
-        const c = obs.convergence();
-        const live = [...obs.cluster().nodes.keys()];
-        if (c.converged && live.length === running.size && live.every((id) => running.has(id))) return true;
-        if (Date.now() > until) return false;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      // A restarted node counts only once its current process registered: until the old lease expires, the old
+      // process's node key, claims and backend entries still look converged.
+      const current = (id: string): boolean => {
+        const v = obs.cluster().nodes.get(id)?.value;
+        const n = nodes.get(id);
+        return v !== undefined && n !== undefined && Date.parse(v.startedAt) >= n.spawnedAt;
+      };
+      return waitObserverConverged(
+        obs,
+        () => new Set([...nodes.values()].filter((n) => n.run === 'running').map((n) => n.id)),
+        timeoutMs,
+        current,
+      );
     },
     async finish(fopts) {
       report ??= await obs.stop(fopts);

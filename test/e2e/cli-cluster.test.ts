@@ -139,6 +139,20 @@ describe('clusterip-ha against a live cluster', () => {
       expect(await heldBy(dir, b.owner!)).toContain(b.bucket);
     }
 
+    // The same cluster through a node config file (what an operator on a node passes), and through the env.
+    const nodeYaml = join(dir, 'node.yaml');
+    await writeFile(
+      nodeYaml,
+      `etcd:\n  endpoints: [${etcd.endpoints.join(', ')}]\ncluster: ${cluster}\nbackend:\n  kind: file\n`,
+    );
+    const viaConfig = await runCli(['status', '--json', '--config', nodeYaml]);
+    expect(viaConfig.code).toBe(0);
+    expect(statusJsonSchema.parse(JSON.parse(viaConfig.stdout)).cluster).toBe(cluster);
+    const viaEnv = await runCli(['status', '--check'], {
+      env: { CLUSTERIP_HA_ETCD_ENDPOINTS: etcd.endpoints.join(','), CLUSTERIP_HA_CLUSTER: cluster },
+    });
+    expect(viaEnv.code).toBe(0);
+
     const text = await runCli(['status', ...conn]);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(new RegExp(`^cluster ${cluster}  HEALTHY`));

@@ -207,6 +207,8 @@ const job = {
     rounds: HASH_ROUNDS,
     sources: SOURCES,
   },
+  // Claimed (raw) before `clusterip-ha fence` runs; the third hash VIP holds nothing.
+  fence: { claim: { [HASH_VIPS[0]!.address]: [1, 3, 16], [HASH_VIPS[1]!.address]: [2] } },
 };
 
 // ---- the run -------------------------------------------------------------------------------------------------
@@ -256,6 +258,14 @@ interface GuestResult {
         applyMs: number;
         ms: number;
       }[];
+    };
+    fence?: {
+      before: Record<string, string | null>;
+      exitCode: number | undefined;
+      stdout: string;
+      stderr: string;
+      ms: number;
+      after: Record<string, string | null>;
     };
     [stageError: string]: unknown;
   };
@@ -320,7 +330,7 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     expect(guest!.fatal, context()).toBeUndefined();
     expect(guest!.done, context()).toBe(true);
     expect(guest!.kernel).toMatch(/^6\.1\.0-\d+-amd64$/);
-    for (const s of ['direct', 'backend', 'hash'])
+    for (const s of ['direct', 'backend', 'hash', 'fence'])
       expect(guest!.stages[`${s}Error`], `${s}${context()}`).toBeUndefined();
   });
 
@@ -431,6 +441,20 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     expect(get('cleanup').raw).toEqual({ [C]: null, [D]: null });
   });
 
+  test('`clusterip-ha fence` (ExecStopPost=) drops every claim from the real module without etcd', () => {
+    const f = guest?.stages.fence;
+    expect(f, context()).toBeDefined();
+    const [h1, h2, h3] = HASH_VIPS.map((v) => v.address) as [string, string, string];
+    expect(f!.before).toEqual({ [h1]: '1,3,16\n', [h2]: '2\n', [h3]: '' });
+    expect(f!.exitCode, f!.stderr).toBe(0);
+    expect(JSON.parse(f!.stdout)).toEqual({
+      backend: 'clusterip',
+      removed: { [h1]: [1, 3, 16], [h2]: [2] },
+      remaining: {},
+    });
+    expect(f!.after).toEqual({ [h1]: '', [h2]: '', [h3]: '' });
+  });
+
   test(`CLUSTERIP hash: the kernel's bucket for ${SOURCES.length} sources x 3 hash modes equals clusteripBucket`, () => {
     const h = guest?.stages.hash;
     expect(h, context()).toBeDefined();
@@ -480,7 +504,7 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
         `(${h!.rounds.map((r) => r.ms).join('/')} ms); ` +
         `per-bucket spread ${[...spread].map(([m, c]) => `${m}=${c.join(',')}`).join(' ')}; ` +
         `backend.apply (3 VIPs, remove+add) under TCG median ${median(h!.rounds.map((r) => r.applyMs))} ms; ` +
-        `test total ${((performance.now() - started) / 1000).toFixed(1)} s`,
+        `fence CLI ${guest?.stages.fence?.ms ?? '?'} ms; test total ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
   });
 });

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NftablesBackend } from '../../src/backends/nftables.js';
 import type { ClusterSpec, VipSpec } from '../../src/config/types.js';
@@ -346,4 +346,168 @@ const [vip, ...sources] = process.argv.slice(1);
   }
   setTimeout(() => process.exit(0), 200);
 })().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+// Sticky mode and the ARP mangling table with real TCP between namespaces: a switch (bridge), two nodes that
+// both carry the VIP and run the backend, and one client that resolves the VIP by ARP (no static entry).
+describe.runIf(run)('nftables backend: sticky TCP and ARP mangling through a bridge', () => {
+  const SW = `${TAG}sw`;
+  const NODES = [`${TAG}n1`, `${TAG}n2`];
+  const CL = `${TAG}cl`;
+  const VIPADDR = '10.77.0.100';
+  const MAC = '01:00:5e:4d:00:64';
+  const SRC = '10.77.1.5';
+  const SEED = 0x5eed1234;
+  const servers: number[] = [];
+  const nsList: string[] = [];
+  const vipSpec = (sticky: boolean) => spec(vip(VIPADDR, { buckets: 4, sticky }));
+  const bucket = nftablesBucket(SRC, 4, SEED);
+
+  beforeAll(() => {
+    for (const ns of [SW, ...NODES, CL]) {
+      sh('ip', ['netns', 'add', ns]);
+      nsList.push(ns);
+    }
+    sh('ip', ['-n', SW, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0']);
+    sh('ip', ['-n', SW, 'link', 'set', 'br0', 'up']);
+    [...NODES, CL].forEach((ns, i) => {
+      sh('ip', ['-n', SW, 'link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      sh('ip', ['-n', SW, 'link', 'set', `p${i}`, 'master', 'br0', 'up']);
+      sh('ip', [
+        'netns',
+        'exec',
+        ns,
+        'sysctl',
+        '-qw',
+        'net.ipv4.conf.all.rp_filter=0',
+        'net.ipv4.conf.default.rp_filter=0',
+        'net.ipv4.conf.all.arp_ignore=0',
+        'net.ipv4.conf.all.arp_announce=0',
+      ]);
+      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    });
+    NODES.forEach((ns, i) => {
+      sh('ip', ['-n', ns, 'addr', 'add', `10.77.0.${11 + i}/16`, 'dev', 'eth0']);
+      sh('ip', ['-n', ns, 'addr', 'add', `${VIPADDR}/32`, 'dev', 'eth0']);
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', TCP_SERVER, VIPADDR, `n${i + 1}`], {
+        stdio: 'ignore',
+      });
+      servers.push(child.pid!);
+    });
+    sh('ip', ['-n', CL, 'addr', 'add', '10.77.0.3/16', 'dev', 'eth0']);
+    sh('ip', ['-n', CL, 'addr', 'add', `${SRC}/16`, 'dev', 'eth0']);
+  });
+
+  afterAll(() => {
+    // Servers first: a live process would keep a deleted namespace alive.
+    for (const pid of servers) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (const ns of nsList.reverse()) {
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { timeout: 10_000 });
+      } catch {
+        // gone
+      }
+    }
+  });
+
+  /** Client in CL: connect from SRC, print the reply, wait for `go`, send on the same connection and on a new one. */
+  async function moveDuringConnection(
+    sticky: boolean,
+  ): Promise<{ before: string; same: string; fresh: string; arp: string }> {
+    const backends = NODES.map((ns) => new NftablesBackend({ netns: ns, table: 'cipha_sticky', arpMangle: true }));
+    for (const b of backends) await b.ensure(vipSpec(sticky));
+    await backends[0]!.clear();
+    await backends[1]!.clear();
+    await backends[0]!.apply([{ vip: VIPADDR, add: [1, 2, 3, 4], remove: [] }], { holdForMs: 120_000 });
+    sh('ip', ['-n', CL, 'neigh', 'flush', 'dev', 'eth0']);
+    const client = spawn('ip', ['netns', 'exec', CL, process.execPath, '-e', TCP_CLIENT, VIPADDR, SRC], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const lines: string[] = [];
+    let buf = '';
+    client.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      lines.push(...parts);
+    });
+    const exited = new Promise<void>((resolve) => client.on('exit', () => resolve()));
+    try {
+      await waitFor(async () => lines.length >= 1, 15_000, 'the first reply');
+      const arp = sh('ip', ['-n', CL, 'neigh', 'show', VIPADDR]).trim();
+      // Move the client's bucket from n1 to n2 (release first, as the claim protocol does).
+      await backends[0]!.apply([{ vip: VIPADDR, add: [], remove: [bucket] }]);
+      await backends[1]!.apply([{ vip: VIPADDR, add: [bucket], remove: [] }], { holdForMs: 120_000 });
+      client.stdin.write('go\n');
+      await Promise.race([exited, sleep(20_000)]);
+      return { before: lines[0]!, same: lines[1] ?? 'none', fresh: lines[2] ?? 'none', arp };
+    } finally {
+      client.kill('SIGKILL');
+      for (const b of backends) await b.clear();
+    }
+  }
+
+  it('sticky: an established connection stays on the old owner, a new one goes to the new owner; ARP answers with the cluster MAC', async () => {
+    const r = await moveDuringConnection(true);
+    expect(r.arp).toContain(`lladdr ${MAC}`);
+    expect(r.before).toBe('reply n1');
+    expect(r.same).toBe('reply n1');
+    expect(r.fresh).toBe('reply n2');
+  });
+
+  it('without sticky the same move breaks the established connection (the control case)', async () => {
+    const r = await moveDuringConnection(false);
+    expect(r.before).toBe('reply n1');
+    expect(r.same).not.toBe('reply n1');
+    expect(r.same).toMatch(/^error /);
+    expect(r.fresh).toBe('reply n2');
+  });
+});
+
+// A TCP server on VIP:8080 answering every chunk with its node name.
+const TCP_SERVER = `
+const net = require('node:net');
+const [vip, name] = process.argv.slice(1);
+net.createServer((s) => { s.on('data', () => s.write(name + '\\n')); s.on('error', () => {}); }).listen(8080, vip);
+setTimeout(() => process.exit(0), 600000);
+`;
+
+// Connects from SRC to VIP:8080, prints "reply <node>"; after "go" on stdin sends again on the same connection
+// (prints "reply <node>" or "error <code>") and on a new one. Every wait is bounded.
+const TCP_CLIENT = `
+const net = require('node:net');
+const [vip, src] = process.argv.slice(1);
+function ask(sock) {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve('error timeout'), 3000);
+    sock.once('data', (d) => { clearTimeout(t); resolve('reply ' + d.toString().trim()); });
+    sock.once('error', (e) => { clearTimeout(t); resolve('error ' + (e.code || e.message)); });
+    sock.write('x');
+  });
+}
+function open() {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: vip, port: 8080, localAddress: src });
+    const t = setTimeout(() => { s.destroy(); resolve(null); }, 5000);
+    s.once('connect', () => { clearTimeout(t); resolve(s); });
+    s.once('error', () => { clearTimeout(t); resolve(null); });
+  });
+}
+(async () => {
+  const a = await open();
+  console.log(a ? await ask(a) : 'error connect');
+  await new Promise((r) => process.stdin.once('data', r));
+  console.log(a ? await ask(a) : 'error connect');
+  const b = await open();
+  console.log(b ? await ask(b) : 'error connect');
+  process.exit(0);
+})();
+setTimeout(() => process.exit(2), 60000);
 `;

@@ -103,6 +103,11 @@ describe('chaos report', () => {
       ],
     });
     const grid = ownershipGrid(r, 10);
+    // A short gap inside a column does not paint it as unowned; a long one does.
+    const gaps = baseReport({
+      backendHistory: [s(0, 1, ['n1']), s(1200, 1, []), s(1300, 1, ['n1']), s(3100, 1, []), s(3900, 1, ['n2'])],
+    });
+    expect(ownershipGrid(gaps, 10)[0]!.row).toBe('111.222222');
     expect(grid).toEqual([
       { key: `${V}#1`, row: '11111.2222' },
       { key: `${V}#2`, row: '22#2222222' },

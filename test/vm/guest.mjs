@@ -463,6 +463,43 @@ async function stageHash() {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** `clusterip-ha fence` (systemd ExecStopPost=) on the real module: every claim of every VIP goes, no etcd. */
+async function stageFence() {
+  const f = job.fence;
+  for (const [vip, buckets] of Object.entries(f.claim)) {
+    for (const b of /** @type {number[]} */ (buckets)) rawWrite(join(PROC, vip), `+${b}`);
+  }
+  const before = Object.fromEntries(
+    job.hash.vips.map((/** @type {any} */ v) => [v.address, rawRead(join(PROC, v.address))]),
+  );
+  const s = performance.now();
+  const r = await run(
+    process.execPath,
+    [
+      join(job.dist, 'cli', 'main.js'),
+      'fence',
+      '--backend',
+      'clusterip',
+      '--node-id',
+      'vm1',
+      '--state-dir',
+      '/run/cipha-state',
+      '--json',
+    ],
+    { reject: false, timeout: 120_000, env: { HOME: '/tmp' } },
+  );
+  stages.fence = {
+    before,
+    exitCode: r.exitCode,
+    stdout: r.stdout,
+    stderr: r.stderr.slice(-2000),
+    ms: Math.round(performance.now() - s),
+    after: Object.fromEntries(job.hash.vips.map((/** @type {any} */ v) => [v.address, rawRead(join(PROC, v.address))])),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
 async function main() {
   result.kernel = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim();
   result.node = process.version;
@@ -471,6 +508,7 @@ async function main() {
     ['direct', stageDirect],
     ['backend', stageBackend],
     ['hash', stageHash],
+    ['fence', stageFence],
   ])) {
     try {
       await timed(name, fn);

@@ -49,20 +49,25 @@ Examples:
   });
 }
 
+const LEASE_BATCH = 32;
+
 /** Lease time left for each live node, asked of etcd (bounded by the command's deadline). */
 async function leaseTtls(c: Connection, state: ClusterState): Promise<Map<string, number>> {
   const leases = [...new Set([...state.nodes.values()].map((n) => n.lease).filter((l) => l !== '0'))];
   const out = new Map<string, number>();
-  await Promise.all(
-    leases.map(async (id) => {
-      try {
-        const r = await c.call('lease time-to-live', () => c.etcd.leaseClient.leaseTimeToLive({ ID: id }));
-        out.set(id, Number(r.TTL));
-      } catch {
-        // Unknown is shown as '-': status must still render when one lease call fails.
-      }
-    }),
-  );
+  // In batches, so a thousand-node cluster does not open a thousand calls at once.
+  for (let i = 0; i < leases.length; i += LEASE_BATCH) {
+    await Promise.all(
+      leases.slice(i, i + LEASE_BATCH).map(async (id) => {
+        try {
+          const r = await c.call('lease time-to-live', () => c.etcd.leaseClient.leaseTimeToLive({ ID: id }));
+          out.set(id, Number(r.TTL));
+        } catch {
+          // Unknown is shown as '-': status must still render when one lease call fails.
+        }
+      }),
+    );
+  }
   return out;
 }
 

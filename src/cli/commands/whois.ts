@@ -33,7 +33,7 @@ export function registerWhois(program: Command, io: CliIo): void {
     .option('--sport <port>', 'client source port (hash modes with ports)', port('--sport'))
     .option('--dport <port>', 'destination port (sourceip-sourceport-destport)', port('--dport'))
     .option('--vip <address>', 'only this VIP (default: every VIP of the spec)')
-    .option('--json', 'machine-readable output')
+    .option('--json', 'machine-readable output: one object, or an array when several VIPs answer')
     .option('--buckets <n>', 'offline: bucket count (no etcd; needs --seed)', (v) => {
       if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 4096)
         throw new UsageError(`--buckets: "${v}" is not 1..4096`);
