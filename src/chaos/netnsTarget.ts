@@ -50,6 +50,7 @@ export function probeSamples(r: ProbeResult, vip: string, bucketOf: (source: str
 
 export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosTarget> {
   const names = Array.from({ length: opts.agents }, (_, i) => `n${i + 1}`);
+  const spawnedAt = new Map(names.map((n) => [n, Date.now()]));
   if (opts.logDir) await mkdir(opts.logDir, { recursive: true });
   const dp: Dataplane = await buildDataplane({
     nodes: names,
@@ -133,6 +134,7 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     },
     async restart(id) {
       if (run.get(id) !== 'exited') await target.kill(id, 'SIGKILL');
+      spawnedAt.set(id, Date.now());
       dp.startAgent(id);
       run.set(id, 'running');
     },
@@ -153,7 +155,14 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     restartMember: async () => {
       throw new Error('the netns dataplane runs one etcd member');
     },
-    waitConverged: (ms) => waitObserverConverged(obs, () => new Set(names.filter((n) => run.get(n) === 'running')), ms),
+    waitConverged: (ms) =>
+      waitObserverConverged(
+        obs,
+        () => new Set(names.filter((n) => run.get(n) === 'running')),
+        ms,
+        // A restarted agent counts once its current process registered (startedAt after the spawn).
+        (id) => Date.parse(obs.cluster().nodes.get(id)?.value.startedAt ?? '') >= (spawnedAt.get(id) ?? 0),
+      ),
     async finish(o) {
       if (!report) {
         await stopProbes();

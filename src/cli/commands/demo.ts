@@ -55,12 +55,18 @@ async function runDemo(
   io: CliIo,
   opts: { agents: number; leaseTtl: number; duration?: number; json?: boolean },
 ): Promise<number> {
+  const say = (s: string) => io.err(`${paint(io, 'blue', 'demo')} ${s}\n`);
   // Listen for Ctrl-C from the start: an interrupted start-up must still clean up.
   const stopSignal = untilSignal();
   let interrupted = false;
-  void stopSignal.then(() => (interrupted = true));
+  void stopSignal.then(() => {
+    interrupted = true;
+    // A second Ctrl-C must not kill the demo half-way through its own cleanup (which is bounded).
+    const patience = () => say(`still stopping (at most ${STOP_BUDGET_MS / 1000} s)…`);
+    process.on('SIGINT', patience);
+    process.on('SIGTERM', patience);
+  });
   const spec = parseClusterSpecYaml(DEMO_SPEC_YAML, 'demo spec', { backend: 'file' });
-  const say = (s: string) => io.err(`${paint(io, 'blue', 'demo')} ${s}\n`);
   let mod: typeof import('../../localcluster/cluster.js');
   try {
     mod = await import('../../localcluster/cluster.js');
