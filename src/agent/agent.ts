@@ -45,6 +45,7 @@ export class Agent extends EventEmitter {
   private readonly cfg: NodeConfig;
   private readonly etcd: Etcd3;
   private readonly ownsEtcd: boolean;
+  private readonly keepaliveClients: Etcd3[];
   private backend!: Backend;
   private fence!: FenceTimer;
   private kernel!: KernelGate;
@@ -68,10 +69,9 @@ export class Agent extends EventEmitter {
     this.nodeId = opts.cfg.nodeId;
     this.keys = keysFor(opts.cfg.cluster);
     this.ownsEtcd = opts.etcd === undefined;
-    this.etcd =
-      opts.etcd ??
+    const client = (endpoints: string[]): Etcd3 =>
       new Etcd3({
-        ...etcdClientOptions(opts.cfg.etcd),
+        ...etcdClientOptions({ ...opts.cfg.etcd, endpoints }),
         // grpc-js backs reconnects off up to 120 s; after a partition heals we want etcd back within a second.
         grpcOptions: {
           'grpc.initial_reconnect_backoff_ms': 100,
@@ -79,6 +79,9 @@ export class Agent extends EventEmitter {
           'grpc.max_reconnect_backoff_ms': 1000,
         },
       });
+    this.etcd = opts.etcd ?? client(opts.cfg.etcd.endpoints);
+    const eps = opts.cfg.etcd.endpoints;
+    this.keepaliveClients = opts.etcd === undefined && eps.length > 1 ? eps.map((e) => client([e])) : [this.etcd];
   }
 
   private emitEvent(e: AgentEvent): void {
@@ -192,6 +195,7 @@ export class Agent extends EventEmitter {
     });
     this.session = new NodeSession({
       etcd: this.etcd,
+      keepaliveClients: this.keepaliveClients,
       ttlSeconds: this.cfg.leaseTtlSeconds,
       marginMs: this.cfg.fenceMarginMs > 0 ? this.cfg.fenceMarginMs : defaultFenceMarginMs(this.cfg.leaseTtlSeconds),
       fence: this.fence,
@@ -361,7 +365,10 @@ export class Agent extends EventEmitter {
         .finally(() => (this.registering = false));
     }
     // Not a candidate while live (a campaign write failed, or our key vanished): stand again.
-    if (this.election.evaluate(state) === 'recampaign' || (this.election.campaignKey === null && this.session.isLive())) {
+    if (
+      this.election.evaluate(state) === 'recampaign' ||
+      (this.election.campaignKey === null && this.session.isLive())
+    ) {
       void this.recampaign();
     }
     if (this.election.isLeader) this.rebalancer.trigger(seenAt);
@@ -445,7 +452,10 @@ export class Agent extends EventEmitter {
     await withTimeout(this.fence?.stop() ?? Promise.resolve(), stepTimeoutMs * 3).catch(() => undefined);
     await withTimeout(this.backend?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
     this.stopLoopDelay?.();
-    if (this.ownsEtcd) this.etcd.close();
+    if (this.ownsEtcd) {
+      this.etcd.close();
+      for (const c of this.keepaliveClients) if (c !== this.etcd) c.close();
+    }
     this.phase = { phase: 'stopped' };
     emit({ event: 'shutdown', phase: 'done' });
   }

@@ -46,7 +46,14 @@ export function bucketKey(vip: string, bucket: number): string {
 }
 
 export function planClaims(i: ClaimInputs): ClaimPlan {
-  const plan: ClaimPlan = { kernelRemove: [], kernelForget: [], claimDelete: [], acquire: [], kernelAdd: [], blocked: [] };
+  const plan: ClaimPlan = {
+    kernelRemove: [],
+    kernelForget: [],
+    claimDelete: [],
+    acquire: [],
+    kernelAdd: [],
+    blocked: [],
+  };
   const vips = new Map((i.spec?.vips ?? []).map((v) => [v.address, v.buckets]));
 
   const desired = new Set<string>();

@@ -36,6 +36,12 @@ export interface SessionHooks {
 
 export interface SessionOptions {
   etcd: Etcd3;
+  /**
+   * One client per etcd endpoint for the keepalive stream. etcd3 picks a random host per stream and, without
+   * its circuit breaker, keeps picking a dead member; rotating through single-host clients skips it at once.
+   * Default: [etcd].
+   */
+  keepaliveClients?: Etcd3[];
   ttlSeconds: number;
   marginMs: number;
   fence: FenceControl;
@@ -154,13 +160,18 @@ export class NodeSession {
     const interval = this.keepaliveIntervalMs(ttl);
     // An unanswered keepalive older than this means the stream is stuck (a blackholed connection): reopen it.
     const staleMs = Math.max(Math.floor(0.8 * interval), 200);
+    const clients = this.o.keepaliveClients?.length ? this.o.keepaliveClients : [this.o.etcd];
+    let host = Math.floor(Math.random() * clients.length);
     while (!this.abort.signal.aborted && this.lease?.id === leaseId) {
       let stream;
+      const client = clients[host % clients.length]!;
+      // Whatever ends this stream, the next one goes to the next endpoint.
+      host++;
       try {
-        stream = await this.o.etcd.leaseClient.leaseKeepAlive();
+        stream = await client.leaseClient.leaseKeepAlive();
       } catch (err) {
         this.o.emit({ event: 'etcdError', op: 'keepalive', error: (err as Error).message });
-        await sleep(100, this.abort.signal);
+        await sleep(clients.length > 1 ? 10 : 100, this.abort.signal);
         continue;
       }
       await new Promise<void>((resolve) => {

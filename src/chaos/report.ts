@@ -52,6 +52,8 @@ export interface ChaosReport {
   backendHistory: OwnershipSample[];
   nodes: string[];
   dataplane?: 'file' | 'netns';
+  /** The chaos process's own event-loop delay (ms) during the fault phase. */
+  harnessLoopDelayMs?: { p99: number; max: number };
   /** netns: probes sent, sources probed, sources answered by two nodes (double replies), unanswered. */
   dataplaneCounts?: Record<string, number>;
   /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
@@ -242,6 +244,11 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
           .join(', '),
     );
   }
+  if (r.harnessLoopDelayMs) {
+    lines.push(
+      `harness event-loop delay: p99 ${fmtMs(r.harnessLoopDelayMs.p99)}ms, max ${fmtMs(r.harnessLoopDelayMs.max)}ms (it forwards the agents' etcd traffic)`,
+    );
+  }
   lines.push('failover (ms)      n     p50    p95    p99    max   max/TTL');
   for (const [k, s] of Object.entries(r.failover)) {
     lines.push(
@@ -299,7 +306,7 @@ export function renderSvg(r: ChaosReport): string {
   const rowH = 16;
   const faultLane = 60;
   const top = 40 + faultLane;
-  const height = top + keys.length * rowH + 60 + Math.ceil(r.nodes.length / 8) * 18;
+  const height = top + keys.length * rowH + 80 + Math.ceil(r.nodes.length / 8) * 18;
   const x = (t: number): number => left + ((t - r.startedAt) / span) * plotW;
   const nodeIdx = new Map(r.nodes.map((n, i) => [n, i]));
   const parts: string[] = [];
@@ -317,6 +324,7 @@ export function renderSvg(r: ChaosReport): string {
   }
   // Faults: a tick per fault in the lane, coloured by kind, spanning its hold.
   const kinds = [...new Set(r.faults.map((f) => f.kind))];
+  const labelFaults = r.faults.length <= 300;
   r.faults.forEach((f) => {
     if (f.outcome !== 'done' || f.injectedAt === undefined) return;
     const k = kinds.indexOf(f.kind);
@@ -326,6 +334,10 @@ export function renderSvg(r: ChaosReport): string {
     parts.push(
       `<rect x="${x1.toFixed(1)}" y="${y}" width="${(x2 - x1).toFixed(1)}" height="7" fill="${colorFor(k + 3)}"><title>${esc(`#${f.seq} ${f.kind} ${f.target} at +${f.injectedAt - r.startedAt}ms, hold ${f.holdMs}ms`)}</title></rect>`,
     );
+    // Name the target on the bar when there is room (short runs); long runs keep it in the tooltip.
+    if (labelFaults && x2 - x1 > 14) {
+      parts.push(`<text x="${(x1 + 1).toFixed(1)}" y="${y + 6}" font-size="6" fill="#fff">${esc(f.target)}</text>`);
+    }
   });
   kinds.forEach((k, i) => {
     parts.push(
@@ -364,7 +376,10 @@ export function renderSvg(r: ChaosReport): string {
       `<rect x="${lx}" y="${yy - 10}" width="12" height="12" fill="${colorFor(i)}"/><text x="${lx + 16}" y="${yy}">${esc(n)}</text>`,
     );
   });
-  parts.push(`<text x="10" y="${ly}">white: unowned; black: two owners</text>`);
+  const noteY = ly + Math.ceil(r.nodes.length / 8) * 18 + 4;
+  parts.push(
+    `<text x="${left}" y="${noteY}">white: unowned; black: two owners; red line: violation; hover for details</text>`,
+  );
   parts.push('</svg>');
   return parts.join('\n') + '\n';
 }

@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
@@ -138,6 +139,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const inFlight = new Set<Promise<void>>();
   let done = 0;
   let t0 = Date.now();
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   let progressTimer: NodeJS.Timeout | undefined;
   let startupConverged = false;
 
@@ -283,6 +285,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     startupConverged = await lc.waitConverged(60_000);
     if (!startupConverged) log('chaos: the cluster did not converge within 60 s of start; running anyway');
     t0 = Date.now();
+    loopDelay.enable();
     const deadline = t0 + maxWallMs;
     progressTimer = setInterval(() => {
       const el = ((Date.now() - t0) / 1000).toFixed(0);
@@ -345,10 +348,14 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       nodes: lc.nodes().map((n) => n.id),
       dataplane: netns ? 'netns' : 'file',
       dataplaneCounts: lc.extras(),
+      // This process forwards every agent's etcd traffic (the proxies) and reads every backend: if its event loop
+      // stalled, agents saw etcd late and the run measured the harness, not clusterip-ha.
+      harnessLoopDelayMs: { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
       facts: [...obs.facts()],
       impairments: [...obs.impairments()],
     };
   } finally {
+    loopDelay.disable();
     if (progressTimer) clearInterval(progressTimer);
     await lc.stop();
   }

@@ -3,7 +3,7 @@ import { describeError, EXIT } from './errors.js';
 import type { CliIo } from './io.js';
 import { registerAgent } from './commands/agent.js';
 import { registerFence } from './commands/fence.js';
-import { registerVersion } from './commands/version.js';
+import { packageVersion, registerVersion } from './commands/version.js';
 import { registerChaos } from './commands/chaos.js';
 import { registerApply } from './commands/apply.js';
 import { registerStatus } from './commands/status.js';
@@ -17,6 +17,7 @@ export function buildProgram(io: CliIo): Command {
       'Active-active virtual IPs on Linux: nodes share a VIP through kernel hash buckets (CLUSTERIP or nftables)\n' +
         'whose ownership is coordinated in etcd.',
     )
+    .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
     .showSuggestionAfterError(true)
     .configureOutput({

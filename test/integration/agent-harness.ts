@@ -153,10 +153,7 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
       const until = Date.now() + timeoutMs;
       let why = '';
       while (Date.now() < until) {
-        why = await convergenceProblem(
-          h,
-          live ?? [...agents.keys()].filter((id) => agents.get(id)!.exited() === null),
-        );
+        why = await convergenceProblem(h, live ?? [...agents.keys()].filter((id) => agents.get(id)!.exited() === null));
         if (why === '') return;
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -197,15 +194,19 @@ async function convergenceProblem(h: Harness, live: string[]): Promise<string> {
     for (let b = 1; b <= buckets; b++) {
       const a = assign[String(b)];
       if (!a || !live.includes(a)) return `${v.address} bucket ${b} assigned to ${a ?? 'nobody'}`;
-      if (claims.get(b)?.owner !== a) return `${v.address} bucket ${b} claimed by ${claims.get(b)?.owner ?? 'nobody'}, assigned ${a}`;
+      if (claims.get(b)?.owner !== a)
+        return `${v.address} bucket ${b} claimed by ${claims.get(b)?.owner ?? 'nobody'}, assigned ${a}`;
       const holders = [...held].filter(([, s]) => s.has(b)).map(([id]) => id);
-      if (holders.length !== 1 || holders[0] !== a) return `${v.address} bucket ${b} held by [${holders.join(',')}], assigned ${a}`;
+      if (holders.length !== 1 || holders[0] !== a)
+        return `${v.address} bucket ${b} held by [${holders.join(',')}], assigned ${a}`;
       counts.set(a, (counts.get(a) ?? 0) + 1);
     }
     for (const b of claims.keys()) if (b > buckets) return `${v.address} bucket ${b} beyond ${buckets} still claimed`;
-    for (const [id, s] of held) for (const b of s) if (b > buckets) return `${id} holds ${v.address} bucket ${b} beyond ${buckets}`;
+    for (const [id, s] of held)
+      for (const b of s) if (b > buckets) return `${id} holds ${v.address} bucket ${b} beyond ${buckets}`;
     const ideal = buckets / live.length;
-    for (const [id, c] of counts) if (Math.abs(c - ideal) >= 1) return `${v.address}: ${id} holds ${c}, ideal ${ideal.toFixed(2)}`;
+    for (const [id, c] of counts)
+      if (Math.abs(c - ideal) >= 1) return `${v.address}: ${id} holds ${c}, ideal ${ideal.toFixed(2)}`;
   }
   return '';
 }
