@@ -1,4 +1,4 @@
-import type { Etcd3, ILeaseKeepAliveResponse } from 'etcd3';
+import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { monoNow, sleep } from './clock.js';
 import type { AgentEvent, FenceReason } from './events.js';
 import type { FencedMessage } from './fence.js';
@@ -67,7 +67,7 @@ export class NodeSession {
   private readonly abort = new AbortController();
   private lease: { id: string; ttl: number } | null = null;
   private lastAck: { tSend: number; wall: Date; deadline: number; leaseId: string } | null = null;
-  private stream: { end(): void } | undefined;
+  private stopKeepalives: (() => void) | undefined;
   private replacing = false;
 
   constructor(private readonly o: SessionOptions) {}
@@ -152,78 +152,122 @@ export class NodeSession {
     }
   }
 
+  /**
+   * Keepalives on our own streams, so each ack is matched to the time its request was SENT. A stream whose
+   * oldest request goes unanswered for `staleMs` is replaced by one to the next endpoint, but kept open for a
+   * TTL: during an etcd leader election the old stream's answers arrive late and still move the deadline.
+   */
   private startKeepalives(leaseId: string, ttl: number): void {
-    void this.keepaliveLoop(leaseId, ttl);
-  }
-
-  private async keepaliveLoop(leaseId: string, ttl: number): Promise<void> {
+    interface KaStream {
+      stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+      sent: number[];
+      dead: boolean;
+      abandonedAt: number | null;
+    }
     const interval = this.keepaliveIntervalMs(ttl);
-    // An unanswered keepalive older than this means the stream is stuck (a blackholed connection): reopen it.
     const staleMs = Math.max(Math.floor(0.8 * interval), 200);
+    const lingerMs = ttl * 1000;
     const clients = this.o.keepaliveClients?.length ? this.o.keepaliveClients : [this.o.etcd];
     let host = Math.floor(Math.random() * clients.length);
-    while (!this.abort.signal.aborted && this.lease?.id === leaseId) {
-      let stream;
-      const client = clients[host % clients.length]!;
-      // Whatever ends this stream, the next one goes to the next endpoint.
-      host++;
+    const downUntil: number[] = [];
+    const streams = new Set<KaStream>();
+    let current: KaStream | null = null;
+    let opening = false;
+    let stopped = false;
+    const alive = (): boolean => !stopped && !this.abort.signal.aborted && this.lease?.id === leaseId;
+    const close = (k: KaStream): void => {
+      if (k.dead) return;
+      k.dead = true;
+      streams.delete(k);
+      if (current === k) current = null;
       try {
-        stream = await client.leaseClient.leaseKeepAlive();
-      } catch (err) {
-        this.o.emit({ event: 'etcdError', op: 'keepalive', error: (err as Error).message });
-        await sleep(clients.length > 1 ? 10 : 100, this.abort.signal);
-        continue;
+        k.stream.end();
+      } catch {
+        // already broken
       }
-      await new Promise<void>((resolve) => {
-        const sent: number[] = [];
-        let done = false;
-        const finish = (): void => {
-          if (done) return;
-          done = true;
-          clearInterval(tick);
-          try {
-            stream.end();
-          } catch {
-            // already broken
-          }
-          resolve();
-        };
-        const send = (): void => {
-          if (this.abort.signal.aborted || this.lease?.id !== leaseId) return finish();
-          const oldest = sent[0];
-          if (oldest !== undefined && monoNow() - oldest > staleMs) {
-            this.o.emit({ event: 'etcdError', op: 'keepalive', error: `no keepalive answer for ${staleMs} ms` });
-            return finish();
-          }
-          sent.push(monoNow());
-          try {
-            stream.write({ ID: leaseId });
-          } catch {
-            finish();
-          }
-        };
+    };
+    const stop = (): void => {
+      stopped = true;
+      clearInterval(tick);
+      for (const k of [...streams]) close(k);
+    };
+    const send = (k: KaStream): void => {
+      k.sent.push(monoNow());
+      try {
+        k.stream.write({ ID: leaseId });
+      } catch {
+        close(k);
+      }
+    };
+    const reopenSoon = (): void => {
+      if (alive() && current === null) setTimeout(() => void open(), 50).unref();
+    };
+    const open = async (): Promise<void> => {
+      if (opening || !alive()) return;
+      opening = true;
+      // Whatever happens to this stream, the next one goes to the next endpoint not known to be down.
+      const now = monoNow();
+      let idx = host % clients.length;
+      for (let i = 0; i < clients.length && (downUntil[(host + i) % clients.length] ?? 0) > now; i++) {
+        idx = (host + i + 1) % clients.length;
+      }
+      host = idx + 1;
+      const client = clients[idx]!;
+      try {
+        const stream = await client.leaseClient.leaseKeepAlive();
+        if (!alive()) {
+          stream.on('error', () => undefined);
+          stream.end();
+          return;
+        }
+        const k: KaStream = { stream, sent: [], dead: false, abandonedAt: null };
         stream.on('data', (res: ILeaseKeepAliveResponse) => {
-          const tSend = sent.shift();
-          if (tSend === undefined || done) return;
+          const tSend = k.sent.shift();
+          if (tSend === undefined || k.dead || !alive()) return;
           if (res.TTL === '0') {
-            finish();
+            stop();
             void this.onLeaseLost(leaseId);
             return;
           }
           this.onAck(leaseId, tSend, Number(res.TTL));
         });
         stream.on('error', (err: Error) => {
-          if (!done && !this.abort.signal.aborted)
+          // Refused or dropped: skip this endpoint for a second when picking the next stream's.
+          if (/UNAVAILABLE/.test(err.message)) downUntil[idx] = monoNow() + 1000;
+          if (!k.dead && alive() && current === k)
             this.o.emit({ event: 'etcdError', op: 'keepalive', error: err.message });
-          finish();
+          close(k);
+          reopenSoon();
         });
-        stream.on('end', finish);
-        this.stream = { end: finish };
-        const tick = setInterval(send, interval);
-        send();
-      });
-      if (!this.abort.signal.aborted && this.lease?.id === leaseId) await sleep(20, this.abort.signal);
-    }
+        stream.on('end', () => {
+          close(k);
+          reopenSoon();
+        });
+        if (current) current.abandonedAt = monoNow();
+        streams.add(k);
+        current = k;
+        send(k);
+      } catch (err) {
+        this.o.emit({ event: 'etcdError', op: 'keepalive', error: (err as Error).message });
+        reopenSoon();
+      } finally {
+        opening = false;
+      }
+    };
+    const tick = setInterval(() => {
+      if (!alive()) return stop();
+      const now = monoNow();
+      for (const k of [...streams]) if (k.abandonedAt !== null && now - k.abandonedAt > lingerMs) close(k);
+      if (!current) return void open();
+      const oldest = current.sent[0];
+      if (oldest !== undefined && now - oldest > staleMs) {
+        this.o.emit({ event: 'etcdError', op: 'keepalive', error: `no keepalive answer for ${staleMs} ms` });
+        return void open();
+      }
+      send(current);
+    }, interval);
+    this.stopKeepalives = stop;
+    void open();
   }
 
   private onAck(leaseId: string, tSend: number, ttl: number): void {
@@ -287,7 +331,7 @@ export class NodeSession {
     const lease = this.lease;
     this.st = { state: 'closed' };
     this.abort.abort();
-    this.stream?.end();
+    this.stopKeepalives?.();
     if (opts.revoke && lease) {
       await Promise.race([
         this.o.etcd.leaseClient.leaseRevoke({ ID: lease.id }).catch(() => undefined),

@@ -179,14 +179,15 @@ async function gracefulGaps(ctx: BenchContext, rounds: number): Promise<number[]
   return gaps;
 }
 
-async function procStat(pid: number): Promise<{ rssMb: number; cpuTicks: number }> {
+async function procStat(pid: number): Promise<{ rssMb: number; anonMb: number; cpuTicks: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+  const anonKb = Number(/RssAnon:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  return { rssMb: rssKb / 1024, cpuTicks: Number(stat[11]) + Number(stat[12]) };
+  return { rssMb: rssKb / 1024, anonMb: anonKb / 1024, cpuTicks: Number(stat[11]) + Number(stat[12]) };
 }
 
-async function idle(windowMs: number): Promise<{ rssMb: number[]; cpuPct: number[] }> {
+async function idle(windowMs: number): Promise<{ rssMb: number[]; anonMb: number[]; cpuPct: number[] }> {
   const bed = await startBed(2, false);
   try {
     await new Promise((r) => setTimeout(r, 2000));
@@ -199,6 +200,7 @@ async function idle(windowMs: number): Promise<{ rssMb: number[]; cpuPct: number
     // Clock ticks are 1/100 s on Linux.
     return {
       rssMb: after.map((a) => a.rssMb),
+      anonMb: after.map((a) => a.anonMb),
       cpuPct: after.map((a, i) => ((a.cpuTicks - before[i]!.cpuTicks) / 100 / secs) * 100),
     };
   } finally {
@@ -263,9 +265,10 @@ export const agentBench: BenchSuite = async (ctx) => {
     group: 'agent',
     name: 'agent RSS, idle, 12 buckets',
     unit: 'MB',
-    value: Math.max(...id.rssMb),
+    value: Math.round(Math.max(...id.rssMb)),
     samples: id.rssMb.length,
     target: { op: '<=', value: 60 },
+    note: `private (RssAnon) ${Math.round(Math.max(...id.anonMb))} MB; the rest is node's shared, file-backed code`,
   });
   rows.push({
     group: 'agent',

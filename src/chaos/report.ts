@@ -140,12 +140,14 @@ function describeViolation(v: Violation, t0: number): string {
       return `unownedTooLong ${v.vip}#${v.bucket} +${fmtMs(v.fromMs - t0)}..+${fmtMs(v.toMs - t0)}ms live-unowned ${fmtMs(v.durationMs)}ms > bound ${fmtMs(v.boundMs)}ms`;
     case 'notConverged':
       return `notConverged ${v.vip}#${v.bucket}: ${v.detail}`;
+    case 'heldWithoutClaim':
+      return `heldWithoutClaim ${v.vip}#${v.bucket} node=${v.node} +${fmtMs(v.fromMs - t0)}..+${fmtMs(v.toMs - t0)}ms (${fmtMs(v.durationMs)}ms)`;
   }
 }
 
 function violationTime(v: Violation): number | undefined {
   if (v.kind === 'doubleOwner') return v.at;
-  if (v.kind === 'unownedTooLong') return v.fromMs;
+  if (v.kind === 'unownedTooLong' || v.kind === 'heldWithoutClaim') return v.fromMs;
   return undefined;
 }
 

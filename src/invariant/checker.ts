@@ -67,6 +67,11 @@ interface KeyState {
 interface BucketState {
   /** Start of the current unowned stretch in the backend source; null when owned or never sampled. */
   unownedSince: number | null;
+  /** The claim's owner (null: no claim); undefined until a claims sample arrived (then kernel ⊆ claims is checked). */
+  claimOwner?: string | null;
+  backendHolders: readonly string[];
+  /** Backend holders without the claim, and since when. */
+  unclaimedSince: Map<string, number>;
   assignees: { t: number; assignee: string | null }[];
 }
 
@@ -104,7 +109,11 @@ export class InvariantChecker {
   private sampleCount = 0;
   private finished = false;
 
-  constructor(readonly boundMs: number) {}
+  /** @param claimLagMs how long a backend holder may lack the claim before it is a violation (observation lag). */
+  constructor(
+    readonly boundMs: number,
+    readonly claimLagMs = 500,
+  ) {}
 
   /** Clamp to the stream's order: sources read on one clock but at slightly different moments. */
   private at(t: number): number {
@@ -116,7 +125,7 @@ export class InvariantChecker {
     const k = bucketKey(vip, bucket);
     let b = this.buckets.get(k);
     if (!b) {
-      b = { unownedSince: null, assignees: [] };
+      b = { unownedSince: null, assignees: [], backendHolders: [], unclaimedSince: new Map() };
       this.buckets.set(k, b);
     }
     return b;
@@ -138,6 +147,12 @@ export class InvariantChecker {
     } else if (st.doubleSince !== null) {
       this.closeDouble(sample.source, sample.vip, sample.bucket, st);
     }
+    if (sample.source === 'claims' || sample.source === 'backend') {
+      const b = this.bucket(sample.vip, sample.bucket);
+      if (sample.source === 'claims') b.claimOwner = holders[0] ?? null;
+      else b.backendHolders = holders;
+      this.checkClaimed(sample.vip, sample.bucket, b, t);
+    }
     if (sample.source === 'backend') {
       const b = this.bucket(sample.vip, sample.bucket);
       if (holders.length === 0 && b.unownedSince === null) b.unownedSince = t;
@@ -147,6 +162,25 @@ export class InvariantChecker {
       }
     }
     if (!sameSet(st.holders, holders)) st.holders = holders;
+  }
+
+  /** Per node kernel ⊆ claims: a backend holder that is not the claim's owner starts (or continues) a stretch. */
+  private checkClaimed(vip: string, bucket: number, b: BucketState, t: number): void {
+    if (b.claimOwner === undefined) return;
+    for (const n of b.backendHolders) {
+      if (n !== b.claimOwner && !b.unclaimedSince.has(n)) b.unclaimedSince.set(n, t);
+    }
+    for (const [n, since] of [...b.unclaimedSince]) {
+      if (b.backendHolders.includes(n) && n !== b.claimOwner) continue;
+      b.unclaimedSince.delete(n);
+      this.closeUnclaimed(vip, bucket, n, since, t);
+    }
+  }
+
+  private closeUnclaimed(vip: string, bucket: number, node: string, from: number, to: number): void {
+    if (to - from > this.claimLagMs) {
+      this.found.push({ kind: 'heldWithoutClaim', vip, bucket, node, fromMs: from, toMs: to, durationMs: to - from });
+    }
   }
 
   private closeDouble(source: Source, vip: string, bucket: number, st: KeyState): void {
@@ -293,6 +327,9 @@ export class InvariantChecker {
         this.closeDouble(source, vip, Number(bs), st);
       }
       for (const [k, b] of this.buckets) {
+        const [v, n] = k.split('#') as [string, string];
+        for (const [node, since] of b.unclaimedSince) this.closeUnclaimed(v, Number(n), node, since, end);
+        b.unclaimedSince.clear();
         if (b.unownedSince === null) continue;
         const [vip, bs] = k.split('#') as [string, string];
         // An interval still open at the end is not a completed failover; it is still checked against its bound.
@@ -333,9 +370,9 @@ export type TimelineFact =
 /** Check a whole recorded timeline at once (facts in time order). */
 export function checkTimeline(
   facts: readonly TimelineFact[],
-  opts: { boundMs: number; startedAt: number; endMs: number; impairments?: readonly Impairment[] },
+  opts: { boundMs: number; startedAt: number; endMs: number; impairments?: readonly Impairment[]; claimLagMs?: number },
 ): InvariantReport & { intervals: UnownedInterval[] } {
-  const c = new InvariantChecker(opts.boundMs);
+  const c = new InvariantChecker(opts.boundMs, opts.claimLagMs);
   for (const imp of opts.impairments ?? []) c.impair(imp.node, imp.kind, imp.fromMs)(imp.toMs);
   for (const f of facts) {
     if (f.type === 'sample') c.observe(f);

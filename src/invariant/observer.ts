@@ -39,6 +39,8 @@ export type FullObserver = Omit<Observer, 'stop'> &
 
 export interface FullReport extends InvariantReport {
   intervals: UnownedInterval[];
+  /** The observer's own etcd watch failures (last 20), each followed by a reload: facts may have arrived late. */
+  watchErrors: string[];
 }
 
 const sampleKey = (vip: string, bucket: number): string => `${vip}#${bucket}`;
@@ -47,7 +49,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const pollMs = opts.pollMs ?? 10;
   const keys: Keys = keysFor(opts.cluster);
   const etcd: Etcd3 = createEtcdClient({ endpoints: opts.endpoints, requestTimeoutMs: 2000 });
-  const checker = new InvariantChecker(opts.unownedBoundMs);
+  const checker = new InvariantChecker(opts.unownedBoundMs, opts.claimLagMs);
   const startedAt = Date.now();
   const dirs = new Map(Object.entries(opts.backendDirs));
   const hist: OwnershipSample[] = [];
@@ -104,10 +106,9 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     const k = sampleKey(pk.vip, pk.bucket);
     const owner = state.claims.get(pk.vip)?.get(pk.bucket)?.owner;
     if (owner === undefined) return; // a bad value: dropped by the store, counted in badValues
-    const prev = lastClaims.get(k);
-    // A claim overwritten by another node without a delete in between: two nodes believed they owned it.
-    if (prev !== undefined && prev !== owner)
-      feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [prev, owner] });
+    // A claim key holds one owner by construction. A put over another node's claim is the agent's handoff txn
+    // (the old owner ends its claim and writes the new owner's in one txn, after its kernel let go), not two
+    // owners: what two nodes really hold shows in the backend source.
     lastClaims.set(k, owner);
     feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [owner] });
   };
@@ -352,7 +353,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
           detail: `backend file ${path} unreadable: ${msg}`,
         });
       }
-      return { ...r, violations, samples: r.samples + observations };
+      return { ...r, violations, samples: r.samples + observations, watchErrors: errors.slice(-20) };
     },
   };
 }

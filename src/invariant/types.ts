@@ -24,7 +24,17 @@ export type Violation =
       durationMs: number;
       boundMs: number;
     }
-  | { kind: 'notConverged'; vip: string; bucket: number; detail: string };
+  | { kind: 'notConverged'; vip: string; bucket: number; detail: string }
+  /** A node's backend held the bucket while etcd's claim named someone else or nobody (kernel ⊄ claims). */
+  | {
+      kind: 'heldWithoutClaim';
+      vip: string;
+      bucket: number;
+      node: string;
+      fromMs: number;
+      toMs: number;
+      durationMs: number;
+    };
 
 export interface InvariantReport {
   violations: Violation[];
@@ -49,6 +59,9 @@ export interface ObserverOptions {
   /** Backend state arrives through `record()` ('backend' samples, e.g. nftables sets read in namespaces) instead
    *  of file polling; `backendDirs` is then ignored. Default false. */
   backendFromRecord?: boolean;
+  /** A backend holder without the claim counts only after this long (the watch and the file poll are two clocks
+   *  of observation: an acquire's claim event may arrive after its file write is seen). Default 500. */
+  claimLagMs?: number;
 }
 
 export interface Observer {

@@ -256,3 +256,72 @@ describe('invariant checker', () => {
     ]);
   });
 });
+
+describe('kernel ⊆ claims (heldWithoutClaim)', () => {
+  const claim = (t: number, holders: string[]): OwnershipSample => ({
+    t,
+    source: 'claims',
+    vip: 'v',
+    bucket: 1,
+    holders,
+  });
+  const back = (t: number, holders: string[]): OwnershipSample => ({
+    t,
+    source: 'backend',
+    vip: 'v',
+    bucket: 1,
+    holders,
+  });
+
+  it('flags a backend holder that outlives its claim beyond the lag, and only that', () => {
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(claim(0, ['a']));
+    c.observe(back(10, ['a'])); // acquire: claim first, then kernel
+    c.observe(back(1000, [])); // release: kernel first ...
+    c.observe(claim(1005, [])); // ... then the claim
+    c.observe(claim(2000, ['b']));
+    c.observe(back(2100, ['b']));
+    c.observe(claim(3000, [])); // b's lease expired, but its kernel kept the bucket: a fence failure
+    c.observe(back(3700, []));
+    expect(c.finish(4000, 0).violations).toEqual([
+      { kind: 'heldWithoutClaim', vip: 'v', bucket: 1, node: 'b', fromMs: 3000, toMs: 3700, durationMs: 700 },
+    ]);
+  });
+
+  it('tolerates observation lag and is not checked before any claim was seen', () => {
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(back(0, ['a'])); // no claims sample yet: unchecked
+    c.observe(back(100, ['a', 'b'])); // a double, but still no claim seen
+    c.observe(back(200, ['a']));
+    c.observe(claim(300, ['a']));
+    c.observe(back(1000, ['c'])); // c's kernel add seen before its claim event ...
+    c.observe(claim(1300, ['c'])); // ... 300 ms later: within the lag
+    const v = c.finish(2000, 0).violations;
+    expect(v.map((x) => x.kind)).toEqual(['doubleOwner']);
+  });
+
+  it('never fires when the backend follows the claims exactly', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ dur: fc.integer({ min: 1, max: 2000 }), owner: fc.constantFrom(null, 'a', 'b', 'c') }), {
+          maxLength: 40,
+        }),
+        (steps) => {
+          const c = new InvariantChecker(100_000, 0);
+          let t = 0;
+          let prev: string | null = null;
+          for (const s of steps) {
+            // Release: kernel before claim; acquire: claim before kernel (the protocol's order).
+            if (prev) c.observe(back(t, []));
+            c.observe(claim(t, s.owner ? [s.owner] : []));
+            if (s.owner) c.observe(back(t, [s.owner]));
+            prev = s.owner;
+            t += s.dur;
+          }
+          expect(c.finish(t, 0).violations.filter((v) => v.kind === 'heldWithoutClaim')).toEqual([]);
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+});
