@@ -17,7 +17,10 @@ async function etcdCounters(url: string): Promise<Record<string, number>> {
     const m =
       /^(etcd_mvcc_put_total|etcd_mvcc_txn_total|etcd_mvcc_delete_total|etcd_mvcc_range_total|etcd_server_proposals_committed_total) (\S+)$/.exec(
         line,
-      ) ?? /^grpc_server_msg_received_total\{grpc_method="(LeaseKeepAlive)",grpc_service="etcdserverpb.Lease"[^}]*\} (\S+)$/.exec(line);
+      ) ??
+      /^grpc_server_msg_received_total\{grpc_method="(LeaseKeepAlive)",grpc_service="etcdserverpb.Lease"[^}]*\} (\S+)$/.exec(
+        line,
+      );
     if (m) out[m[1]!] = Number(m[2]);
   }
   return out;
@@ -86,9 +89,15 @@ async function scaleRun(nodes: number, kills: number, log: (l: string) => void):
     const b = await etcdCounters(url);
     const rate = (k: string): number => (((b[k] ?? 0) - (a[k] ?? 0)) * 1000) / windowMs / nodes;
     const writes = rate('etcd_mvcc_put_total') + rate('etcd_mvcc_txn_total') + rate('etcd_mvcc_delete_total');
-    const rss = c.nodes().map((n) => rssMb(n.proc.pid)).filter((x) => !Number.isNaN(x));
+    const rss = c
+      .nodes()
+      .map((n) => rssMb(n.proc.pid))
+      .filter((x) => !Number.isNaN(x));
     const failovers: number[] = [];
-    const victims = c.nodes().slice(1, 1 + kills).map((n) => n.id);
+    const victims = c
+      .nodes()
+      .slice(1, 1 + kills)
+      .map((n) => n.id);
     for (const v of victims) {
       failovers.push(await failoverOnce(c, v));
       await c.restart(v);
@@ -107,9 +116,20 @@ async function scaleRun(nodes: number, kills: number, log: (l: string) => void):
         note: 'puts + txns + deletes; keepalives are not writes',
       },
       { group: 'scale', name: `${g}: keepalives per agent`, unit: 'msg/s', value: rate('LeaseKeepAlive') },
-      { group: 'scale', name: `${g}: raft proposals per agent`, unit: '1/s', value: rate('etcd_server_proposals_committed_total') },
+      {
+        group: 'scale',
+        name: `${g}: raft proposals per agent`,
+        unit: '1/s',
+        value: rate('etcd_server_proposals_committed_total'),
+      },
       { group: 'scale', name: `${g}: reads per agent`, unit: '1/s', value: rate('etcd_mvcc_range_total') },
-      { group: 'scale', name: `${g}: agent RSS (max)`, unit: 'MB', value: Math.max(...rss), target: { op: '<=', value: 60 } },
+      {
+        group: 'scale',
+        name: `${g}: agent RSS (max)`,
+        unit: 'MB',
+        value: Math.max(...rss),
+        target: { op: '<=', value: 60 },
+      },
       {
         group: 'scale',
         name: `${g}: failover after SIGKILL (TTL ${TTL_S} s)`,
@@ -135,4 +155,3 @@ export const scaleBench: BenchSuite = async (ctx) => {
   for (const n of sizes) rows.push(...(await scaleRun(n, ctx.quick ? 2 : 5, ctx.log)));
   return rows;
 };
-

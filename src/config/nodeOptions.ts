@@ -171,7 +171,8 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     schema: int(0, 1000),
     default: () => 1,
     defaultText: '1',
-    description: 'Share of buckets relative to other nodes; 0 = standby: owns buckets only when no weighted node is live.',
+    description:
+      'Share of buckets relative to other nodes; 0 = standby: owns buckets only when no weighted node is live.',
   },
   {
     key: 'etcdEndpoints',

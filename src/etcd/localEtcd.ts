@@ -102,20 +102,34 @@ export async function startLocalEtcd(opts: LocalEtcdOptions = {}): Promise<Local
   const launch = (i: number, state: 'new' | 'existing'): ChildProcess => {
     const m = specs[i]!;
     const args = [
-      '--name', m.name,
-      '--data-dir', m.dataDir,
-      '--listen-client-urls', m.clientUrl,
-      '--advertise-client-urls', m.clientUrl,
-      '--listen-peer-urls', m.peerUrl,
-      '--initial-advertise-peer-urls', m.peerUrl,
-      '--initial-cluster', initialCluster,
-      '--initial-cluster-state', state,
-      '--initial-cluster-token', `clusterip-ha-${process.pid}`,
-      '--logger', 'zap',
-      '--log-outputs', opts.logFile ? opts.logFile : '/dev/null',
+      '--name',
+      m.name,
+      '--data-dir',
+      m.dataDir,
+      '--listen-client-urls',
+      m.clientUrl,
+      '--advertise-client-urls',
+      m.clientUrl,
+      '--listen-peer-urls',
+      m.peerUrl,
+      '--initial-advertise-peer-urls',
+      m.peerUrl,
+      '--initial-cluster',
+      initialCluster,
+      '--initial-cluster-state',
+      state,
+      '--initial-cluster-token',
+      `clusterip-ha-${process.pid}`,
+      '--logger',
+      'zap',
+      '--log-outputs',
+      opts.logFile ? opts.logFile : '/dev/null',
       ...(opts.fastElection ? ['--heartbeat-interval', '50', '--election-timeout', '500'] : []),
     ];
-    const child = spawn(bin, args, { stdio: 'ignore', env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' } });
+    const child = spawn(bin, args, {
+      stdio: 'ignore',
+      env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' },
+    });
     child.on('error', () => undefined);
     procs[i] = child;
     m.pid = () => (child.exitCode === null && child.signalCode === null ? child.pid : undefined);
@@ -124,7 +138,10 @@ export async function startLocalEtcd(opts: LocalEtcdOptions = {}): Promise<Local
 
   specs.forEach((_, i) => launch(i, 'new'));
   try {
-    await waitHealthy(specs.map((m) => m.clientUrl), 20_000);
+    await waitHealthy(
+      specs.map((m) => m.clientUrl),
+      20_000,
+    );
   } catch (err) {
     procs.forEach((p) => p?.kill('SIGKILL'));
     await rm(baseDir, { recursive: true, force: true });
@@ -179,9 +196,12 @@ async function startContainer(opts: LocalEtcdOptions): Promise<LocalEtcd> {
   const container = await new GenericContainer(image)
     .withCommand([
       'etcd',
-      '--name', 'm0',
-      '--listen-client-urls', 'http://0.0.0.0:2379',
-      '--advertise-client-urls', 'http://127.0.0.1:2379',
+      '--name',
+      'm0',
+      '--listen-client-urls',
+      'http://0.0.0.0:2379',
+      '--advertise-client-urls',
+      'http://127.0.0.1:2379',
       ...(opts.fastElection ? ['--heartbeat-interval', '50', '--election-timeout', '500'] : []),
     ])
     .withExposedPorts(2379)

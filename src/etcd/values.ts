@@ -66,5 +66,7 @@ export function decodeJson<T>(schema: z.ZodType<T>, raw: string): Decoded<T> {
 
 export function decodeClaim(raw: string): Decoded<string> {
   const r = claimValueSchema.safeParse(raw);
-  return r.success ? { ok: true, value: r.data } : { ok: false, error: `claim value is not a node id: ${JSON.stringify(raw.slice(0, 80))}` };
+  return r.success
+    ? { ok: true, value: r.data }
+    : { ok: false, error: `claim value is not a node id: ${JSON.stringify(raw.slice(0, 80))}` };
 }

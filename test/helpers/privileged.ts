@@ -30,9 +30,7 @@ export function netnsCapability(): Capability {
     return (netnsCache = { ok: false, reason: 'needs nft (apt-get install -y nftables)' });
   }
   const name = `cipha-probe-${process.pid}`;
-  const ok =
-    probe('ip', ['netns', 'add', name]) &&
-    probe('ip', ['netns', 'exec', name, 'nft', 'list', 'ruleset']);
+  const ok = probe('ip', ['netns', 'add', name]) && probe('ip', ['netns', 'exec', name, 'nft', 'list', 'ruleset']);
   probe('ip', ['netns', 'del', name]);
   return (netnsCache = ok
     ? { ok: true, reason: '' }
