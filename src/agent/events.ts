@@ -20,12 +20,25 @@ export type AgentEvent =
   | { event: 'leaseLost' }
   | { event: 'elected'; revision: string }
   | { event: 'deposed'; reason: string }
-  | { event: 'assignmentWritten'; vip: string; epoch: number; moves: { bucket: number; from: string | null; to: string | null; reason: MoveReason }[]; planMs: number; sinceTriggerMs: number }
+  | {
+      event: 'assignmentWritten';
+      vip: string;
+      epoch: number;
+      moves: { bucket: number; from: string | null; to: string | null; reason: MoveReason }[];
+      planMs: number;
+      sinceTriggerMs: number;
+    }
   | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' }
   | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number }
   | { event: 'acquireBlocked'; vip: string; bucket: number; reason: AcquireBlock; holder?: string }
   | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number }
-  | { event: 'backendError'; op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure'; error: string; attempt: number; willRetry: boolean }
+  | {
+      event: 'backendError';
+      op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure';
+      error: string;
+      attempt: number;
+      willRetry: boolean;
+    }
   | { event: 'badValue'; key: string; error: string }
   | { event: 'etcdError'; op: string; error: string }
   | { event: 'loopDelay'; p99Ms: number; maxMs: number }
