@@ -297,7 +297,7 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
         '',
       ].join('\n'),
     );
-    vm = await runVm({ kernel: k, initrd, resultsDir, timeoutMs: VM_TIMEOUT_MS });
+    vm = await runVm({ kernel: k, initrd, resultsDir, timeoutMs: VM_TIMEOUT_MS, repoDir: REPO });
     const m = /cipha-vm: guest start ([\d.]+)/.exec(vm.console);
     bootS = m ? Number(m[1]) : undefined;
     guestLog = await readFile(join(resultsDir, 'guest.log'), 'utf8').catch(() => '');

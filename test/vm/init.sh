@@ -29,6 +29,16 @@ if mount -t 9p -o "$P9,cache=loose,ro" hostroot /host; then
   mount -t devtmpfs dev /host/dev
   mount -t tmpfs -o mode=0755 tmpfs /host/run
   mount -t tmpfs -o mode=1777 tmpfs /host/tmp
+  # The checkout again at its own path: the tmpfs above hides it when it lives under /tmp.
+  for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+      cipha.repo=*)
+        repo="${arg#cipha.repo=}"
+        mkdir -p "/host$repo" 2>/dev/null
+        mount -t 9p -o "$P9,cache=loose,ro" repo "/host$repo" || say "cannot mount the repo share at $repo"
+        ;;
+    esac
+  done
   mkdir -p /host/run/results
   if mount -t 9p -o "$P9" results /host/run/results; then
     say "guest start $(cut -d' ' -f1 /proc/uptime)"

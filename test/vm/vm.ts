@@ -37,6 +37,11 @@ export interface VmOptions {
   accel?: 'tcg' | 'kvm';
   /** qemu -cpu; default CLUSTERIP_HA_QEMU_CPU or 'max' under TCG. */
   cpu?: string;
+  /**
+   * The checkout, shared again read-only and mounted at the same path in the guest: the guest puts a tmpfs on
+   * /tmp, which would hide a checkout that lives there (CI clones may).
+   */
+  repoDir?: string;
 }
 
 export interface VmRun {
@@ -67,7 +72,8 @@ export function qemuArgs(o: VmOptions): string[] {
     '-initrd',
     o.initrd,
     '-append',
-    `console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init cipha.timeout=${Math.ceil(o.timeoutMs / 1000) + 5}`,
+    `console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init cipha.timeout=${Math.ceil(o.timeoutMs / 1000) + 5}` +
+      (o.repoDir ? ` cipha.repo=${o.repoDir}` : ''),
     '-nographic',
     '-no-reboot',
     '-nic',
@@ -76,6 +82,9 @@ export function qemuArgs(o: VmOptions): string[] {
     'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
     '-virtfs',
     `local,path=${o.resultsDir},mount_tag=results,security_model=none,multidevs=remap`,
+    ...(o.repoDir
+      ? ['-virtfs', `local,path=${o.repoDir},mount_tag=repo,security_model=none,readonly=on,multidevs=remap`]
+      : []),
   ];
 }
 
