@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { Etcd3 } from 'etcd3';
 import type { Backend } from '../backends/backend.js';
-import type { NodeConfig } from '../config/types.js';
+import type { ClusterSpec, NodeConfig } from '../config/types.js';
 import { etcdClientOptions } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
 import { watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
@@ -62,6 +62,13 @@ export class Agent extends EventEmitter {
   private registering = false;
   private readonly startedAt = new Date().toISOString();
   private readonly abort = new AbortController();
+  /** Why the agent must exit non-zero (kernel state unconfirmed, fence worker died); null = clean. */
+  private failure: string | null = null;
+  /** Draining as set through etcd (`clusterip-ha drain`) in our node key: kept across re-registrations. */
+  private drainRequested = false;
+  /** The spec the kernel rules were last set up for; the reconciler plans from it, never from a newer one. */
+  private appliedSpec: ClusterSpec | null = null;
+  private specChain: Promise<void> = Promise.resolve();
 
   constructor(opts: AgentOptions) {
     super();
@@ -100,6 +107,11 @@ export class Agent extends EventEmitter {
     return this.session.state;
   }
 
+  /** Non-null when the daemon must exit non-zero. */
+  get failureReason(): string | null {
+    return this.failure;
+  }
+
   get currentPhase(): AgentPhase {
     return this.phase;
   }
@@ -107,10 +119,11 @@ export class Agent extends EventEmitter {
   /** Start everything; resolves once the first lease is held (retries until etcd answers or stop()). */
   async start(): Promise<void> {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
-    this.backend = await makeBackend(this.cfg.backend, this.nodeId);
+    this.backend = await makeBackend(this.cfg.backend, this.nodeId, this.cfg.stateDir);
     this.fence = await FenceTimer.start({
       backend: this.cfg.backend,
       nodeId: this.nodeId,
+      stateDir: this.cfg.stateDir,
       onFenced: (m) => this.session?.handleWorkerFenced(m),
       onWorkerError: (err) => {
         emit({
@@ -120,14 +133,16 @@ export class Agent extends EventEmitter {
           attempt: 1,
           willRetry: false,
         });
-        // Without its timer path we cannot promise the deadline: drop everything from here and stop acquiring.
-        this.releaseAll = true;
-        void this.kernel.clear().catch(() => undefined);
+        // Without its timer we cannot promise the deadline on a stalled loop: stop acquiring, hand the buckets
+        // over through a drain (the backend's own expiry still bounds them), then exit non-zero (daemon).
+        this.failure ??= `fence worker died: ${err.message}`;
+        this.emit('fatal', this.failure);
       },
     });
     this.kernel = new KernelGate({
       backend: this.backend,
       emit,
+      liveLease: () => (this.session?.isLive() && !this.releaseAll ? this.session.leaseId : null),
       fence: {
         isFenced: () => this.fence.isFenced(),
         msToDeadline: () => {
@@ -137,6 +152,7 @@ export class Agent extends EventEmitter {
       },
     });
     this.stopLoopDelay = startLoopDelayMonitor(emit);
+    this.throwIfStopping();
 
     // Start-up: nothing is claimed under a lease we do not have yet, so whatever the backend holds is an orphan
     // of an earlier run. Release it before anything else.
@@ -150,6 +166,7 @@ export class Agent extends EventEmitter {
     for (const b of this.watch.state.badValues) emit({ event: 'badValue', key: b.key, error: b.error });
     if (this.watch.state.spec) await this.ensureSpec();
     await this.revokePreviousIncarnation();
+    this.throwIfStopping();
 
     this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
     this.rebalancer = new Rebalancer({
@@ -167,6 +184,7 @@ export class Agent extends EventEmitter {
       nodeId: this.nodeId,
       kernel: this.kernel,
       state: () => this.watch.state,
+      spec: () => this.appliedSpec,
       leaseId: () => this.session.leaseId,
       live: () => this.session.isLive() && !this.releaseAll,
       draining: () => this.phase.phase === 'draining',
@@ -206,13 +224,16 @@ export class Agent extends EventEmitter {
           void this.kernel.refresh().catch(() => undefined);
         },
         onFenced: (reason) => this.onFenced(reason),
+        clearKernel: () => this.clearConfirmed(1000),
         onUnfenced: () => {
           this.reconciler.trigger();
           this.status.mark();
         },
       },
     });
+    this.throwIfStopping();
     await this.session.start();
+    this.throwIfStopping();
     this.phase = { phase: 'running' };
     // Resync the kernel model now and then: entries can vanish behind our back (an expiry after failed
     // refreshes, an operator, a reboot of the table); a claim we hold without its kernel entry is re-added.
@@ -224,6 +245,11 @@ export class Agent extends EventEmitter {
         .catch(() => undefined);
     }, RESYNC_MS);
     this.resync.unref();
+  }
+
+  /** A signal during start(): stop building, so nothing registers after the shutdown ran. */
+  private throwIfStopping(): void {
+    if (this.abort.signal.aborted) throw new Error('agent stopped during start');
   }
 
   private async retry<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -276,20 +302,69 @@ export class Agent extends EventEmitter {
     }
   }
 
-  private async ensureSpec(): Promise<void> {
-    const spec = this.watch.state.spec?.spec;
-    if (!spec) return;
+  /** Serialized: spec changes are applied one after the other, in order. */
+  private ensureSpec(): Promise<void> {
+    const p = this.specChain.then(() => this.ensureSpecNow());
+    this.specChain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async ensureSpecNow(): Promise<void> {
+    const spec = this.watch.state.spec?.spec ?? null;
+    if (spec === this.appliedSpec) return;
+    if (!spec) {
+      this.appliedSpec = null;
+      this.reconciler?.trigger();
+      return;
+    }
+    const prev = this.appliedSpec;
+    const resized = spec.vips
+      .filter((v) => {
+        const o = prev?.vips.find((x) => x.address === v.address);
+        return o !== undefined && o.buckets !== v.buckets;
+      })
+      .map((v) => v.address);
+    if (prev && resized.length > 0) {
+      // A new bucket count is a new bucket space: release every bucket of the VIP (kernel first, then claims,
+      // the normal path) while the old rule still numbers them, and only then switch the rule.
+      this.appliedSpec = { ...prev, vips: prev.vips.filter((v) => !resized.includes(v.address)) };
+      this.reconciler?.trigger();
+      if (!(await this.waitKernelReleased(resized, 10_000))) {
+        this.emitEvent({
+          event: 'backendError',
+          op: 'ensure',
+          error: `buckets of resized VIP(s) ${resized.join(', ')} not released; keeping the old rule`,
+          attempt: 1,
+          willRetry: true,
+        });
+        setTimeout(() => void this.ensureSpec(), 1000).unref();
+        return;
+      }
+    }
     try {
       await this.kernel.ensure(spec);
+      this.appliedSpec = spec;
     } catch (err) {
       this.emitEvent({
         event: 'backendError',
         op: 'ensure',
         error: (err as Error).message,
         attempt: 1,
-        willRetry: false,
+        willRetry: true,
       });
+      setTimeout(() => void this.ensureSpec(), 1000).unref();
     }
+    this.reconciler?.trigger();
+  }
+
+  private async waitKernelReleased(vips: string[], timeoutMs: number): Promise<boolean> {
+    const until = monoNow() + timeoutMs;
+    while (monoNow() < until && !this.abort.signal.aborted) {
+      if (vips.every((v) => (this.kernel.held.get(v)?.size ?? 0) === 0)) return true;
+      await sleep(20);
+      this.reconciler?.trigger();
+    }
+    return false;
   }
 
   private nodeValue(): NodeValue {
@@ -297,7 +372,7 @@ export class Agent extends EventEmitter {
       v: 1,
       address: hostname().slice(0, 255),
       weight: this.cfg.weight,
-      draining: this.phase.phase === 'draining' || this.phase.phase === 'stopping',
+      draining: this.phase.phase === 'draining' || this.phase.phase === 'stopping' || this.drainRequested,
       version: AGENT_VERSION,
       startedAt: this.startedAt,
     };
@@ -308,6 +383,7 @@ export class Agent extends EventEmitter {
   }
 
   private async onLease(leaseId: string): Promise<void> {
+    if (this.phase.phase === 'stopping' || this.phase.phase === 'stopped') return;
     this.reconciler.resetLease();
     this.rebalancer.reset();
     await this.register(leaseId);
@@ -358,6 +434,10 @@ export class Agent extends EventEmitter {
     const leaseId = this.session.leaseId;
     const mine = state.nodes.get(this.nodeId);
     const mineBad = state.badValues.some((b) => b.key === this.keys.node(this.nodeId));
+    if (mine && leaseId && mine.lease === leaseId && !mineBad && this.phase.phase === 'running') {
+      if (mine.value.draining && !this.drainRequested) this.emitEvent({ event: 'drainRequested' });
+      this.drainRequested = mine.value.draining;
+    }
     if (leaseId && this.session.isLive() && (!mine || mine.lease !== leaseId || mineBad) && !this.registering) {
       this.registering = true;
       void this.register(leaseId)
@@ -429,6 +509,24 @@ export class Agent extends EventEmitter {
     await this.stopEverything(300);
   }
 
+  /**
+   * Clear the backend from the main thread, retried a few times under its own bound. True only when the
+   * backend confirmed it (read-back empty).
+   */
+  async clearConfirmed(stepTimeoutMs: number, attempts = 3): Promise<boolean> {
+    for (let i = 0; i < attempts; i++) {
+      try {
+        await withTimeout(this.kernel.clear(), stepTimeoutMs);
+        const left = await withTimeout(this.kernel.read(), stepTimeoutMs);
+        if ([...left.values()].every((s) => s.size === 0)) return true;
+      } catch {
+        // retried below
+      }
+      await sleep(20 * (i + 1));
+    }
+    return false;
+  }
+
   private async stopEverything(stepTimeoutMs: number): Promise<void> {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.abort.abort();
@@ -438,15 +536,23 @@ export class Agent extends EventEmitter {
     this.reconciler?.stop();
     this.status?.stop();
     // Each cleanup step runs under its own bound, never under the signal that got us here.
+    let cleared = this.fence === undefined && this.kernel === undefined;
     if (this.fence) {
       const fenced = await withTimeout(this.fence.fenceNow('shutdown'), stepTimeoutMs * 3).catch(() => null);
-      if (!fenced && this.kernel) await withTimeout(this.kernel.clear(), stepTimeoutMs).catch(() => undefined);
-      this.kernel?.markCleared();
+      // A fence reply carrying an error did not clear the kernel: it is no confirmation.
+      cleared = fenced !== null && fenced.error === undefined;
+      if (fenced?.error)
+        emit({ event: 'backendError', op: 'clear', error: fenced.error, attempt: 5, willRetry: !!this.kernel });
     }
+    if (!cleared && this.kernel) cleared = await this.clearConfirmed(stepTimeoutMs);
+    if (cleared) this.kernel?.markCleared();
+    else this.failure ??= 'backend clear not confirmed at shutdown';
     emit({ event: 'shutdown', phase: 'released' });
     if (this.session) {
-      await this.session.close({ revoke: true, timeoutMs: stepTimeoutMs });
-      emit({ event: 'shutdown', phase: 'revoked' });
+      // Revoking would free our claims while the kernel may still hold their buckets: only the TTL (which the
+      // backend's own expiry matches) may end them then.
+      await this.session.close({ revoke: cleared, timeoutMs: stepTimeoutMs });
+      if (cleared) emit({ event: 'shutdown', phase: 'revoked' });
     }
     await withTimeout(this.watch?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
     await withTimeout(this.fence?.stop() ?? Promise.resolve(), stepTimeoutMs * 3).catch(() => undefined);

@@ -9,6 +9,22 @@ import { planVip, type Move, type PlannerNode } from '../planner/index.js';
 export interface CurrentAssignment {
   epoch: number;
   owners: ReadonlyMap<number, string>;
+  /** The bucket count the owners are numbered for (see bucketSpaceOf). */
+  buckets?: number;
+}
+
+/**
+ * The bucket count an assignment is for: its `buckets` field, else (values of older leaders) the highest
+ * assigned bucket; undefined when it cannot tell (no owners).
+ */
+export function bucketSpaceOf(a: {
+  buckets?: number | undefined;
+  owners: ReadonlyMap<number, string>;
+}): number | undefined {
+  if (a.buckets !== undefined) return a.buckets;
+  let max = 0;
+  for (const b of a.owners.keys()) if (b > max) max = b;
+  return max === 0 ? undefined : max;
 }
 
 export interface AssignmentInput {
@@ -20,6 +36,8 @@ export interface AssignmentInput {
   joinBudgetLeft: (vip: string) => number;
   /** VIPs whose stored assignment is unreadable (bad value): rewrite even when the owners did not change. */
   rewrite?: ReadonlySet<string>;
+  /** Claims that exist for a VIP (any owner). A VIP whose bucket space changed is assigned only at 0. */
+  claimsLeft?: (vip: string) => number;
 }
 
 export interface AssignmentWrite {
@@ -56,6 +74,19 @@ export function planAssignments(input: AssignmentInput): AssignmentPlan {
   for (const vip of input.spec.vips) {
     inSpec.add(vip.address);
     const cur = input.current.get(vip.address);
+    // A new bucket count is a new bucket space: the same number means other clients under mod N', and nodes
+    // switch rules at different moments. Empty the assignment first; assign under N' once no claim is left.
+    const space = cur ? bucketSpaceOf(cur) : undefined;
+    if (cur && space !== undefined && space !== vip.buckets) {
+      writes.push({
+        vip: vip.address,
+        value: { v: 1, epoch: cur.epoch + 1, leader: input.leader, owners: {}, buckets: vip.buckets },
+        moves: [],
+        joinMoves: 0,
+      });
+      continue;
+    }
+    if (cur && cur.owners.size === 0 && (input.claimsLeft?.(vip.address) ?? 0) > 0) continue;
     const currentOwners = cur?.owners ?? new Map<number, string>();
     const budget = Math.max(0, input.joinBudgetLeft(vip.address));
     const plan = planVip({
@@ -67,12 +98,18 @@ export function planAssignments(input: AssignmentInput): AssignmentPlan {
     });
     const joinMoves = plan.moves.filter((m) => m.reason === 'rebalanceJoin').length;
     if (!plan.balanced && joinMoves >= budget) wantsMore = true;
-    if (cur && sameOwners(plan.owners, currentOwners) && !input.rewrite?.has(vip.address)) continue;
+    if (
+      cur &&
+      sameOwners(plan.owners, currentOwners) &&
+      cur.buckets === vip.buckets &&
+      !input.rewrite?.has(vip.address)
+    )
+      continue;
     const owners: Record<string, string> = {};
     for (const [b, n] of [...plan.owners].sort((x, y) => x[0] - y[0])) owners[String(b)] = n;
     writes.push({
       vip: vip.address,
-      value: { v: 1, epoch: (cur?.epoch ?? 0) + 1, leader: input.leader, owners },
+      value: { v: 1, epoch: (cur?.epoch ?? 0) + 1, leader: input.leader, owners, buckets: vip.buckets },
       moves: plan.moves,
       joinMoves,
     });

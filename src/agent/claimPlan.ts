@@ -61,6 +61,9 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
     for (const [vip, a] of i.assignments) {
       const n = vips.get(vip);
       if (n === undefined) continue;
+      // Owners numbered for another bucket count than our kernel rule uses: not ours to act on (new space).
+      // (Values of older leaders carry no count; the leader replaces them on its first write.)
+      if (a.value.buckets !== undefined && a.value.buckets !== n) continue;
       for (const [b, owner] of Object.entries(a.value.owners)) {
         const bucket = Number(b);
         if (owner === i.me && bucket >= 1 && bucket <= n) desired.add(bucketKey(vip, bucket));

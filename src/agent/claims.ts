@@ -1,5 +1,6 @@
 import type { Etcd3 } from 'etcd3';
 import type { BucketChange } from '../backends/backend.js';
+import type { ClusterSpec } from '../config/types.js';
 import type { Keys } from '../etcd/keys.js';
 import { cmpRevision, type ClaimEntry, type ClusterState } from '../etcd/store.js';
 import { monoNow } from './clock.js';
@@ -19,6 +20,8 @@ export interface ReconcilerOptions {
   nodeId: string;
   kernel: KernelGate;
   state: () => ClusterState;
+  /** The spec the kernel is set up for (default: the picture's). */
+  spec?: () => ClusterSpec | null;
   leaseId: () => string | null;
   live: () => boolean;
   draining: () => boolean;
@@ -125,7 +128,7 @@ export class ClaimReconciler {
     const plan = planClaims({
       me: this.o.nodeId,
       leaseId,
-      spec: state.spec?.spec ?? null,
+      spec: this.o.spec ? this.o.spec() : (state.spec?.spec ?? null),
       assignments: state.assignments,
       claims: this.claimsView(),
       kernel: this.o.kernel.held,
@@ -178,6 +181,11 @@ export class ClaimReconciler {
           .and(key, 'Lease', '==', leaseId)
           .then(this.o.etcd.delete().key(key))
           .commit();
+        if (!res.succeeded && !(await this.deleteGarbageOverOurs(key))) {
+          // Not ours any more (or already gone): the watch shows what is there; nothing was released.
+          this.o.emit({ event: 'etcdError', op: 'release', error: `claim ${key} is not ours under our lease` });
+          return;
+        }
         this.overlay.set(bucketKey(r.vip, r.bucket), {
           vip: r.vip,
           bucket: r.bucket,
@@ -235,7 +243,7 @@ export class ClaimReconciler {
     if (toAdd.length === 0) return;
     let added: BucketChange[];
     try {
-      added = await this.o.kernel.apply(group(toAdd, 'add'));
+      added = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId });
     } catch (err) {
       // Could not apply: hold no claim for it (the kernel gate already undid the adds).
       this.backendFailures++;
@@ -268,6 +276,21 @@ export class ClaimReconciler {
       this.blocked.delete(k);
       this.o.emit({ event: 'acquired', vip: r.vip, bucket: r.bucket, durationMs: ms(now - (started.get(k) ?? now)) });
     }
+  }
+
+  /**
+   * Garbage was written over a claim of ours (its lease detached, so it never goes away). The kernel already let
+   * go of the bucket, so we may delete exactly that garbage (Mod-guarded). True when deleted.
+   */
+  private async deleteGarbageOverOurs(key: string): Promise<boolean> {
+    const bad = this.o.state().badValues.find((b) => b.key === key);
+    if (!bad?.modRevision) return false;
+    const res = await this.o.etcd
+      .if(key, 'Mod', '==', bad.modRevision)
+      .then(this.o.etcd.delete().key(key))
+      .commit()
+      .catch(() => null);
+    return res?.succeeded ?? false;
   }
 
   private async deleteClaims(refs: BucketRef[], leaseId: string): Promise<void> {

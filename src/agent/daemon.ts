@@ -128,7 +128,7 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
 }
 
 export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}): Promise<number> {
-  const base = opts.logger ?? createLogger({ level: cfg.logLevel, pretty: false });
+  const base = opts.logger ?? createLogger({ level: cfg.logLevel });
   const log = base.child({ node: cfg.nodeId });
   const agent = new Agent({ cfg });
   agent.on('event', (e: AgentEvent) => {
@@ -163,6 +163,11 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
       hurry.abort();
     }
   };
+  // A fatal condition (the fence worker died): drain like a SIGTERM, then exit non-zero.
+  agent.on('fatal', (why: string) => {
+    log.error({ op: 'agent', event: 'fatal', reason: why }, 'fatal agent error, draining');
+    stopping ??= agent.shutdown({ timeoutMs: cfg.shutdownTimeoutMs, hurry: hurry.signal });
+  });
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   const onRejection = (err: unknown): void => {
@@ -188,6 +193,10 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   // Run until a signal started the shutdown, then wait for it.
   while (stopping === null) await new Promise((r) => setTimeout(r, 200));
   await stopping;
+  if (agent.failureReason !== null) {
+    log.error({ op: 'shutdown', event: 'failure', reason: agent.failureReason }, 'agent stopped unclean');
+    code = 1;
+  }
   await closeMetrics().catch(() => undefined);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);

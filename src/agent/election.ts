@@ -96,7 +96,16 @@ export class Election {
       this.mine = { key, createRevision: res.header.revision };
     } else {
       const kv = res.responses[0]?.response_range?.kvs[0];
-      if (kv) this.mine = { key, createRevision: kv.create_revision };
+      if (kv && kv.lease === leaseId) this.mine = { key, createRevision: kv.create_revision };
+      else if (kv) {
+        // Our key name, not our lease (overwritten from outside): no candidate. Remove it (only that version)
+        // and stand again on the next change.
+        await etcd
+          .if(key, 'Mod', '==', kv.mod_revision)
+          .then(etcd.delete().key(key))
+          .commit()
+          .catch(() => undefined);
+      }
     }
   }
 
@@ -147,9 +156,12 @@ export class Election {
    */
   async fencedTxn(ops: (PutBuilder | DeleteBuilder)[]): Promise<string> {
     const mine = this.mine;
-    if (!mine || !this.leading) throw new NotLeaderError('not the leader');
+    const lease = this.leaseId;
+    if (!mine || !this.leading || !lease) throw new NotLeaderError('not the leader');
+    // The lease too: a put over our key without a lease keeps its create revision but leaves no candidate.
     const res = await this.o.etcd
       .if(mine.key, 'Create', '==', mine.createRevision)
+      .and(mine.key, 'Lease', '==', lease)
       .then(...ops)
       .commit();
     if (!res.succeeded) {

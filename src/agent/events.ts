@@ -28,7 +28,7 @@ export type AgentEvent =
       planMs: number;
       sinceTriggerMs: number;
     }
-  | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' }
+  | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' | 'invalid' }
   | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number }
   | { event: 'acquireBlocked'; vip: string; bucket: number; reason: AcquireBlock; holder?: string }
   | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number }

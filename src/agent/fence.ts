@@ -12,6 +12,7 @@ export type FencedMessage = Extract<FromWorker, { type: 'fenced' }>;
 export interface FenceTimerOptions {
   backend: BackendConfig;
   nodeId: string;
+  stateDir?: string;
   onFenced: (m: FencedMessage) => void;
   /** The worker died (a bug): the caller must fence on the main thread. */
   onWorkerError: (err: Error) => void;
@@ -40,7 +41,12 @@ export class FenceTimer {
 
   static async start(opts: FenceTimerOptions): Promise<FenceTimer> {
     const sab = new SharedArrayBuffer(16);
-    const data: FenceWorkerData = { sab, backend: opts.backend, nodeId: opts.nodeId };
+    const data: FenceWorkerData = {
+      sab,
+      backend: opts.backend,
+      nodeId: opts.nodeId,
+      ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
+    };
     // A small heap: the worker only runs a timer and a backend clear.
     const worker = new Worker(workerUrl(), {
       workerData: data,

@@ -7,6 +7,7 @@ export interface FenceWorkerData {
   sab: SharedArrayBuffer;
   backend: unknown;
   nodeId: string;
+  stateDir?: string;
 }
 
 export type ToWorker = { type: 'arm' } | { type: 'fenceNow'; reason: 'leaseLost' | 'shutdown' } | { type: 'stop' };

@@ -10,7 +10,7 @@ import { FENCED, type FenceWorkerData, type FromWorker, type ToWorker } from './
 const data = workerData as FenceWorkerData;
 const deadline = new Float64Array(data.sab, 0, 1);
 const flags = new Int32Array(data.sab, 8, 2);
-const backend = await makeBackend(data.backend as BackendConfig, data.nodeId);
+const backend = await makeBackend(data.backend as BackendConfig, data.nodeId, data.stateDir);
 const port = parentPort;
 if (!port) throw new Error('fenceWorker must run as a worker thread');
 

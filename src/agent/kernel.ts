@@ -20,6 +20,11 @@ export interface KernelOptions {
   backend: Backend;
   fence: FenceView;
   emit: (e: AgentEvent) => void;
+  /**
+   * The lease adds may be made under now: the live session's lease id, null while fenced, replacing or
+   * closed. An add planned under another lease is refused (a pass may outlive its lease).
+   */
+  liveLease?: () => string | null;
   /** Do not add when less than this is left before the fence deadline. */
   minHoldMs?: number;
   retries?: number;
@@ -101,7 +106,7 @@ export class KernelGate {
    * Apply removes and adds. Removes always go through; adds only while unfenced with enough time left.
    * Resolves with the adds that really were applied.
    */
-  apply(changes: BucketChange[]): Promise<BucketChange[]> {
+  apply(changes: BucketChange[], opts: { lease?: string } = {}): Promise<BucketChange[]> {
     return this.serial(async () => {
       const removes = changes
         .filter((c) => c.remove.length > 0)
@@ -113,10 +118,10 @@ export class KernelGate {
       }
       const adds = changes.filter((c) => c.add.length > 0).map((c) => ({ vip: c.vip, add: c.add, remove: [] }));
       if (adds.length === 0) return [];
-      if (!this.mayAdd()) return [];
+      if (!this.mayAdd(opts.lease)) return [];
       try {
         await this.withRetry('apply', async () => {
-          if (!this.mayAdd()) throw new FencedDuringApply();
+          if (!this.mayAdd(opts.lease)) throw new FencedDuringApply();
           await this.o.backend.apply(adds, { holdForMs: this.o.fence.msToDeadline() });
         });
       } catch (err) {
@@ -126,13 +131,41 @@ export class KernelGate {
         for (const c of adds) {
           await this.o.backend.apply([{ vip: c.vip, add: [], remove: c.add }]).catch(() => undefined);
         }
-        await this.readNow().catch(() => undefined);
+        // The read-back is the truth. Without it, every add counts as held so its claim is kept (never a
+        // kernel bucket without its claim); a later pass removes it from the kernel first.
+        const reread = await this.readNow()
+          .then(() => true)
+          .catch(() => false);
+        if (!reread)
+          this.lastError = {
+            message: `apply: ${(err as Error).message}; undo not confirmed, keeping the claims`,
+            at: new Date(),
+          };
+        for (const c of reread ? [] : adds) {
+          let s = this.held.get(c.vip);
+          if (!s) this.held.set(c.vip, (s = new Set()));
+          for (const b of c.add) s.add(b);
+        }
         throw err;
       }
       if (this.o.fence.isFenced()) {
         // The worker fenced while we wrote: our add may have landed after its clear.
         await this.o.backend.clear().catch(() => undefined);
         this.held.clear();
+        return [];
+      }
+      if (!this.leaseOk(opts.lease)) {
+        // The lease changed while we wrote: these adds have no claim under the live lease. Take them back.
+        for (const c of adds) {
+          await this.o.backend.apply([{ vip: c.vip, add: [], remove: c.add }]).catch(() => undefined);
+        }
+        await this.readNow().catch(() => {
+          for (const c of adds) {
+            let s = this.held.get(c.vip);
+            if (!s) this.held.set(c.vip, (s = new Set()));
+            for (const b of c.add) s.add(b);
+          }
+        });
         return [];
       }
       for (const c of adds) {
@@ -149,7 +182,10 @@ export class KernelGate {
   refresh(): Promise<void> {
     return this.serial(async () => {
       if (this.heldCount() === 0 || !this.mayAdd()) return;
-      await this.withRetry('refresh', () => this.o.backend.refresh(this.o.fence.msToDeadline()));
+      // Only what our model holds (claimed and applied): a bucket the kernel lists beyond it has no claim
+      // behind it and must be left to expire, never renewed.
+      const only: HeldBuckets = new Map([...this.held].map(([vip, s]) => [vip, new Set(s)]));
+      await this.withRetry('refresh', () => this.o.backend.refresh(this.o.fence.msToDeadline(), { only }));
       if (this.o.fence.isFenced()) {
         await this.o.backend.clear().catch(() => undefined);
         this.held.clear();
@@ -170,8 +206,14 @@ export class KernelGate {
     this.held.clear();
   }
 
-  private mayAdd(): boolean {
-    return !this.o.fence.isFenced() && this.o.fence.msToDeadline() >= this.minHoldMs;
+  private mayAdd(lease?: string): boolean {
+    return this.leaseOk(lease) && !this.o.fence.isFenced() && this.o.fence.msToDeadline() >= this.minHoldMs;
+  }
+
+  private leaseOk(lease: string | undefined): boolean {
+    if (!this.o.liveLease) return true;
+    const live = this.o.liveLease();
+    return live !== null && (lease === undefined || lease === live);
   }
 
   private async withRetry<T>(op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure', fn: () => Promise<T>): Promise<T> {

@@ -1,6 +1,7 @@
 import type { Etcd3 } from 'etcd3';
-import type { Keys } from '../etcd/keys.js';
+import { parseKey, type Keys } from '../etcd/keys.js';
 import type { ClusterState } from '../etcd/store.js';
+import { assignValueSchema } from '../etcd/values.js';
 import { cmpRevision } from '../etcd/store.js';
 import { NotLeaderError } from '../errors.js';
 import { monoNow } from './clock.js';
@@ -33,6 +34,7 @@ export class Rebalancer {
   private windowStart = 0;
   private readonly joinUsed = new Map<string, number>();
   private rollover: NodeJS.Timeout | undefined;
+  private readonly swept = new Set<string>();
   /** Our last writes, until the picture catches up with them. */
   private readonly written = new Map<string, { revision: string; current: CurrentAssignment | null }>();
 
@@ -98,13 +100,18 @@ export class Rebalancer {
     const t0 = monoNow();
     const current = new Map<string, CurrentAssignment>();
     for (const [vip, a] of state.assignments)
-      current.set(vip, { epoch: a.value.epoch, owners: ownersFromValue(a.value) });
+      current.set(vip, {
+        epoch: a.value.epoch,
+        owners: ownersFromValue(a.value),
+        ...(a.value.buckets !== undefined ? { buckets: a.value.buckets } : {}),
+      });
     // Until the watch shows our own last write, plan from what we wrote, not from the older picture.
     for (const [vip, w] of this.written) {
       if (cmpRevision(state.revision, w.revision) >= 0) this.written.delete(vip);
       else if (w.current) current.set(vip, w.current);
       else current.delete(vip);
     }
+    void this.sweep(state);
     const nodes = [...state.nodes].map(([id, n]) => ({ id, weight: n.value.weight, draining: n.value.draining }));
     const { joinMovesPerInterval: k, intervalMs } = spec.rebalance;
     // An assignment key holding garbage is repaired from the last good value we still have.
@@ -120,19 +127,28 @@ export class Rebalancer {
       nodes,
       current,
       joinBudgetLeft: (vip) => this.budgetLeft(vip, k, intervalMs),
+      claimsLeft: (vip) => state.claims.get(vip)?.size ?? 0,
     });
     const planMs = monoNow() - t0;
     if (plan.wantsMoreJoinMoves && k > 0) this.scheduleRollover(intervalMs);
     if (plan.writes.length === 0 && plan.deletes.length === 0) return;
 
+    // Never write what every agent would reject (a bad node id, say): that loops forever.
+    const valid = plan.writes.filter((w) => {
+      const r = assignValueSchema.safeParse(w.value);
+      if (!r.success) this.o.emit({ event: 'assignmentRejected', vip: w.vip, reason: 'invalid' });
+      return r.success;
+    });
     const ops = [
-      ...plan.writes.map((w) => etcd.put(keys.assign(w.vip)).value(JSON.stringify(w.value))),
+      ...valid.map((w) => etcd.put(keys.assign(w.vip)).value(JSON.stringify(w.value))),
       ...plan.deletes.map((vip) => etcd.delete().key(keys.assign(vip))),
     ];
-    let revision: string;
+    if (ops.length === 0) return;
+    let revision = '0';
     try {
-      // etcd allows 128 ops per txn; one VIP is one op, and specs stay far below that.
-      revision = await election.fencedTxn(ops);
+      // etcd allows 128 ops per txn (the schema allows 256 VIPs): one fenced txn per chunk. Each VIP's write is
+      // independent of the others', so a partial sequence is still a consistent picture per VIP.
+      for (const part of chunk(ops, MAX_TXN_OPS)) revision = await election.fencedTxn(part);
     } catch (err) {
       const reason = err instanceof NotLeaderError ? 'notLeader' : 'etcdError';
       for (const w of plan.writes) this.o.emit({ event: 'assignmentRejected', vip: w.vip, reason });
@@ -146,9 +162,16 @@ export class Rebalancer {
       return;
     }
     const done = monoNow();
-    for (const w of plan.writes) {
+    for (const w of valid) {
       this.joinUsed.set(w.vip, (this.joinUsed.get(w.vip) ?? 0) + w.joinMoves);
-      this.written.set(w.vip, { revision, current: { epoch: w.value.epoch, owners: ownersFromValue(w.value) } });
+      this.written.set(w.vip, {
+        revision,
+        current: {
+          epoch: w.value.epoch,
+          owners: ownersFromValue(w.value),
+          ...(w.value.buckets !== undefined ? { buckets: w.value.buckets } : {}),
+        },
+      });
       this.o.emit({
         event: 'assignmentWritten',
         vip: w.vip,
@@ -161,6 +184,32 @@ export class Rebalancer {
     for (const vip of plan.deletes) this.written.set(vip, { revision, current: null });
   }
 
+  /**
+   * Delete keys that block the cluster forever: election keys not under their lease (no leader otherwise) and
+   * claim keys holding garbage or no lease (the bucket could never be claimed again). A claim key whose last good
+   * value names a live node is left to that node (it must let go in the kernel first). Mod-guarded: a newer
+   * write is never deleted.
+   */
+  private async sweep(state: ClusterState): Promise<void> {
+    const { etcd, keys } = this.o;
+    for (const b of state.badValues) {
+      if (!b.modRevision || this.swept.has(`${b.key}@${b.modRevision}`)) continue;
+      const pk = parseKey(keys, b.key);
+      if (pk.family === 'claim') {
+        const last = state.claims.get(pk.vip)?.get(pk.bucket);
+        if (last && state.nodes.has(last.owner)) continue;
+      } else if (pk.family !== 'leader') continue;
+      this.swept.add(`${b.key}@${b.modRevision}`);
+      try {
+        await etcd.if(b.key, 'Mod', '==', b.modRevision).then(etcd.delete().key(b.key)).commit();
+        this.o.emit({ event: 'etcdError', op: 'sweep', error: `deleted invalid ${pk.family} key ${b.key}` });
+      } catch (err) {
+        this.swept.delete(`${b.key}@${b.modRevision}`);
+        this.o.emit({ event: 'etcdError', op: 'sweep', error: (err as Error).message });
+      }
+    }
+  }
+
   private scheduleRollover(intervalMs: number): void {
     if (this.rollover) return;
     const wait = Math.max(1, intervalMs - (monoNow() - this.windowStart));
@@ -170,6 +219,15 @@ export class Rebalancer {
     }, wait);
     this.rollover.unref();
   }
+}
+
+/** Ops per fenced txn: etcd's default --max-txn-ops is 128. */
+export const MAX_TXN_OPS = 127;
+
+export function chunk<T>(items: readonly T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += n) out.push(items.slice(i, i + n));
+  return out;
 }
 
 function round(x: number): number {

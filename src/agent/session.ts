@@ -32,6 +32,8 @@ export interface SessionHooks {
   onFenced(reason: FenceReason): void;
   /** Live again. */
   onUnfenced(sameLease: boolean): void;
+  /** Clear the backend from the main thread; true only when a read-back confirmed it empty. */
+  clearKernel(): Promise<boolean>;
 }
 
 export interface SessionOptions {
@@ -317,12 +319,25 @@ export class NodeSession {
       // The kernel must be empty before anything is claimed under a new lease.
       const m = await this.o.fence.fenceNow('leaseLost');
       this.o.hooks.onFenced('leaseLost');
-      if (m.error) this.o.emit({ event: 'backendError', op: 'clear', error: m.error, attempt: 5, willRetry: false });
       this.lease = null;
+      if (m.error) {
+        this.o.emit({ event: 'backendError', op: 'clear', error: m.error, attempt: 5, willRetry: true });
+        // Unconfirmed clear: a new lease would let us claim again while the kernel may still hold buckets. Retry
+        // the clear (main thread) until it is confirmed; only then grant.
+        if (!(await this.clearUntilConfirmed())) return;
+      }
       await this.grantAndRegister();
     } finally {
       this.replacing = false;
     }
+  }
+
+  private async clearUntilConfirmed(): Promise<boolean> {
+    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+      if (await this.o.hooks.clearKernel().catch(() => false)) return true;
+      await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal).catch(() => undefined);
+    }
+    return false;
   }
 
   /** Stop keepalives; revoke the lease (node key, claims, status, campaign key vanish at once) when asked. */

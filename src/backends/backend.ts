@@ -18,6 +18,11 @@ export interface ApplyOptions {
   holdForMs?: number;
 }
 
+export interface RefreshOptions {
+  /** Refresh only these buckets (those the caller holds claims for); undefined = every unexpired bucket. */
+  only?: HeldBuckets;
+}
+
 export interface BackendDescription {
   kind: BackendKind;
   /** Whether the kernel itself drops buckets at the fence deadline (nftables, file). */
@@ -42,8 +47,11 @@ export interface Backend {
   /** What the kernel holds now (expired entries excluded). VIPs the backend does not know are absent. */
   read(): Promise<HeldBuckets>;
   apply(changes: BucketChange[], opts?: ApplyOptions): Promise<void>;
-  /** Extend the expiry of every held bucket (after each acknowledged keepalive). No-op where not enforced. */
-  refresh(holdForMs: number): Promise<void>;
+  /**
+   * Extend the expiry of held buckets (after each acknowledged keepalive). No-op where not enforced.
+   * `opts.only`: refresh only these buckets (the caller's model); others keep their expiry.
+   */
+  refresh(holdForMs: number, opts?: RefreshOptions): Promise<void>;
   /** Drop every bucket of every VIP now (fencing, `clusterip-ha fence`). Must not depend on etcd. */
   clear(): Promise<void>;
   describe(): BackendDescription;

@@ -3,7 +3,14 @@ import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import { MAX_BUCKETS, type ClusterSpec, type VipSpec } from '../config/types.js';
 import { BackendError } from '../errors.js';
-import type { ApplyOptions, Backend, BackendDescription, BucketChange, HeldBuckets } from './backend.js';
+import type {
+  ApplyOptions,
+  Backend,
+  BackendDescription,
+  BucketChange,
+  HeldBuckets,
+  RefreshOptions,
+} from './backend.js';
 import {
   formatFileBackendText,
   heldAt,
@@ -100,15 +107,21 @@ export class FileBackend implements Backend {
     });
   }
 
-  refresh(holdForMs: number): Promise<void> {
+  refresh(holdForMs: number, opts: RefreshOptions = {}): Promise<void> {
+    // The file must hold wall-clock expiries (other processes read it) while the agent's deadline is
+    // monotonic: the expiry is the wall time of the call plus the monotonic time left then, so only a wall
+    // clock step during the hold can skew it.
     const calledAt = this.now();
     return this.serial.run(async () => {
       const hold = checkHoldMs(holdForMs);
       for (const vip of await this.knownVips()) {
+        const only = opts.only?.get(vip);
+        if (opts.only && !only) continue;
         const now = this.now();
         const entries = unexpired(await this.readEntries(vip), now);
         if (entries.size === 0) continue;
-        for (const b of entries.keys()) entries.set(b, calledAt + hold);
+        // Only what the caller holds is renewed; anything else keeps its expiry and runs out.
+        for (const b of entries.keys()) if (!only || only.has(b)) entries.set(b, calledAt + hold);
         await this.writeEntries(vip, entries);
       }
     });

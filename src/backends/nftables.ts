@@ -1,6 +1,13 @@
 import { MAX_BUCKETS, type ClusterSpec, type VipSpec } from '../config/types.js';
 import { BackendError } from '../errors.js';
-import type { ApplyOptions, Backend, BackendDescription, BucketChange, HeldBuckets } from './backend.js';
+import type {
+  ApplyOptions,
+  Backend,
+  BackendDescription,
+  BucketChange,
+  HeldBuckets,
+  RefreshOptions,
+} from './backend.js';
 import {
   applyBatch,
   checkNftVersion,
@@ -130,13 +137,15 @@ export class NftablesBackend implements Backend {
     });
   }
 
-  refresh(holdForMs: number): Promise<void> {
+  refresh(holdForMs: number, opts: RefreshOptions = {}): Promise<void> {
     const calledAt = performance.now();
     return this.call(async () => {
       const hold = checkHoldMs(holdForMs);
       this.renewal ??= await this.probeRenewal();
-      // Only what the kernel still holds is refreshed: an element that already expired stays expired.
-      const held = await this.readNow();
+      // Only what the kernel still holds is refreshed: an element that already expired stays expired. With
+      // `only`, just the caller's buckets: an element beyond its model has no claim and must run out.
+      const listed = await this.readNow();
+      const held: HeldBuckets = opts.only ? intersect(listed, opts.only) : listed;
       const batch = refreshBatch(this.table, held, remaining(hold, calledAt), this.renewal);
       if (batch !== '') await this.batch(batch, 'refresh');
     });
@@ -336,4 +345,15 @@ class MissingObjectError extends BackendError {
   constructor(message: string) {
     super('transient', message);
   }
+}
+
+function intersect(a: HeldBuckets, b: HeldBuckets): HeldBuckets {
+  const out: HeldBuckets = new Map();
+  for (const [vip, s] of a) {
+    const keep = b.get(vip);
+    if (!keep) continue;
+    const both = new Set([...s].filter((x) => keep.has(x)));
+    if (both.size > 0) out.set(vip, both);
+  }
+  return out;
 }

@@ -226,7 +226,7 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
   const total = Object.values(r.faultsByKind).reduce((a, b) => a + b, 0);
   lines.push(`chaos seed=${r.seed} ran ${secs}s, ${total} faults, TTL ${r.ttlMs}ms, unowned bound ${r.boundMs}ms`);
   lines.push(
-    `  (one bound per failover, plus one per further fault on the bucket's assignee or the leader, or on etcd, during the gap)`,
+    `  (a fault on the bucket's assignee, the leader or etcd before or during a gap restarts its clock: fault + bound + 500 ms)`,
   );
   lines.push(
     `faults: ${Object.entries(r.faultsByKind)

@@ -1,6 +1,8 @@
 // The etcd key layout (DESIGN.md §4). Every key of a cluster lives under `/clusterip-ha/<cluster>/`.
 // Bucket numbers in keys are zero-padded so a range read returns them in numeric order.
 
+import { NODE_ID_RE } from './values.js';
+
 export const KEY_ROOT = '/clusterip-ha/';
 
 export interface Keys {
@@ -53,8 +55,9 @@ export function parseKey(keys: Keys, key: string): ParsedKey {
   if (rest === 'spec') return { family: 'spec' };
   const parts = rest.split('/');
   const [family, a, b] = parts;
-  if (family === 'nodes' && parts.length === 2 && a) return { family: 'node', node: a };
-  if (family === 'status' && parts.length === 2 && a) return { family: 'status', node: a };
+  // A node id that is not one (`nodes/bad@id`) is no node: it must never get buckets nobody can claim.
+  if (family === 'nodes' && parts.length === 2 && a && NODE_ID_RE.test(a)) return { family: 'node', node: a };
+  if (family === 'status' && parts.length === 2 && a && NODE_ID_RE.test(a)) return { family: 'status', node: a };
   if (family === 'assign' && parts.length === 2 && a) return { family: 'assign', vip: a };
   if (family === 'leader') return { family: 'leader', rest: parts.slice(1).join('/') };
   if (family === 'claims' && parts.length === 3 && a && b && /^\d{1,5}$/.test(b)) {

@@ -52,6 +52,8 @@ export interface SpecEntry {
 export interface BadValue {
   key: string;
   error: string;
+  /** Mod revision of the bad value (for a delete guarded by Mod == it). */
+  modRevision?: string;
 }
 
 export interface ClusterState {
@@ -96,7 +98,7 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
   // A bad write is ignored: the last good value under the key (if any) stays in the picture, so garbage written
   // over the spec or an assignment cannot make agents drop buckets.
   const bad = (error: string): ApplyOutcome => {
-    state.badValues.push({ key, error });
+    state.badValues.push({ key, error, modRevision: kv.mod_revision });
     return { ok: false, key, error };
   };
   const pk = parseKey(keys, key);
@@ -131,15 +133,21 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
     case 'claim': {
       const d = decodeClaim(raw);
       if (!d.ok) return bad(d.error);
+      // A claim outside any lease never goes away by itself: garbage (the leader deletes it).
+      if (kv.lease === '0') return bad('claim without a lease');
       let m = state.claims.get(pk.vip);
       if (!m) state.claims.set(pk.vip, (m = new Map()));
       m.set(pk.bucket, { owner: d.value, lease: kv.lease, createRevision: kv.create_revision });
       return { ok: true };
     }
     case 'leader': {
+      // A candidate is only a candidate under the lease its key names; anything else (a put without a lease,
+      // garbage) is dropped here, so full reads and watches agree on who leads, and the leader deletes it.
+      state.candidates = state.candidates.filter((c) => c.key !== key);
+      sortCandidates(state);
       const d = decodeClaim(raw);
       if (!d.ok) return bad(`election value is not a node id: ${JSON.stringify(raw.slice(0, 80))}`);
-      state.candidates = state.candidates.filter((c) => c.key !== key);
+      if (!candidateLeaseMatches(pk.rest, kv.lease)) return bad(`election key not under its lease (${kv.lease})`);
       state.candidates.push({ key, node: d.value, lease: kv.lease, createRevision: kv.create_revision });
       sortCandidates(state);
       return { ok: true };
@@ -182,6 +190,16 @@ function dropKey(state: ClusterState, keys: Keys, key: string): void {
       return;
     case 'unknown':
       return;
+  }
+}
+
+/** `<electionName>/<lease hex>` must be held under exactly that lease. */
+export function candidateLeaseMatches(rest: string, lease: string): boolean {
+  if (lease === '0' || !/^[0-9a-f]{1,16}$/.test(rest)) return false;
+  try {
+    return BigInt(`0x${rest}`) === BigInt(lease);
+  } catch {
+    return false;
   }
 }
 

@@ -24,6 +24,11 @@ export const assignValueSchema = z.strictObject({
   leader: nodeIdSchema,
   /** bucket number (as a string key) → owner node id; absent = unassigned. */
   owners: z.record(z.string().regex(/^[1-9]\d{0,4}$/), nodeIdSchema),
+  /**
+   * The VIP's bucket count these owners are numbered for. A new count is a new bucket space: agents act on an
+   * assignment only when it matches the count their kernel rule uses. Absent in values of older leaders.
+   */
+  buckets: z.number().int().positive().max(65535).optional(),
 });
 export type AssignValue = z.infer<typeof assignValueSchema>;
 

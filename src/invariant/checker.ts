@@ -7,10 +7,9 @@ import type { InvariantReport, OwnershipSample, Violation } from './types.js';
 // changes the verdict.
 // - Safety: a stretch with two or more holders is one `doubleOwner` violation (one per stretch, not per sample).
 // - Liveness: a stretch where the backend source shows no holder is an unowned interval. Only the part of it during
-//   which at least one node had a node key ("a live node existed") counts. It may last `boundMs` (TTL + 200 ms),
-//   plus one bound for every further injected fault (chaos `impair`) that hit the bucket's assignee, the leader or
-//   etcd while the stretch was still within its allowance (see `allowanceFactor`): a fault that hits the next
-//   owner or the leader during a failover legitimately restarts the failover clock; one after an overrun does not.
+//   which at least one node had a node key ("a live node existed") counts. It may last `boundMs` (TTL + 200 ms).
+//   An injected fault (chaos `impair`) that hits the bucket's assignee, the leader or etcd before or during the
+//   stretch restarts the failover clock at the fault (see `allowedMs`); one after an overrun excuses nothing.
 //   Without injected faults (the agent's tests) the bound is exactly `boundMs`.
 
 export type Source = OwnershipSample['source'];
@@ -109,10 +108,18 @@ export class InvariantChecker {
   private sampleCount = 0;
   private finished = false;
 
-  /** @param claimLagMs how long a backend holder may lack the claim before it is a violation (observation lag). */
+  /**
+   * @param boundMs how long a bucket may stay unowned (TTL + 200 ms).
+   * @param claimLagMs how long a backend holder may lack the claim before it is a violation (observation lag).
+   * @param cascadeBoundMs how long after an injected fault in a failover's chain ownership may take
+   *   (default boundMs + 500: etcd revokes expired leases in a 500 ms loop, DESIGN §10).
+   * @param etcdElectionMs etcd's election timeout (1000 by default, 500 with fast election flags).
+   */
   constructor(
     readonly boundMs: number,
     readonly claimLagMs = 500,
+    readonly cascadeBoundMs = boundMs + 500,
+    readonly etcdElectionMs = 1000,
   ) {}
 
   /** Clamp to the stream's order: sources read on one clock but at slightly different moments. */
@@ -239,10 +246,13 @@ export class InvariantChecker {
   }
 
   /**
-   * How many bounds an unowned stretch [from, to] of one bucket may last. Only impairments of its chain count:
-   * nodes that were the bucket's assignee or the leader during the stretch, and etcd itself.
+   * How long (ms) an unowned stretch [from, to] of one bucket may last. Base: `boundMs` from its start. Every
+   * injected fault of its chain (a node that was the bucket's assignee or the leader, or etcd itself) that began
+   * before the stretch or while it was still within its allowance restarts the clock: the stretch may then last
+   * until that fault's start + `cascadeBoundMs` (the TTL, etcd's lease-expiry granularity and the reaction). A fault
+   * after an overrun excuses nothing.
    */
-  allowanceFactor(vip: string, bucket: number, from: number, to: number): number {
+  allowedMs(vip: string, bucket: number, from: number, to: number): number {
     const b = this.buckets.get(bucketKey(vip, bucket));
     const bound = this.boundMs;
     const inChain = (node: string, lo: number, hi: number): boolean =>
@@ -256,20 +266,19 @@ export class InvariantChecker {
       if (hi < lo) return false;
       return imp.node === null || inChain(imp.node, Math.max(lo, from), Math.max(hi, from));
     });
-    // Faults already under way when the bucket went unowned: the first is the failover the bound is for, each
-    // further one (the leader frozen too, etcd electing) may delay it by one more bound.
-    let factor = Math.max(1, relevant.filter((imp) => imp.fromMs <= from).length);
-    // A fault that starts later restarts the clock only if it struck while the stretch was still within its
-    // allowance: faults after an overrun do not excuse it.
-    for (const imp of relevant.filter((i) => i.fromMs > from).sort((x, y) => x.fromMs - y.fromMs)) {
-      if (imp.fromMs <= from + factor * bound) factor++;
+    let deadline = from + bound;
+    for (const imp of relevant.sort((x, y) => x.fromMs - y.fromMs)) {
+      // A killed etcd member may have been the raft leader: every lease is refreshed when the next one is elected,
+      // so leases (and the failovers waiting on them) restart up to one election timeout after the kill.
+      const restart = imp.fromMs + (imp.node === null ? this.etcdElectionMs : 0);
+      if (imp.fromMs <= deadline) deadline = Math.max(deadline, restart + this.cascadeBoundMs);
     }
-    return factor;
+    return deadline - from;
   }
 
   private closeUnowned(vip: string, bucket: number, from: number, to: number): void {
     const liveMs = this.liveOverlap(from, to);
-    const allowedMs = this.boundMs * this.allowanceFactor(vip, bucket, from, to);
+    const allowedMs = this.allowedMs(vip, bucket, from, to);
     this.intervals.push({ vip, bucket, fromMs: from, toMs: to, liveMs, allowedMs });
     const k = bucketKey(vip, bucket);
     this.maxUnowned.set(k, Math.max(this.maxUnowned.get(k) ?? 0, liveMs));
@@ -299,7 +308,7 @@ export class InvariantChecker {
       const [vip, bs] = k.split('#') as [string, string];
       const bucket = Number(bs);
       const liveMs = this.liveOverlap(b.unownedSince, t);
-      const allowed = this.boundMs * this.allowanceFactor(vip, bucket, b.unownedSince, t);
+      const allowed = this.allowedMs(vip, bucket, b.unownedSince, t);
       if (liveMs > allowed) {
         out.push({
           kind: 'unownedTooLong',
@@ -334,7 +343,7 @@ export class InvariantChecker {
         const [vip, bs] = k.split('#') as [string, string];
         // An interval still open at the end is not a completed failover; it is still checked against its bound.
         const liveMs = this.liveOverlap(b.unownedSince, end);
-        const allowed = this.boundMs * this.allowanceFactor(vip, Number(bs), b.unownedSince, end);
+        const allowed = this.allowedMs(vip, Number(bs), b.unownedSince, end);
         this.maxUnowned.set(k, Math.max(this.maxUnowned.get(k) ?? 0, liveMs));
         if (liveMs > allowed) {
           this.found.push({
@@ -370,9 +379,17 @@ export type TimelineFact =
 /** Check a whole recorded timeline at once (facts in time order). */
 export function checkTimeline(
   facts: readonly TimelineFact[],
-  opts: { boundMs: number; startedAt: number; endMs: number; impairments?: readonly Impairment[]; claimLagMs?: number },
+  opts: {
+    boundMs: number;
+    startedAt: number;
+    endMs: number;
+    impairments?: readonly Impairment[];
+    claimLagMs?: number;
+    cascadeBoundMs?: number;
+    etcdElectionMs?: number;
+  },
 ): InvariantReport & { intervals: UnownedInterval[] } {
-  const c = new InvariantChecker(opts.boundMs, opts.claimLagMs);
+  const c = new InvariantChecker(opts.boundMs, opts.claimLagMs, opts.cascadeBoundMs, opts.etcdElectionMs);
   for (const imp of opts.impairments ?? []) c.impair(imp.node, imp.kind, imp.fromMs)(imp.toMs);
   for (const f of facts) {
     if (f.type === 'sample') c.observe(f);

@@ -11,7 +11,10 @@ export interface SpawnAgentOptions {
   nodeId: string;
   endpoints: string[];
   cluster: string;
-  backendDir: string;
+  /** Default 'file'. nftables takes its options from extraArgs/env (no --backend-dir: the config rejects it). */
+  backend?: 'file' | 'nftables';
+  /** Required for the file backend. */
+  backendDir?: string;
   leaseTtlSeconds?: number;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
@@ -70,6 +73,8 @@ export function agentMainPath(): string {
 
 export function spawnAgent(opts: SpawnAgentOptions): AgentProcess {
   const main = agentMainPath();
+  const backend = opts.backend ?? 'file';
+  if (backend === 'file' && !opts.backendDir) throw new Error('spawnAgent: the file backend needs backendDir');
   const args = [
     main,
     'agent',
@@ -80,9 +85,8 @@ export function spawnAgent(opts: SpawnAgentOptions): AgentProcess {
     '--cluster',
     opts.cluster,
     '--backend',
-    'file',
-    '--backend-dir',
-    opts.backendDir,
+    backend,
+    ...(backend === 'file' ? ['--backend-dir', opts.backendDir ?? ''] : []),
     '--metrics-listen',
     'off',
     '--log-level',
@@ -146,7 +150,7 @@ export function spawnAgent(opts: SpawnAgentOptions): AgentProcess {
   return {
     nodeId: opts.nodeId,
     pid,
-    backendDir: opts.backendDir,
+    backendDir: opts.backendDir ?? '',
     signal(sig) {
       if (exit) return;
       try {

@@ -54,7 +54,7 @@ afterAll(async () => {
 });
 
 describe('invariant observer (real etcd, real files)', () => {
-  it('sees convergence, expiry gaps, double owners in files and claims, and non-convergence', async () => {
+  it('sees convergence, expiry gaps, double owners in files, claim handoffs, and non-convergence', async () => {
     const dirA = join(base, 'a');
     const dirB = join(base, 'b');
     await mkdir(dirA);

@@ -75,6 +75,20 @@ describe('planClaims', () => {
     expect(p.blocked[0]?.reason).toBe('heldByOther');
   });
 
+  it('an assignment numbered for another bucket count than the applied spec is not acted on', () => {
+    const base = inputs(['me', 'me'], [{ owner: 'me', lease: 'L' }, null], [1]);
+    const a = base.assignments.get(VIP)!;
+    const other = new Map([[VIP, { ...a, value: { ...a.value, buckets: N + 4 } }]]);
+    const p = planClaims({ ...base, assignments: other });
+    expect(p.acquire).toEqual([]);
+    expect(p.kernelAdd).toEqual([]);
+    // What we hold of it goes the normal way: kernel first, then the claim.
+    expect(p.kernelRemove.map((r) => r.bucket)).toEqual([1]);
+    expect(p.claimDelete.map((r) => r.bucket)).toEqual([1]);
+    const same = new Map([[VIP, { ...a, value: { ...a.value, buckets: N } }]]);
+    expect(planClaims({ ...base, assignments: same }).acquire).toEqual([{ vip: VIP, bucket: 2 }]);
+  });
+
   it('fenced: acquires nothing', () => {
     const p = planClaims(inputs(['me', 'me'], [null, { owner: 'me', lease: 'L' }], [], { live: false }));
     expect(p.acquire).toEqual([]);

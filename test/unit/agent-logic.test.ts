@@ -6,7 +6,8 @@ import { decideLeadership } from '../../src/agent/election.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { defaultFenceMarginMs, fenceDeadline } from '../../src/agent/session.js';
 import type { ClusterSpec } from '../../src/config/types.js';
-import { keysFor } from '../../src/etcd/keys.js';
+import { keysFor, parseKey } from '../../src/etcd/keys.js';
+import { chunk, MAX_TXN_OPS } from '../../src/agent/rebalancer.js';
 import { applyDelete, applyPut, emptyClusterState } from '../../src/etcd/store.js';
 
 const spec: ClusterSpec = {
@@ -73,10 +74,11 @@ describe('planAssignments', () => {
       leader: 'a',
       spec,
       nodes,
-      current: new Map([['10.0.0.1', { epoch: 1, owners }]]),
+      current: new Map([['10.0.0.1', { epoch: 1, owners, buckets: 4 }]]),
       joinBudgetLeft: () => 1,
     });
     expect(again.writes).toEqual([]);
+    expect(w.value.buckets).toBe(4);
     const rewrite = planAssignments({
       leader: 'a',
       spec,
@@ -86,6 +88,45 @@ describe('planAssignments', () => {
       rewrite: new Set(['10.0.0.1']),
     });
     expect(rewrite.writes[0]?.value.epoch).toBe(2);
+  });
+  it('treats a new bucket count as a new bucket space: empty first, assign only once no claim is left', () => {
+    const owners = new Map([
+      [1, 'a'],
+      [2, 'b'],
+      [3, 'a'],
+      [4, 'b'],
+      [5, 'a'],
+      [6, 'b'],
+    ]);
+    // Stored for 6 buckets (an older leader's value without the field: inferred from the owners); the spec says 4.
+    const reset = planAssignments({
+      leader: 'a',
+      spec,
+      nodes,
+      current: new Map([['10.0.0.1', { epoch: 7, owners }]]),
+      joinBudgetLeft: () => 1,
+    });
+    expect(reset.writes.map((w) => w.value)).toEqual([{ v: 1, epoch: 8, leader: 'a', owners: {}, buckets: 4 }]);
+    const empty = new Map([['10.0.0.1', { epoch: 8, owners: new Map<number, string>(), buckets: 4 }]]);
+    const waiting = planAssignments({
+      leader: 'a',
+      spec,
+      nodes,
+      current: empty,
+      joinBudgetLeft: () => 1,
+      claimsLeft: () => 3,
+    });
+    expect(waiting.writes).toEqual([]);
+    const fresh = planAssignments({
+      leader: 'a',
+      spec,
+      nodes,
+      current: empty,
+      joinBudgetLeft: () => 1,
+      claimsLeft: () => 0,
+    });
+    expect(Object.keys(fresh.writes[0]!.value.owners)).toHaveLength(4);
+    expect(fresh.writes[0]!.value.buckets).toBe(4);
   });
   it('reassigns a dead owner and deletes VIPs gone from the spec', () => {
     const owners = new Map([
@@ -130,8 +171,8 @@ describe('store fold', () => {
     applyPut(st, keys, kv(keys.node('n1'), node, '4', '8'));
     expect(st.badValues).toEqual([]);
     applyPut(st, keys, kv(keys.claim('10.0.0.1', 3), 'n1', '5', '8'));
-    applyPut(st, keys, kv(`${keys.electionName}/b`, 'n2', '9'));
-    applyPut(st, keys, kv(`${keys.electionName}/a`, 'n1', '6'));
+    applyPut(st, keys, kv(`${keys.electionName}/b`, 'n2', '9', '11'));
+    applyPut(st, keys, kv(`${keys.electionName}/a`, 'n1', '6', '10'));
     expect(st.leader).toBe('n1');
     applyDelete(st, keys, `${keys.electionName}/a`);
     expect(st.leader).toBe('n2');
@@ -139,6 +180,50 @@ describe('store fold', () => {
     applyDelete(st, keys, keys.claim('10.0.0.1', 3));
     expect(st.claims.size).toBe(0);
     expect(applyPut(st, keys, kv(`${keys.prefix}odd/key`, 'x')).ok).toBe(false);
+  });
+
+  it('drops a candidate not under the lease its key names, in a fresh fold and over a good value alike', () => {
+    const st = emptyClusterState();
+    applyPut(st, keys, kv(`${keys.electionName}/a`, 'n1', '6', '10'));
+    applyPut(st, keys, kv(`${keys.electionName}/b`, 'n2', '9', '11'));
+    expect(st.leader).toBe('n1');
+    // A put over the leader's key without a lease (what a full read would also see): not a candidate.
+    const o = applyPut(st, keys, kv(`${keys.electionName}/a`, 'n1', '12', '0'));
+    expect(o.ok).toBe(false);
+    expect(st.leader).toBe('n2');
+    expect(st.badValues).toEqual([{ key: `${keys.electionName}/a`, error: expect.any(String), modRevision: '12' }]);
+    const fresh = emptyClusterState();
+    applyPut(fresh, keys, kv(`${keys.electionName}/a`, 'n1', '12', '0'));
+    applyPut(fresh, keys, kv(`${keys.electionName}/b`, 'n2', '9', '11'));
+    expect(fresh.leader).toBe(st.leader);
+    // Garbage value under a right lease is not a candidate either.
+    applyPut(st, keys, kv(`${keys.electionName}/b`, 'bad@id', '13', '11'));
+    expect(st.leader).toBe(null);
+  });
+
+  it('treats a claim without a lease as garbage and ignores node keys with invalid ids', () => {
+    const st = emptyClusterState();
+    expect(applyPut(st, keys, kv(keys.claim('10.0.0.1', 2), 'n1', '5', '0')).ok).toBe(false);
+    expect(st.claims.size).toBe(0);
+    expect(st.badValues[0]?.modRevision).toBe('5');
+    const node = JSON.stringify({ v: 1, address: 'h', weight: 1, draining: false, version: '1', startedAt: 'x' });
+    expect(applyPut(st, keys, kv(`${keys.nodesPrefix}bad@id`, node, '6', '7')).ok).toBe(false);
+    expect(applyPut(st, keys, kv(`${keys.statusPrefix}bad@id`, '{}', '6', '7')).ok).toBe(false);
+    expect(st.nodes.size).toBe(0);
+    expect(parseKey(keys, `${keys.nodesPrefix}bad@id`).family).toBe('unknown');
+    expect(parseKey(keys, keys.node('n-1.a_b'))).toEqual({ family: 'node', node: 'n-1.a_b' });
+  });
+});
+
+describe('rebalancer txn chunks', () => {
+  it('splits 256 VIP writes into fenced txns etcd accepts (at most 127 ops each)', () => {
+    const parts = chunk(
+      Array.from({ length: 256 }, (_, i) => i),
+      MAX_TXN_OPS,
+    );
+    expect(parts.map((p) => p.length)).toEqual([127, 127, 2]);
+    expect(parts.flat()).toEqual(Array.from({ length: 256 }, (_, i) => i));
+    expect(MAX_TXN_OPS).toBeLessThan(128);
   });
 });
 

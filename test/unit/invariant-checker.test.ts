@@ -187,32 +187,31 @@ describe('invariant checker', () => {
     );
   });
 
-  it('allows one more bound for every further impaired node in the failover chain', () => {
+  it('restarts the failover clock at each fault in the chain, not after an overrun, not for other nodes', () => {
+    // bound 1000, cascade bound 1500 (bound + 500).
     const c = new InvariantChecker(1000);
     c.liveness({ t: 0, live: ['a', 'b', 'c'] });
     c.leader({ t: 0, leader: 'c' });
     c.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
     c.observe({ t: 0, source: 'backend', vip: 'v', bucket: 1, holders: ['a'] });
-    c.impair('a', 'kill', 100)(5000); // the owner dies: the failover the bound is for
-    c.impair('c', 'stop', 200)(1500); // the leader freezes during the failover: one more bound
-    c.impair('b', 'stop', 300)(1400); // b is not in this bucket's chain: no allowance
+    c.impair('a', 'kill', 100)(5000); // the owner dies: its failover
+    c.impair('c', 'stop', 200)(1500); // the leader freezes too: the clock restarts at 200
+    c.impair('b', 'stop', 300)(1400); // b is not in this bucket's chain (yet)
     c.observe({ t: 500, source: 'backend', vip: 'v', bucket: 1, holders: [] });
-    expect(c.allowanceFactor('v', 1, 500, 2400)).toBe(2);
+    expect(c.allowedMs('v', 1, 500, 2400)).toBe(200 + 1500 - 500);
     c.assignee({ t: 2000, vip: 'v', bucket: 1, assignee: 'b' });
-    // Now b joined the chain and was impaired near it: three bounds.
-    expect(c.allowanceFactor('v', 1, 500, 2400)).toBe(3);
-    c.observe({ t: 2400, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
-    expect(c.finish(3000, 0).violations).toEqual([]);
+    // b joined the chain while its fault still mattered: the clock restarts at b's fault.
+    expect(c.allowedMs('v', 1, 500, 2400)).toBe(300 + 1500 - 500);
+    c.impair('c', 'stop', 1750)(1900); // within the allowance (deadline 1800): restart at 1750
+    expect(c.allowedMs('v', 1, 500, 3000)).toBe(1750 + 1500 - 500);
+    c.impair('c', 'stop', 3400)(3500); // after the deadline 3250: excuses nothing
+    expect(c.allowedMs('v', 1, 500, 3600)).toBe(1750 + 1500 - 500);
+    c.observe({ t: 3200, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
+    expect(c.finish(4000, 0).violations).toEqual([]);
 
-    // A fault that strikes after the stretch already overran its allowance does not excuse it.
-    const late = new InvariantChecker(1000);
-    late.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
-    late.leader({ t: 0, leader: 'c' });
-    late.impair('a', 'kill', 100)(5000);
-    late.impair('c', 'stop', 1800)(2500);
-    expect(late.allowanceFactor('v', 1, 500, 3000)).toBe(1);
-    late.impair('c', 'stop', 1200)(1300);
-    expect(late.allowanceFactor('v', 1, 500, 3000)).toBe(3);
+    // Without faults the bound is exactly boundMs.
+    const plain = new InvariantChecker(1000);
+    expect(plain.allowedMs('v', 1, 500, 9000)).toBe(1000);
 
     // A node whose fault was over (plus one bound) before it joined the chain does not count.
     const past = new InvariantChecker(1000);
@@ -220,23 +219,28 @@ describe('invariant checker', () => {
     past.impair('a', 'kill', 100)(5000);
     past.impair('b', 'kill', 600)(700);
     past.assignee({ t: 2000, vip: 'v', bucket: 1, assignee: 'b' });
-    expect(past.allowanceFactor('v', 1, 500, 3000)).toBe(1);
+    expect(past.allowedMs('v', 1, 500, 3000)).toBe(1100);
     const soon = new InvariantChecker(1000);
     soon.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
     soon.impair('a', 'kill', 100)(5000);
     soon.impair('b', 'kill', 600)(700);
     soon.assignee({ t: 1500, vip: 'v', bucket: 1, assignee: 'b' });
-    expect(soon.allowanceFactor('v', 1, 500, 3000)).toBe(2);
+    expect(soon.allowedMs('v', 1, 500, 3000)).toBe(600 + 1500 - 500);
+
+    // etcd faults count for every bucket, from the next etcd election (the kill + the election timeout).
+    const e = new InvariantChecker(1000, 500, 1500, 1000);
+    e.impair(null, 'etcdMember', 900)(2000);
+    expect(e.allowedMs('v', 1, 500, 4000)).toBe(900 + 1000 + 1500 - 500);
 
     const d = new InvariantChecker(1000);
     d.liveness({ t: 0, live: ['a', 'b'] });
     d.assignee({ t: 0, vip: 'v', bucket: 1, assignee: 'a' });
     d.impair('a', 'kill', 100)(5000);
     d.observe({ t: 500, source: 'backend', vip: 'v', bucket: 1, holders: [] });
-    d.observe({ t: 1600, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
-    const v = d.finish(2000, 0).violations;
-    expect(v).toEqual([
-      { kind: 'unownedTooLong', vip: 'v', bucket: 1, fromMs: 500, toMs: 1600, durationMs: 1100, boundMs: 1000 },
+    // The owner's own fault allows until max(gap start + bound, fault + cascade bound) = 1600.
+    d.observe({ t: 1700, source: 'backend', vip: 'v', bucket: 1, holders: ['b'] });
+    expect(d.finish(2000, 0).violations).toEqual([
+      { kind: 'unownedTooLong', vip: 'v', bucket: 1, fromMs: 500, toMs: 1700, durationMs: 1200, boundMs: 1100 },
     ]);
   });
 

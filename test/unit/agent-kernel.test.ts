@@ -1,0 +1,168 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AgentEvent } from '../../src/agent/events.js';
+import { KernelGate } from '../../src/agent/kernel.js';
+import type {
+  ApplyOptions,
+  Backend,
+  BackendDescription,
+  BucketChange,
+  HeldBuckets,
+  RefreshOptions,
+} from '../../src/backends/backend.js';
+import { FileBackend } from '../../src/backends/file.js';
+import type { ClusterSpec } from '../../src/config/types.js';
+import { BackendError } from '../../src/errors.js';
+
+// The kernel gate's decisions, against an in-memory backend whose failures the test scripts.
+
+class ScriptedBackend implements Backend {
+  readonly kind = 'file' as const;
+  held: HeldBuckets = new Map();
+  failAdd = false;
+  failRemove = false;
+  failRead = false;
+  refreshed: (RefreshOptions | undefined)[] = [];
+  /** Runs inside apply, after the write landed (to simulate a lease change during the write). */
+  duringApply: (() => void) | null = null;
+
+  async ensure(_spec: ClusterSpec): Promise<void> {}
+  async read(): Promise<HeldBuckets> {
+    if (this.failRead) throw new BackendError('bug', 'read failed');
+    return new Map([...this.held].map(([v, s]) => [v, new Set(s)]));
+  }
+  async apply(changes: BucketChange[], _opts?: ApplyOptions): Promise<void> {
+    for (const c of changes) {
+      let s = this.held.get(c.vip);
+      if (!s) this.held.set(c.vip, (s = new Set()));
+      if (c.remove.length > 0 && this.failRemove) throw new BackendError('bug', 'remove failed');
+      for (const b of c.remove) s.delete(b);
+      // The add lands, then the backend reports a failure (a batch that stopped half way).
+      for (const b of c.add) s.add(b);
+      if (c.add.length > 0 && this.failAdd) throw new BackendError('bug', 'add failed');
+    }
+    this.duringApply?.();
+  }
+  async refresh(_holdForMs: number, opts?: RefreshOptions): Promise<void> {
+    this.refreshed.push(opts);
+  }
+  async clear(): Promise<void> {
+    this.held.clear();
+  }
+  describe(): BackendDescription {
+    return { kind: 'file', enforcesDeadline: true, detail: {} };
+  }
+  async close(): Promise<void> {}
+}
+
+function gate(backend: Backend, lease: { id: string | null } = { id: 'L1' }): KernelGate {
+  const events: AgentEvent[] = [];
+  return new KernelGate({
+    backend,
+    emit: (e) => events.push(e),
+    fence: { isFenced: () => false, msToDeadline: () => 5000 },
+    liveLease: () => lease.id,
+    retries: 0,
+  });
+}
+
+describe('KernelGate after a failed add', () => {
+  it('counts the adds as held when neither the undo nor the re-read is confirmed (claims must be kept)', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    be.failAdd = true;
+    be.failRemove = true;
+    be.failRead = true;
+    await expect(k.apply([{ vip: 'v', add: [1, 2], remove: [] }], { lease: 'L1' })).rejects.toThrow(/add failed/);
+    // The kernel does hold them: the model must say so, or the reconciler deletes their claims.
+    expect(be.held.get('v')).toEqual(new Set([1, 2]));
+    expect(k.has('v', 1) && k.has('v', 2)).toBe(true);
+  });
+
+  it('trusts the read-back when the undo worked', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    be.failAdd = true;
+    await expect(k.apply([{ vip: 'v', add: [3], remove: [] }], { lease: 'L1' })).rejects.toThrow();
+    expect(k.has('v', 3)).toBe(false);
+    expect(be.held.get('v')?.has(3) ?? false).toBe(false);
+  });
+});
+
+describe('KernelGate and the session lease', () => {
+  it('refuses adds planned under another lease, or while no lease is live', async () => {
+    const be = new ScriptedBackend();
+    const lease = { id: 'L2' as string | null };
+    const k = gate(be, lease);
+    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1' })).toEqual([]);
+    lease.id = null;
+    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L2' })).toEqual([]);
+    expect(be.held.get('v')?.size ?? 0).toBe(0);
+    lease.id = 'L2';
+    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L2' })).toHaveLength(1);
+    expect(k.has('v', 1)).toBe(true);
+  });
+
+  it('takes back an add whose lease was replaced while it was written', async () => {
+    const be = new ScriptedBackend();
+    const lease = { id: 'L1' as string | null };
+    const k = gate(be, lease);
+    be.duringApply = () => {
+      be.duringApply = null;
+      lease.id = 'L2';
+    };
+    expect(await k.apply([{ vip: 'v', add: [4], remove: [] }], { lease: 'L1' })).toEqual([]);
+    expect(be.held.get('v')?.has(4) ?? false).toBe(false);
+    expect(k.has('v', 4)).toBe(false);
+  });
+});
+
+describe('refresh renews only what the model holds', () => {
+  it('passes the model to the backend', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1' });
+    be.held.get('v')!.add(9); // in the kernel, not in our model (no claim behind it)
+    await k.refresh();
+    expect(be.refreshed.at(-1)?.only).toEqual(new Map([['v', new Set([1])]]));
+  });
+
+  let dir = '';
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+    dir = '';
+  });
+
+  it('file backend: a bucket outside `only` keeps its expiry and runs out', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cipha-agent-kernel-'));
+    let now = 1_000_000;
+    const fb = new FileBackend({ dir, now: () => now });
+    const spec: ClusterSpec = {
+      vips: [
+        {
+          address: '10.77.0.1',
+          interface: 'eth0',
+          buckets: 8,
+          hashMode: 'sourceip',
+          seed: 1,
+          clusterMac: '01:00:5e:00:00:01',
+          sticky: false,
+        },
+      ],
+      rebalance: { joinMovesPerInterval: 1, intervalMs: 1000 },
+    };
+    await fb.ensure(spec);
+    await fb.apply([{ vip: '10.77.0.1', add: [1, 2], remove: [] }], { holdForMs: 1000 });
+    now += 500;
+    await fb.refresh(1000, { only: new Map([['10.77.0.1', new Set([1])]]) });
+    now += 700; // past bucket 2's first expiry, within bucket 1's renewed one
+    expect(await fb.read()).toEqual(new Map([['10.77.0.1', new Set([1])]]));
+    // Without `only`, every unexpired bucket is renewed (the old behaviour, for other callers).
+    await fb.apply([{ vip: '10.77.0.1', add: [3], remove: [] }], { holdForMs: 1000 });
+    await fb.refresh(1000);
+    now += 900;
+    expect(await fb.read()).toEqual(new Map([['10.77.0.1', new Set([1, 3])]]));
+  });
+});
