@@ -69,6 +69,7 @@ export class Agent extends EventEmitter {
   /** The spec the kernel rules were last set up for; the reconciler plans from it, never from a newer one. */
   private appliedSpec: ClusterSpec | null = null;
   private specChain: Promise<void> = Promise.resolve();
+  private ensureFailures = 0;
 
   constructor(opts: AgentOptions) {
     super();
@@ -337,13 +338,14 @@ export class Agent extends EventEmitter {
           attempt: 1,
           willRetry: true,
         });
-        setTimeout(() => void this.ensureSpec(), 1000).unref();
+        this.retryEnsureLater();
         return;
       }
     }
     try {
       await this.kernel.ensure(spec);
       this.appliedSpec = spec;
+      this.ensureFailures = 0;
     } catch (err) {
       this.emitEvent({
         event: 'backendError',
@@ -352,9 +354,15 @@ export class Agent extends EventEmitter {
         attempt: 1,
         willRetry: true,
       });
-      setTimeout(() => void this.ensureSpec(), 1000).unref();
+      this.retryEnsureLater();
     }
     this.reconciler?.trigger();
+  }
+
+  private retryEnsureLater(): void {
+    // Backs off to 30 s: a backend that cannot set up (an unsupported kernel) must not flood the log.
+    const wait = Math.min(30_000, 1000 * 2 ** Math.min(this.ensureFailures++, 5));
+    setTimeout(() => void this.ensureSpec(), wait).unref();
   }
 
   private async waitKernelReleased(vips: string[], timeoutMs: number): Promise<boolean> {

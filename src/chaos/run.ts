@@ -304,7 +304,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       start(f);
     }
     // Let every fault be undone (each is bounded by its hold plus bounded kills and restarts).
-    await Promise.race([Promise.all([...inFlight]), sleep(120_000)]);
+    let undoTimer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all([...inFlight]), new Promise<void>((r) => (undoTimer = setTimeout(r, 120_000)))]);
+    clearTimeout(undoTimer); // a pending 120 s timer would keep the process alive after the run
     clearInterval(progressTimer);
     progressTimer = undefined;
     if (process.stderr.isTTY && !opts.progress) process.stderr.write('\n');
