@@ -21,4 +21,14 @@ npm ci --no-audit --no-fund
 npm run typecheck
 npm run lint
 # Privileged tests (network namespaces, nftables, qemu) run as root; elsewhere they skip with a reason.
-npm test
+results="$(mktemp -t clusterip-ha-vitest-XXXXXX.json)"
+trap 'rm -f "$results"' EXIT
+status=0
+npm test -- --reporter=default --reporter=json --outputFile="$results" || status=$?
+# One plain closing line, whatever the runner printed above it.
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+' "$results" || echo "tests: no result file (the runner failed before reporting)"
+exit "$status"
