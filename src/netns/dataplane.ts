@@ -10,11 +10,10 @@ import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
 import { writeSpec } from '../etcd/spec.js';
 import { assignValueSchema, decodeClaim, decodeJson } from '../etcd/values.js';
 import { nftablesBucket } from '../hash/index.js';
-import type { AgentExit, AgentProcess } from '../localcluster/agentProcess.js';
+import { spawnAgent, type AgentExit, type AgentProcess } from '../localcluster/agentProcess.js';
 import { ETCD_CLIENT_PORT, SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
 import { startEtcdInNs, type NsEtcd } from './etcdNs.js';
 import { readOwnedSet } from './nftRead.js';
-import { spawnNsAgent } from './nsAgent.js';
 import { startProber, type ProbeOptions, type ProbeResult, type Prober } from './prober.js';
 import { NetnsError } from './run.js';
 import { startNodeServer, type NodeServer } from './servers.js';
@@ -215,16 +214,15 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
   const startAgent = (node: string): AgentProcess => {
     const prev = agents.get(node);
     if (prev && !prev.exited()) throw new NetnsError(`agent ${node} is still running`);
-    const a = spawnNsAgent({
+    const a = spawnAgent({
       nodeId: node,
       netns: topo.nsOf(node),
       endpoints: [etcdNs.controlEndpoint],
       cluster,
+      backend: 'nftables',
       leaseTtlSeconds: ttl,
-      nftTable,
-      stateDir: join(work, 'state', node),
       logFile: join(logDir, `${node}.log`),
-      extraArgs: opts.agentArgs ?? [],
+      extraArgs: ['--nft-table', nftTable, '--state-dir', join(work, 'state', node), ...(opts.agentArgs ?? [])],
     });
     agents.set(node, a);
     return a;

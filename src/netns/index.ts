@@ -7,7 +7,6 @@ export type { Dataplane, DataplaneOptions, Ownership, SettleOptions } from './da
 export { startEtcdInNs, type NsEtcd } from './etcdNs.js';
 export { startMonitor, type Monitor, type MonitorEnd, type MonitorOptions, type MonitorRun } from './monitor.js';
 export { ownedSetName, parseSetElements, readOwnedSet } from './nftRead.js';
-export { spawnNsAgent, type NsAgentOptions } from './nsAgent.js';
 export { startProber, type ProbeOptions, type ProbeResult, type Prober, type SourceAnswer } from './prober.js';
 export { tcpReach } from './reach.js';
 export { NetnsError } from './run.js';
