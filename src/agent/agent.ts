@@ -62,6 +62,7 @@ export class Agent extends EventEmitter {
   private registering = false;
   private readonly startedAt = new Date().toISOString();
   private readonly abort = new AbortController();
+  private starting: Promise<void> | null = null;
   /** Why the agent must exit non-zero (kernel state unconfirmed, fence worker died); null = clean. */
   private failure: string | null = null;
   /** Draining as set through etcd (`clusterip-ha drain`) in our node key: kept across re-registrations. */
@@ -118,7 +119,13 @@ export class Agent extends EventEmitter {
   }
 
   /** Start everything; resolves once the first lease is held (retries until etcd answers or stop()). */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.startInner();
+    return this.starting;
+  }
+
+  private async startInner(): Promise<void> {
+    this.throwIfStopping();
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.backend = await makeBackend(this.cfg.backend, this.nodeId, this.cfg.stateDir);
     this.fence = await FenceTimer.start({
@@ -539,6 +546,9 @@ export class Agent extends EventEmitter {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.abort.abort();
     this.releaseAll = true;
+    // A signal during start(): let start() reach its next stop check first, bounded, so whatever it built by
+    // then (fence worker, backend, session) is stopped below rather than leaked running after us.
+    if (this.starting) await withTimeout(this.starting, stepTimeoutMs * 3).catch(() => undefined);
     if (this.resync) clearInterval(this.resync);
     this.rebalancer?.stop();
     this.reconciler?.stop();

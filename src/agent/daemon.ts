@@ -136,21 +136,6 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
     log[l.level]({ op: l.op, event: e.event, ...l.fields }, l.msg);
   });
 
-  // Metrics are optional: a build without src/metrics still runs the agent.
-  let closeMetrics: () => Promise<void> = async () => undefined;
-  if (cfg.metricsListen !== 'off') {
-    try {
-      const m = await import('../metrics/index.js');
-      const metrics = m.attachAgentMetrics(agent);
-      const health = m.trackHealth(agent);
-      const srv = await m.startMetricsServer(cfg.metricsListen, metrics.registry, health);
-      closeMetrics = () => srv.close();
-      log.info({ op: 'metrics', url: srv.url }, 'metrics listening');
-    } catch (err) {
-      log.warn({ op: 'metrics', error: (err as Error).message }, 'metrics not started');
-    }
-  }
-
   const hurry = new AbortController();
   let signals = 0;
   let stopping: Promise<void> | null = null;
@@ -179,29 +164,84 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   };
   process.on('unhandledRejection', onRejection);
 
-  let code = 0;
-  try {
-    await agent.start();
-    log.info({ op: 'agent', event: 'started', cluster: cfg.cluster, backend: cfg.backend.kind }, 'agent running');
-  } catch (err) {
-    if (signals === 0) {
-      log.fatal({ op: 'agent', event: 'startFailed', error: (err as Error).message }, 'agent failed to start');
-      code = 1;
-      stopping = agent.stopNow();
+  // Metrics are optional: a build without src/metrics still runs the agent. After the signal handlers, so a
+  // SIGTERM while the server starts takes the normal shutdown path.
+  let closeMetrics: () => Promise<void> = async () => undefined;
+  if (cfg.metricsListen !== 'off') {
+    try {
+      const m = await import('../metrics/index.js');
+      const metrics = m.attachAgentMetrics(agent);
+      const health = m.trackHealth(agent);
+      const srv = await m.startMetricsServer(cfg.metricsListen, metrics.registry, health);
+      closeMetrics = () => srv.close();
+      log.info({ op: 'metrics', url: srv.url }, 'metrics listening');
+    } catch (err) {
+      log.warn({ op: 'metrics', error: (err as Error).message }, 'metrics not started');
     }
   }
-  // Run until a signal started the shutdown, then wait for it.
+
+  let code = 0;
+  // Not awaited: a signal during start-up must not wait for a start() that may hang on an unreachable etcd.
+  void agent.start().then(
+    () => {
+      if (signals === 0)
+        log.info({ op: 'agent', event: 'started', cluster: cfg.cluster, backend: cfg.backend.kind }, 'agent running');
+    },
+    (err: Error) => {
+      if (signals === 0 && stopping === null) {
+        log.fatal({ op: 'agent', event: 'startFailed', error: err.message }, 'agent failed to start');
+        code = 1;
+        stopping = agent.stopNow();
+      }
+    },
+  );
+  // Run until a signal started the shutdown, then wait for it, bounded: past the handoff time plus the
+  // cleanup allowance we exit anyway (the backend's own expiry bounds what the kernel may still hold).
   while (stopping === null) await new Promise((r) => setTimeout(r, 200));
-  await stopping;
+  const bound = shutdownBoundMs(cfg.shutdownTimeoutMs);
+  const finished = await raceTimeout(stopping, bound);
+  if (!finished) {
+    log.error({ op: 'shutdown', event: 'timedOut', reason: 'shutdownBound', boundMs: bound }, 'shutdown hung');
+    code = 1;
+  }
   if (agent.failureReason !== null) {
     log.error({ op: 'shutdown', event: 'failure', reason: agent.failureReason }, 'agent stopped unclean');
     code = 1;
   }
-  await closeMetrics().catch(() => undefined);
+  // http close waits for keep-alive scrapers: bounded.
+  await raceTimeout(
+    closeMetrics().catch(() => undefined),
+    1000,
+  );
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
   process.off('unhandledRejection', onRejection);
   log.info({ op: 'shutdown', event: 'exit', code }, 'agent stopped');
   log.flush?.();
   return code;
+}
+
+/** Cleanup after the handoff window: fence (≤ 3 s), clear, revoke, watch, worker, backend, each bounded. */
+export const SHUTDOWN_CLEANUP_MS = 10_000;
+
+/** The longest a shutdown may take from the first signal to the exit. */
+export function shutdownBoundMs(shutdownTimeoutMs: number): number {
+  return shutdownTimeoutMs + SHUTDOWN_CLEANUP_MS;
+}
+
+/** True when p settled within ms (its rejection counts as settled). */
+async function raceTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let t: NodeJS.Timeout | undefined;
+  const timer = new Promise<false>((r) => (t = setTimeout(() => r(false), ms)));
+  try {
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      timer,
+    ]);
+  } finally {
+    clearTimeout(t);
+  }
 }

@@ -127,11 +127,16 @@ export class NodeSession {
         this.o.fence.rearm(deadline);
         this.o.emit({ event: 'sessionStarted', leaseId: id, ttlSeconds: ttl });
         this.startKeepalives(id, ttl);
-        try {
-          await this.o.hooks.onLease(id);
-        } catch (err) {
-          this.o.emit({ event: 'etcdError', op: 'register', error: (err as Error).message });
+        const reg = await this.registerUntilDone(id);
+        if (reg === 'leaseGone') {
+          // The lease died before we registered under it (nothing was claimed under it): grant a new one, still
+          // not live. Dropping it first makes a concurrent TTL=0 keepalive answer a no-op.
+          this.lease = null;
+          this.stopKeepalives?.();
+          continue;
         }
+        // 'superseded': onLeaseLost owns the replacement now.
+        if (reg !== 'registered') return;
         const afterLeaseLoss = this.st.state === 'fenced' && this.st.reason === 'leaseLost';
         if (this.lease?.id === id && !this.abort.signal.aborted) {
           if (this.o.fence.isFenced()) {
@@ -149,7 +154,29 @@ export class NodeSession {
         return;
       } catch (err) {
         this.o.emit({ event: 'etcdError', op: 'leaseGrant', error: (err as Error).message });
+        // The agent closed the client (shutdown raced start-up): retrying can never succeed.
+        if (/client was already closed/.test((err as Error).message)) return;
         await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal);
+      }
+    }
+  }
+
+  /**
+   * Register under the lease (node key, campaign, status), retried with bounded backoff while the lease lives:
+   * a node that is not registered must not count as live, or it stays assigned buckets it never claims.
+   */
+  private async registerUntilDone(id: string): Promise<RegisterOutcome> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.abort.signal.aborted) return 'aborted';
+      if (this.lease?.id !== id) return 'superseded';
+      try {
+        await this.o.hooks.onLease(id);
+        return 'registered';
+      } catch (err) {
+        const msg = (err as Error).message;
+        this.o.emit({ event: 'etcdError', op: 'register', error: msg });
+        if (isLeaseNotFound(msg)) return 'leaseGone';
+        await sleep(registerBackoffMs(attempt), this.abort.signal);
       }
     }
   }
@@ -313,13 +340,14 @@ export class NodeSession {
   private async onLeaseLost(leaseId: string): Promise<void> {
     if (this.lease?.id !== leaseId || this.replacing || this.abort.signal.aborted) return;
     this.replacing = true;
+    // At once: a registration still retrying under this lease sees it gone and leaves the replacement to us.
+    this.lease = null;
     try {
       this.o.emit({ event: 'leaseLost' });
       this.st = { state: 'fenced', reason: 'leaseLost', leaseId };
       // The kernel must be empty before anything is claimed under a new lease.
       const m = await this.o.fence.fenceNow('leaseLost');
       this.o.hooks.onFenced('leaseLost');
-      this.lease = null;
       if (m.error) {
         this.o.emit({ event: 'backendError', op: 'clear', error: m.error, attempt: 5, willRetry: true });
         // Unconfirmed clear: a new lease would let us claim again while the kernel may still hold buckets. Retry
@@ -355,6 +383,18 @@ export class NodeSession {
     }
     this.lease = null;
   }
+}
+
+export type RegisterOutcome = 'registered' | 'leaseGone' | 'superseded' | 'aborted';
+
+/** Backoff between registration attempts: 50 ms doubling to 1 s, so a healed etcd sees us within a second. */
+export function registerBackoffMs(attempt: number): number {
+  return Math.min(1000, 50 * 2 ** Math.min(attempt, 10));
+}
+
+/** etcd's answer when a put names a lease that expired or was revoked. */
+export function isLeaseNotFound(message: string): boolean {
+  return /lease not found/i.test(message);
 }
 
 function round(x: number): number {

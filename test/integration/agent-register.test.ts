@@ -1,0 +1,113 @@
+// Chaos finding (seed 1001): a node whose re-registration failed still went live and stayed assigned buckets it
+// never claimed. A session must retry registration while its lease lives, count as live only once registered,
+// and replace a lease that died before registration succeeded. Real etcd; the fence is a plain recorder.
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FencedMessage } from '../../src/agent/fence.js';
+import type { AgentEvent } from '../../src/agent/events.js';
+import { NodeSession, type FenceControl } from '../../src/agent/session.js';
+import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
+
+let etcd: LocalEtcd;
+let client: Etcd3;
+
+beforeAll(async () => {
+  etcd = await startLocalEtcd({ preferContainer: false });
+  client = new Etcd3({ hosts: etcd.endpoints });
+}, 60_000);
+
+afterAll(async () => {
+  client?.close();
+  await etcd?.stop();
+});
+
+function recorderFence(): FenceControl {
+  let fenced = false;
+  return {
+    setDeadline: () => undefined,
+    rearm: () => {
+      fenced = false;
+    },
+    fenceNow: (reason): Promise<FencedMessage> => {
+      fenced = true;
+      return Promise.resolve({ type: 'fenced', reason, at: 0 } as unknown as FencedMessage);
+    },
+    isFenced: () => fenced,
+  };
+}
+
+describe('session registration', () => {
+  it('retries a failing registration and is not live until it succeeded', async () => {
+    const events: AgentEvent[] = [];
+    let calls = 0;
+    let liveDuringFailures = false;
+    const key = `/test-register/${process.pid}/node`;
+    const session: NodeSession = new NodeSession({
+      etcd: client,
+      ttlSeconds: 3,
+      marginMs: 500,
+      fence: recorderFence(),
+      emit: (e) => events.push(e),
+      hooks: {
+        onLease: async (leaseId) => {
+          calls++;
+          if (session.isLive()) liveDuringFailures = true;
+          if (calls <= 3) throw new Error(`injected register failure ${calls}`);
+          await client.put(key).value('me').lease(leaseId);
+        },
+        onAck: () => undefined,
+        onFenced: () => undefined,
+        onUnfenced: () => undefined,
+        clearKernel: () => Promise.resolve(true),
+      },
+    });
+    try {
+      await session.start();
+      expect(calls).toBe(4);
+      expect(liveDuringFailures).toBe(false);
+      expect(session.isLive()).toBe(true);
+      expect(events.filter((e) => e.event === 'etcdError' && e.op === 'register')).toHaveLength(3);
+      // Registered under the lease the session holds.
+      const kv = (await client.get(key).exec()).kvs[0];
+      expect(kv?.lease).toBe(session.leaseId);
+    } finally {
+      await session.close({ revoke: true });
+    }
+  }, 30_000);
+
+  it('grants a new lease when the lease died before registration succeeded', async () => {
+    const leases: string[] = [];
+    const key = `/test-register/${process.pid}/node2`;
+    const session: NodeSession = new NodeSession({
+      etcd: client,
+      ttlSeconds: 3,
+      marginMs: 500,
+      fence: recorderFence(),
+      emit: () => undefined,
+      hooks: {
+        onLease: async (leaseId) => {
+          leases.push(leaseId);
+          // First lease: revoked behind our back, so the put fails with "lease not found".
+          if (leases.length === 1) await client.leaseClient.leaseRevoke({ ID: leaseId });
+          await client.put(key).value('me').lease(leaseId);
+        },
+        onAck: () => undefined,
+        onFenced: () => undefined,
+        onUnfenced: () => undefined,
+        clearKernel: () => Promise.resolve(true),
+      },
+    });
+    try {
+      await session.start();
+      // start() returns only once registered: live at once, and never on the dead lease.
+      expect(session.isLive()).toBe(true);
+      expect(leases).toHaveLength(2);
+      expect(session.leaseId).toBe(leases[leases.length - 1]);
+      expect(session.leaseId).not.toBe(leases[0]);
+      const kv = (await client.get(key).exec()).kvs[0];
+      expect(kv?.lease).toBe(session.leaseId);
+    } finally {
+      await session.close({ revoke: true });
+    }
+  }, 30_000);
+});
