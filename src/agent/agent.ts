@@ -467,6 +467,7 @@ export class Agent extends EventEmitter {
       void this.recampaign();
     }
     if (this.election.isLeader) this.rebalancer.trigger(seenAt);
+    this.reconciler.noteChange(change, seenAt);
     this.reconciler.trigger();
   }
 

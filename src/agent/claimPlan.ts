@@ -14,9 +14,25 @@ export interface BucketRef {
   bucket: number;
 }
 
+/** A node with a node key, as this node sees it: the lease its key lives under and whether it drains. */
+export interface Peer {
+  lease: string;
+  draining: boolean;
+}
+
+/** Hand a released claim straight to its assignee: one txn replaces our claim by theirs (see `handoffTo`). */
+export interface Handoff {
+  node: string;
+  lease: string;
+}
+
+export type NoHandoff = 'shutdown' | 'unassigned' | 'assigneeNotLive' | 'assigneeDraining';
+
 export interface ClaimInputs {
   me: string;
   leaseId: string | null;
+  /** Nodes with a node key (us included), for handoffs. */
+  peers: ReadonlyMap<string, Peer>;
   spec: ClusterSpec | null;
   assignments: ReadonlyMap<string, AssignEntry>;
   claims: ReadonlyMap<string, ReadonlyMap<number, ClaimEntry>>;
@@ -35,7 +51,8 @@ export interface ClaimPlan {
   kernelRemove: (BucketRef & { reason: ReleaseReason })[];
   /** Kernel entries beyond the VIP's bucket count: the backend refuses them, so they leave the model only. */
   kernelForget: BucketRef[];
-  claimDelete: (BucketRef & { reason: ReleaseReason })[];
+  /** With `handoff`, the claim is not deleted but replaced by the assignee's in the same txn. */
+  claimDelete: (BucketRef & { reason: ReleaseReason; handoff?: Handoff })[];
   acquire: BucketRef[];
   kernelAdd: BucketRef[];
   blocked: (BucketRef & { reason: AcquireBlock; holder?: string })[];
@@ -43,6 +60,26 @@ export interface ClaimPlan {
 
 export function bucketKey(vip: string, bucket: number): string {
   return `${vip}#${bucket}`;
+}
+
+/**
+ * Who a claim we give up may go to directly. Safe because the txn that does it compares our value and lease (only
+ * the owner can hand over, atomically: the key never has two owners), runs only after our kernel removal was
+ * confirmed, and binds the claim to the assignee's live lease (a dead one fails the whole txn); the assignee adds
+ * the bucket to its kernel only for a claim of its own under its current lease, as after its own acquire. It
+ * saves the assignee's acquire txn: one etcd commit less in every planned move.
+ */
+export function handoffTo(i: ClaimInputs, vip: string, bucket: number): Handoff | NoHandoff {
+  if (i.releaseAll) return 'shutdown';
+  const a = i.assignments.get(vip);
+  const n = i.spec?.vips.find((v) => v.address === vip)?.buckets;
+  if (!a || n === undefined || (a.value.buckets !== undefined && a.value.buckets !== n)) return 'unassigned';
+  const to = a.value.owners[String(bucket)];
+  if (to === undefined || to === i.me) return 'unassigned';
+  const peer = i.peers.get(to);
+  if (!peer) return 'assigneeNotLive';
+  if (peer.draining) return 'assigneeDraining';
+  return { node: to, lease: peer.lease };
 }
 
 export function planClaims(i: ClaimInputs): ClaimPlan {
@@ -76,6 +113,10 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
   };
   const releaseReason = (vip: string): ReleaseReason =>
     i.releaseAll ? 'shutdown' : !vips.has(vip) ? 'vipRemoved' : i.draining ? 'draining' : 'notAssigned';
+  const release = (vip: string, bucket: number, reason: ReleaseReason): ClaimPlan['claimDelete'][number] => {
+    const h = handoffTo(i, vip, bucket);
+    return typeof h === 'string' ? { vip, bucket, reason } : { vip, bucket, reason, handoff: h };
+  };
 
   // Kernel entries: keep only desired buckets we hold a claim for.
   for (const [vip, set] of i.kernel) {
@@ -91,7 +132,7 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
         continue;
       }
       plan.kernelRemove.push({ vip, bucket, reason });
-      if (mine(vip, bucket) && !desired.has(k)) plan.claimDelete.push({ vip, bucket, reason });
+      if (mine(vip, bucket) && !desired.has(k)) plan.claimDelete.push(release(vip, bucket, reason));
     }
   }
   // Our claims without a kernel entry that we no longer want.
@@ -99,7 +140,7 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
     for (const [bucket] of [...m].sort((a, b) => a[0] - b[0])) {
       if (!mine(vip, bucket) || desired.has(bucketKey(vip, bucket))) continue;
       if (i.kernel.get(vip)?.has(bucket)) continue; // handled above, after its kernel removal
-      plan.claimDelete.push({ vip, bucket, reason: releaseReason(vip) });
+      plan.claimDelete.push(release(vip, bucket, releaseReason(vip)));
     }
   }
   // Desired buckets.

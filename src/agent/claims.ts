@@ -1,10 +1,10 @@
 import type { Etcd3 } from 'etcd3';
 import type { BucketChange } from '../backends/backend.js';
 import type { ClusterSpec } from '../config/types.js';
-import type { Keys } from '../etcd/keys.js';
-import { cmpRevision, type ClaimEntry, type ClusterState } from '../etcd/store.js';
+import { parseKey, type Keys } from '../etcd/keys.js';
+import { cmpRevision, type ClaimEntry, type ClusterState, type StateChange } from '../etcd/store.js';
 import { monoNow } from './clock.js';
-import { bucketKey, planClaims, type BucketRef, type ClaimPlan } from './claimPlan.js';
+import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { KernelGate } from './kernel.js';
 
@@ -44,6 +44,8 @@ export class ClaimReconciler {
     { vip: string; bucket: number; revision: string; entry: ClaimEntry | null }
   >();
   private readonly blocked = new Map<string, AcquireBlock>();
+  /** bucket → when our watch saw its claim vanish (monotonic): how long it had no owner when we take it. */
+  private readonly goneAt = new Map<string, number>();
   private backendFailures = 0;
   private backendBlockedUntil = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -72,6 +74,18 @@ export class ClaimReconciler {
   stop(): void {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
+  /** A watch batch arrived at `at`: note claims that vanished (a later put of the same claim forgets it). */
+  noteChange(change: StateChange, at: number): void {
+    for (const k of change.deletes) {
+      const pk = parseKey(this.o.keys, k);
+      if (pk.family === 'claim') this.goneAt.set(bucketKey(pk.vip, pk.bucket), at);
+    }
+    for (const k of change.puts) {
+      const pk = parseKey(this.o.keys, k);
+      if (pk.family === 'claim') this.goneAt.delete(bucketKey(pk.vip, pk.bucket));
+    }
   }
 
   /** Forget overlays (new lease: every claim of the old one is gone). */
@@ -128,6 +142,7 @@ export class ClaimReconciler {
     const plan = planClaims({
       me: this.o.nodeId,
       leaseId,
+      peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: n.value.draining }])),
       spec: this.o.spec ? this.o.spec() : (state.spec?.spec ?? null),
       assignments: state.assignments,
       claims: this.claimsView(),
@@ -174,23 +189,21 @@ export class ClaimReconciler {
     const deleted = new Set<string>();
     if (leaseId !== null) {
       const deletable = plan.claimDelete.filter((r) => !failedVips.has(r.vip) && !this.o.kernel.has(r.vip, r.bucket));
+      const view = this.claimsView();
       await inBatches(deletable, async (r) => {
         const key = this.o.keys.claim(r.vip, r.bucket);
-        const res = await this.o.etcd
-          .if(key, 'Value', '==', this.o.nodeId)
-          .and(key, 'Lease', '==', leaseId)
-          .then(this.o.etcd.delete().key(key))
-          .commit();
+        const { res, to } = await this.releaseTxn(key, leaseId, r.handoff);
         if (!res.succeeded && !(await this.deleteGarbageOverOurs(key))) {
           // Not ours any more (or already gone): the watch shows what is there; nothing was released.
           this.o.emit({ event: 'etcdError', op: 'release', error: `claim ${key} is not ours under our lease` });
           return;
         }
+        const createRevision = view.get(r.vip)?.get(r.bucket)?.createRevision ?? res.header.revision;
         this.overlay.set(bucketKey(r.vip, r.bucket), {
           vip: r.vip,
           bucket: r.bucket,
           revision: res.header.revision,
-          entry: null,
+          entry: to ? { owner: to.node, lease: to.lease, createRevision } : null,
         });
         deleted.add(bucketKey(r.vip, r.bucket));
         this.o.emit({
@@ -199,6 +212,7 @@ export class ClaimReconciler {
           bucket: r.bucket,
           reason: r.reason,
           durationMs: ms(monoNow() - t0),
+          ...(to ? { handoff: to.node } : {}),
         });
       });
     }
@@ -274,8 +288,38 @@ export class ClaimReconciler {
         continue;
       }
       this.blocked.delete(k);
-      this.o.emit({ event: 'acquired', vip: r.vip, bucket: r.bucket, durationMs: ms(now - (started.get(k) ?? now)) });
+      const gone = this.goneAt.get(k);
+      this.goneAt.delete(k);
+      this.o.emit({
+        event: 'acquired',
+        vip: r.vip,
+        bucket: r.bucket,
+        durationMs: ms(now - (started.get(k) ?? now)),
+        ...(gone !== undefined ? { unownedMs: ms(now - gone) } : {}),
+      });
     }
+  }
+
+  /**
+   * Give up our claim (kernel entry already removed): hand it to the assignee under its lease when planned, else
+   * delete it. A handoff that fails (the assignee's lease just expired, or etcd) falls back to the delete, whose
+   * guard also settles an ambiguous first attempt: if the handoff did commit, the claim is not ours any more.
+   */
+  private async releaseTxn(
+    key: string,
+    leaseId: string,
+    handoff: Handoff | undefined,
+  ): Promise<{ res: { succeeded: boolean; header: { revision: string } }; to?: Handoff }> {
+    const ours = () => this.o.etcd.if(key, 'Value', '==', this.o.nodeId).and(key, 'Lease', '==', leaseId);
+    if (handoff) {
+      try {
+        const res = await ours().then(this.o.etcd.put(key).value(handoff.node).lease(handoff.lease)).commit();
+        if (res.succeeded) return { res, to: handoff };
+      } catch (err) {
+        this.o.emit({ event: 'etcdError', op: 'handoff', error: (err as Error).message });
+      }
+    }
+    return { res: await ours().then(this.o.etcd.delete().key(key)).commit() };
   }
 
   /**

@@ -94,8 +94,14 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
       return {
         level: 'info',
         op: 'release',
-        fields: { vip: e.vip, bucket: e.bucket, reason: e.reason, durationMs: e.durationMs },
-        msg: 'bucket released',
+        fields: {
+          vip: e.vip,
+          bucket: e.bucket,
+          reason: e.reason,
+          durationMs: e.durationMs,
+          ...(e.handoff !== undefined ? { node: e.handoff } : {}),
+        },
+        msg: e.handoff !== undefined ? 'bucket handed off' : 'bucket released',
       };
     case 'backendError':
       return {

@@ -31,7 +31,7 @@ export type AgentEvent =
   | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' | 'invalid' }
   | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number }
   | { event: 'acquireBlocked'; vip: string; bucket: number; reason: AcquireBlock; holder?: string }
-  | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number }
+  | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number; handoff?: string }
   | {
       event: 'backendError';
       op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure';

@@ -115,6 +115,7 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
   const target: ChaosTarget = {
     observer: obs,
     killableEtcdMembers: 0,
+    etcdClientUrls: [],
     supportsAddNode: false,
     nodes: () => names.map((id) => ({ id, run: run.get(id)! })),
     async kill(id, sig = 'SIGKILL') {

@@ -54,6 +54,8 @@ export interface ChaosReport {
   dataplane?: 'file' | 'netns';
   /** The chaos process's own event-loop delay (ms) during the fault phase. */
   harnessLoopDelayMs?: { p99: number; max: number };
+  /** etcd raft leader changes seen during the run (each one refreshes every lease). */
+  etcdLeaderChanges?: number;
   /** netns: probes sent, sources probed, sources answered by two nodes (double replies), unanswered. */
   dataplaneCounts?: Record<string, number>;
   /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
@@ -244,6 +246,11 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
         Object.entries(r.dataplaneCounts)
           .map(([k, v]) => `${k} ${v}`)
           .join(', '),
+    );
+  }
+  if (r.etcdLeaderChanges !== undefined) {
+    lines.push(
+      `etcd leader changes: ${r.etcdLeaderChanges} (each refreshes every lease: a failover waiting on a lease restarts there)`,
     );
   }
   if (r.harnessLoopDelayMs) {

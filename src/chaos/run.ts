@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { defaultSpec, startLocalCluster } from '../localcluster/cluster.js';
 import { startNetnsTarget } from './netnsTarget.js';
+import { startRaftMonitor, type RaftMonitor } from './raftMonitor.js';
 import { localTarget, type ChaosTarget } from './target.js';
 import {
   failoverLatencies,
@@ -142,6 +143,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   let progressTimer: NodeJS.Timeout | undefined;
   let startupConverged = false;
+  let raft: RaftMonitor | undefined;
 
   const healthy = (): string[] =>
     lc
@@ -285,6 +287,10 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     startupConverged = await lc.waitConverged(60_000);
     if (!startupConverged) log('chaos: the cluster did not converge within 60 s of start; running anyway');
     t0 = Date.now();
+    // An etcd election refreshes every lease: the checker restarts the clock of failovers waiting on one there.
+    if (lc.etcdClientUrls.length > 1) {
+      raft = startRaftMonitor(lc.etcdClientUrls, (c) => obs.impair(null, 'etcdLeaderChange', c.t)(c.t));
+    }
     loopDelay.enable();
     const deadline = t0 + maxWallMs;
     progressTimer = setInterval(() => {
@@ -312,6 +318,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     if (process.stderr.isTTY && !opts.progress) process.stderr.write('\n');
     log(`chaos: ${done} faults done; waiting for convergence`);
     const converged = await lc.waitConverged(60_000);
+    raft?.stop();
     const inv = await lc.finish({ expectConverged: true, convergeTimeoutMs: 5000 });
     const backendHistory = obs.history().filter((s) => s.source === 'backend');
     const samples = failoverLatencies(records, backendHistory);
@@ -349,6 +356,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       backendHistory,
       nodes: lc.nodes().map((n) => n.id),
       dataplane: netns ? 'netns' : 'file',
+      ...(raft ? { etcdLeaderChanges: raft.changes().length } : {}),
       dataplaneCounts: lc.extras(),
       // This process forwards every agent's etcd traffic (the proxies) and reads every backend: if its event loop
       // stalled, agents saw etcd late and the run measured the harness, not clusterip-ha.
@@ -357,6 +365,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       impairments: [...obs.impairments()],
     };
   } finally {
+    raft?.stop();
     loopDelay.disable();
     if (progressTimer) clearInterval(progressTimer);
     await lc.stop();

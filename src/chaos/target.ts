@@ -8,6 +8,8 @@ export interface ChaosTarget {
   readonly observer: FullObserver;
   /** etcd members the runner may kill (0 when etcd is not ours). */
   readonly killableEtcdMembers: number;
+  /** Client URLs of the etcd members we started (to watch their raft term); empty when etcd is not ours. */
+  readonly etcdClientUrls: readonly string[];
   readonly supportsAddNode: boolean;
   nodes(): { id: string; run: NodeRunState }[];
   kill(id: string, sig?: NodeJS.Signals): Promise<void>;
@@ -34,6 +36,7 @@ export function localTarget(lc: LocalCluster, killableEtcdMembers: number): Chao
   return {
     observer: lc.observer,
     killableEtcdMembers,
+    etcdClientUrls: killableEtcdMembers > 0 ? lc.etcd.members.map((m) => m.clientUrl) : [],
     supportsAddNode: true,
     nodes: () => lc.nodes().map((n) => ({ id: n.id, run: n.run })),
     kill: (id, sig) => lc.kill(id, sig),

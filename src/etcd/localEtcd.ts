@@ -125,6 +125,9 @@ export async function startLocalEtcd(opts: LocalEtcdOptions = {}): Promise<Local
       '--log-outputs',
       opts.logFile ? opts.logFile : '/dev/null',
       ...(opts.fastElection ? ['--heartbeat-interval', '50', '--election-timeout', '500'] : []),
+      // A restarted member must not depose a healthy leader: every election refreshes every lease, which delays
+      // the failover of a node that died just before (etcd 3.5 turns this on by default).
+      ...(members > 1 ? ['--pre-vote'] : []),
     ];
     const child = spawn(bin, args, {
       stdio: 'ignore',

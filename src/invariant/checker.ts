@@ -268,8 +268,10 @@ export class InvariantChecker {
     });
     let deadline = from + bound;
     for (const imp of relevant.sort((x, y) => x.fromMs - y.fromMs)) {
-      // A killed etcd member may have been the raft leader: every lease is refreshed when the next one is elected,
-      // so leases (and the failovers waiting on them) restart up to one election timeout after the kill.
+      // etcd itself (a member killed, or an observed raft election): every lease is refreshed to election timeout
+      // + TTL when a new raft leader takes over, so leases (and the failovers waiting on them) restart then. For
+      // an observed election fromMs is when it was seen; for a kill, the election comes later and is observed too
+      // where the harness watches the raft term (chaos `etcdLeaderChange`).
       const restart = imp.fromMs + (imp.node === null ? this.etcdElectionMs : 0);
       if (imp.fromMs <= deadline) deadline = Math.max(deadline, restart + this.cascadeBoundMs);
     }

@@ -4,7 +4,14 @@ import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { parseFileBackendHeld } from '../backends/fileFormat.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
-import { applyDelete, applyPut, emptyClusterState, loadClusterState, type ClusterState } from '../etcd/store.js';
+import {
+  applyDelete,
+  applyPut,
+  emptyClusterState,
+  loadClusterState,
+  resumeAfterApplied,
+  type ClusterState,
+} from '../etcd/store.js';
 import { InvariantChecker, type Impairment, type TimelineFact, type UnownedInterval } from './checker.js';
 import type { InvariantReport, Observer, ObserverOptions, OwnershipSample, Violation } from './types.js';
 
@@ -157,16 +164,18 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       return;
     }
     watcher = w;
+    let applied = BigInt(state.revision);
     w.on('data', (res) => {
       const t = Date.now();
       for (const ev of res.events) {
+        if (BigInt(ev.kv.mod_revision) > applied) applied = BigInt(ev.kv.mod_revision);
         if (ev.type === 'Put') onPut(ev.kv, t);
         else onDelete(ev.kv.key.toString(), t);
       }
       state.revision = res.header.revision;
       refreshDerived(t);
     });
-    w.on('disconnected', () => undefined);
+    resumeAfterApplied(w, () => applied.toString());
     // A watch that fails for good (compaction): reload the picture and watch again.
     w.on('error', (err: Error) => {
       errors.push(err.message);

@@ -130,7 +130,7 @@ export function attachAgentMetrics(
   });
   const failover = new Histogram({
     name: `${P}failover_duration_seconds`,
-    help: 'How long an acquired bucket had no owner before this node took it',
+    help: 'How long an acquired bucket had no claim (from its claim vanishing on our watch) until this node held it',
     buckets: FAILOVER_BUCKETS,
     registers: [registry],
   });

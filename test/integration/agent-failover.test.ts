@@ -77,6 +77,9 @@ describe('agent failover (file backend, real etcd, real processes)', () => {
     await h.waitConverged(10_000, ['n1', 'n2']);
     const after = await h.claims();
     for (const b of victimBuckets) expect(['n1', 'n2']).toContain(after.get(b)?.owner);
+    // Each claim went straight to its new owner in the release txn (no separate acquire commit).
+    const handoffs = events(h.agent(victim), 'released').filter((l) => l.reason === 'draining');
+    for (const b of victimBuckets) expect(handoffs.find((l) => l.bucket === b)?.node).toBe(after.get(b)?.owner);
     const report = await h.observer.stop();
     expect(report.violations).toEqual([]);
     const gaps = report.unownedIntervals

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { planClaims, type ClaimInputs } from '../../src/agent/claimPlan.js';
+import { handoffTo, planClaims, type ClaimInputs } from '../../src/agent/claimPlan.js';
 import type { ClusterSpec } from '../../src/config/types.js';
 import type { AssignEntry, ClaimEntry } from '../../src/etcd/store.js';
 
@@ -20,7 +20,7 @@ const spec: ClusterSpec = {
   ],
   rebalance: { joinMovesPerInterval: 1, intervalMs: 100 },
 };
-const nodes = ['me', 'a', 'b'];
+const nodes = ['me', 'a', 'b', 'gone'];
 
 function inputs(
   assign: (string | null)[],
@@ -40,6 +40,11 @@ function inputs(
   return {
     me: 'me',
     leaseId: 'L',
+    peers: new Map([
+      ['me', { lease: 'L', draining: false }],
+      ['a', { lease: 'LA', draining: false }],
+      ['b', { lease: 'LB', draining: true }],
+    ]),
     spec,
     assignments: new Map([[VIP, a]]),
     claims: new Map([[VIP, cm]]),
@@ -62,10 +67,26 @@ describe('planClaims', () => {
     expect(p.kernelAdd).toEqual([{ vip: VIP, bucket: 3 }]);
   });
 
-  it('releases kernel first, then the claim, for a bucket assigned away', () => {
+  it('releases kernel first, then hands the claim to the live assignee under its lease', () => {
     const p = planClaims(inputs(['a'], [{ owner: 'me', lease: 'L' }], [1], { draining: true }));
     expect(p.kernelRemove).toEqual([{ vip: VIP, bucket: 1, reason: 'draining' }]);
-    expect(p.claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'draining' }]);
+    expect(p.claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'draining', handoff: { node: 'a', lease: 'LA' } }]);
+  });
+
+  it('deletes the claim instead when the assignee drains, has no node key, or we shut down', () => {
+    const claim = [{ owner: 'me', lease: 'L' }];
+    expect(planClaims(inputs(['b'], claim, [1])).claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+    expect(planClaims(inputs(['gone'], claim, [1])).claimDelete).toEqual([
+      { vip: VIP, bucket: 1, reason: 'notAssigned' },
+    ]);
+    expect(planClaims(inputs([null], claim, [])).claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+    expect(planClaims(inputs(['a'], claim, [1], { releaseAll: true })).claimDelete).toEqual([
+      { vip: VIP, bucket: 1, reason: 'shutdown' },
+    ]);
+    expect(handoffTo(inputs(['b'], claim, [1]), VIP, 1)).toBe('assigneeDraining');
+    expect(handoffTo(inputs(['gone'], claim, [1]), VIP, 1)).toBe('assigneeNotLive');
+    expect(handoffTo(inputs(['me'], claim, [1]), VIP, 1)).toBe('unassigned');
+    expect(handoffTo(inputs(['a'], claim, [1], { releaseAll: true }), VIP, 1)).toBe('shutdown');
   });
 
   it('a claim under an old lease of ours is not ours: the kernel entry goes, nothing is deleted', () => {
@@ -119,6 +140,15 @@ describe('planClaims', () => {
           const removed = new Set(p.kernelRemove.map((r) => r.bucket));
           for (const d of p.claimDelete) {
             expect(ours(d.bucket)).toBe(true);
+            // A handoff goes only to the bucket's assignee, never to us, under the live, undrained peer's lease.
+            if (d.handoff) {
+              expect(releaseAll).toBe(false);
+              expect(d.handoff.node).toBe(assign[d.bucket - 1]);
+              expect(d.handoff.node).not.toBe('me');
+              const peer = i.peers.get(d.handoff.node);
+              expect(peer?.draining).toBe(false);
+              expect(d.handoff.lease).toBe(peer?.lease);
+            }
             if (kernel.includes(d.bucket)) expect(removed.has(d.bucket)).toBe(true);
           }
           // After the plan, the kernel holds only buckets we claim.

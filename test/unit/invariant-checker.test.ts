@@ -231,6 +231,13 @@ describe('invariant checker', () => {
     const e = new InvariantChecker(1000, 500, 1500, 1000);
     e.impair(null, 'etcdMember', 900)(2000);
     expect(e.allowedMs('v', 1, 500, 4000)).toBe(900 + 1000 + 1500 - 500);
+    // An election seen later (it refreshed every lease to election timeout + TTL) restarts the clock there, while
+    // the stretch is still within its allowance; one seen after an overrun excuses nothing.
+    e.impair(null, 'etcdLeaderChange', 2600)(2600);
+    expect(e.allowedMs('v', 1, 500, 6000)).toBe(2600 + 1000 + 1500 - 500);
+    const late = new InvariantChecker(1000, 500, 1500, 1000);
+    late.impair(null, 'etcdLeaderChange', 1600)(1600);
+    expect(late.allowedMs('v', 1, 500, 6000)).toBe(1000);
 
     const d = new InvariantChecker(1000);
     d.liveness({ t: 0, live: ['a', 'b'] });

@@ -29,6 +29,7 @@ export function registerChaos(program: Command, io: CliIo): void {
     .option('--cluster <name>', 'cluster name (key prefix)')
     .option('--lease-ttl <seconds>', 'lease TTL of every agent', int('--lease-ttl', 1))
     .option('--buckets <n>', 'buckets of the test VIP', int('--buckets', 1))
+    .option('--work-dir <dir>', "keep etcd's data, the backends and every agent's log here (default: removed)")
     .addHelpText(
       'after',
       `
@@ -54,6 +55,7 @@ Examples:
         ...(o.cluster !== undefined ? { cluster: o.cluster as string } : {}),
         ...(o.leaseTtl !== undefined ? { leaseTtlSeconds: o.leaseTtl as number } : {}),
         ...(o.buckets !== undefined ? { buckets: o.buckets as number } : {}),
+        ...(o.workDir !== undefined ? { baseDir: o.workDir as string } : {}),
       };
       const { runChaos } = await import('../../chaos/run.js');
       // runChaos prints its own progress line and report (stderr); the exit code says whether anything broke.
