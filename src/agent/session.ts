@@ -175,6 +175,9 @@ export class NodeSession {
       } catch (err) {
         const msg = (err as Error).message;
         this.o.emit({ event: 'etcdError', op: 'register', error: msg });
+        // The lease-loss path may have replaced the lease while we waited: it owns the replacement then, and
+        // granting another here would clobber its lease and stop its keepalives.
+        if (this.lease?.id !== id) return 'superseded';
         if (isLeaseNotFound(msg)) return 'leaseGone';
         await sleep(registerBackoffMs(attempt), this.abort.signal);
       }

@@ -6,6 +6,7 @@ import { ConfigError } from '../errors.js';
 import { defaultSpec, startLocalCluster } from '../localcluster/cluster.js';
 import { startNetnsTarget } from './netnsTarget.js';
 import { startRaftMonitor, type RaftMonitor } from './raftMonitor.js';
+import { loopDelayStats } from '../agent/loopDelay.js';
 import { localTarget, type ChaosTarget } from './target.js';
 import {
   failoverLatencies,
@@ -360,7 +361,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       dataplaneCounts: lc.extras(),
       // This process forwards every agent's etcd traffic (the proxies) and reads every backend: if its event loop
       // stalled, agents saw etcd late and the run measured the harness, not clusterip-ha.
-      harnessLoopDelayMs: { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
+      harnessLoopDelayMs: (({ p99Ms, maxMs }) => ({ p99: p99Ms, max: maxMs }))(loopDelayStats(loopDelay, 10)),
       facts: [...obs.facts()],
       impairments: [...obs.impairments()],
     };

@@ -28,6 +28,17 @@ export interface AssigneeFact {
   assignee: string | null;
 }
 
+/**
+ * The observer's own view of etcd was stale during [from, to] (its watch was reconnecting): a backend holder
+ * whose claim the observer could not have seen then is not held against the node.
+ */
+export interface BlindFact {
+  /** When the stale stretch ended and became known (= to), for the stream's order. */
+  t: number;
+  from: number;
+  to: number;
+}
+
 /** Who led the cluster from time t (null: nobody). */
 export interface LeaderFact {
   t: number;
@@ -101,6 +112,7 @@ export class InvariantChecker {
   private readonly livePeriods: { from: number; to: number }[] = [];
   private readonly leaders: { t: number; leader: string | null }[] = [];
   private readonly impairments: Impairment[] = [];
+  private readonly blinds: BlindFact[] = [];
   private readonly found: Violation[] = [];
   private readonly intervals: UnownedInterval[] = [];
   private readonly maxUnowned = new Map<string, number>();
@@ -185,7 +197,9 @@ export class InvariantChecker {
   }
 
   private closeUnclaimed(vip: string, bucket: number, node: string, from: number, to: number): void {
-    if (to - from > this.claimLagMs) {
+    let blind = 0;
+    for (const b of this.blinds) blind += Math.max(0, Math.min(to, b.to) - Math.max(from, b.from));
+    if (to - from - blind > this.claimLagMs) {
       this.found.push({ kind: 'heldWithoutClaim', vip, bucket, node, fromMs: from, toMs: to, durationMs: to - from });
     }
   }
@@ -214,6 +228,11 @@ export class InvariantChecker {
   assignee(fact: AssigneeFact): void {
     const t = this.at(fact.t);
     this.bucket(fact.vip, fact.bucket).assignees.push({ t, assignee: fact.assignee });
+  }
+
+  blind(fact: BlindFact): void {
+    this.at(fact.t);
+    this.blinds.push({ ...fact });
   }
 
   leader(fact: LeaderFact): void {
@@ -376,7 +395,8 @@ export type TimelineFact =
   | ({ type: 'sample' } & OwnershipSample)
   | ({ type: 'liveness' } & LivenessFact)
   | ({ type: 'assignee' } & AssigneeFact)
-  | ({ type: 'leader' } & LeaderFact);
+  | ({ type: 'leader' } & LeaderFact)
+  | ({ type: 'blind' } & BlindFact);
 
 /** Check a whole recorded timeline at once (facts in time order). */
 export function checkTimeline(
@@ -397,6 +417,7 @@ export function checkTimeline(
     if (f.type === 'sample') c.observe(f);
     else if (f.type === 'liveness') c.liveness(f);
     else if (f.type === 'assignee') c.assignee(f);
+    else if (f.type === 'blind') c.blind(f);
     else c.leader(f);
   }
   return c.finish(opts.endMs, opts.startedAt);

@@ -176,6 +176,19 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       refreshDerived(t);
     });
     resumeAfterApplied(w, () => applied.toString());
+    // While the watch reconnects (an etcd member died under it) our claims view is stale: say so to the checker.
+    let blindSince: number | null = null;
+    w.on('disconnected', () => {
+      blindSince ??= Date.now();
+    });
+    w.on('connected', () => {
+      if (blindSince === null) return;
+      const now = Date.now();
+      const fact = { t: now, from: blindSince, to: now };
+      blindSince = null;
+      checker.blind(fact);
+      facts.push({ type: 'blind', ...fact });
+    });
     // A watch that fails for good (compaction): reload the picture and watch again.
     w.on('error', (err: Error) => {
       errors.push(err.message);

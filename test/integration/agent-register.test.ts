@@ -110,4 +110,53 @@ describe('session registration', () => {
       await session.close({ revoke: true });
     }
   }, 30_000);
+
+  it('a registration failing after the lease-loss path replaced its lease leaves that replacement alone', async () => {
+    // Chaos finding (seed 1004): both paths granted a lease; the second clobbered the first's and stopped its
+    // keepalives, while claims were made under the first — a bucket stayed claimed by nobody's live session.
+    const events: AgentEvent[] = [];
+    const leases: string[] = [];
+    const key = `/test-register/${process.pid}/node3`;
+    const session: NodeSession = new NodeSession({
+      etcd: client,
+      ttlSeconds: 3,
+      marginMs: 500,
+      fence: recorderFence(),
+      emit: (e) => events.push(e),
+      hooks: {
+        onLease: async (leaseId) => {
+          leases.push(leaseId);
+          if (leases.length === 1) {
+            // Revoked behind our back; the put comes only after a keepalive saw it gone (TTL 0, every ~0.8 s).
+            await client.leaseClient.leaseRevoke({ ID: leaseId });
+            await new Promise((r) => setTimeout(r, 2000));
+          }
+          await client.put(key).value('me').lease(leaseId);
+        },
+        onAck: () => undefined,
+        onFenced: () => undefined,
+        onUnfenced: () => undefined,
+        clearKernel: () => Promise.resolve(true),
+      },
+    });
+    try {
+      await session.start();
+      for (let i = 0; i < 100 && !(session.isLive() && session.leaseId === leases[1]); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(events.some((e) => e.event === 'leaseLost')).toBe(true);
+      expect(session.isLive()).toBe(true);
+      expect(session.leaseId).toBe(leases[1]);
+      // Its keepalives still run: the lease outlives its TTL.
+      await new Promise((r) => setTimeout(r, 4000));
+      expect(events.filter((e) => e.event === 'sessionStarted')).toHaveLength(2);
+      expect(session.leaseId).toBe(leases[1]);
+      const ttl = await client.leaseClient.leaseTimeToLive({ ID: leases[1]! });
+      expect(Number(ttl.TTL)).toBeGreaterThan(0);
+      const kv = (await client.get(key).exec()).kvs[0];
+      expect(kv?.lease).toBe(session.leaseId);
+    } finally {
+      await session.close({ revoke: true });
+    }
+  }, 30_000);
 });

@@ -251,6 +251,29 @@ describe('invariant checker', () => {
     ]);
   });
 
+  it('does not hold a claim the observer could not see against the node (its watch was reconnecting)', () => {
+    const mk = (): InvariantChecker => {
+      const c = new InvariantChecker(1000, 500);
+      c.liveness({ t: 0, live: ['a', 'b'] });
+      c.observe({ t: 0, source: 'claims', vip: 'v', bucket: 1, holders: [] });
+      c.observe({ t: 100, source: 'backend', vip: 'v', bucket: 1, holders: ['a'] });
+      return c;
+    };
+    // The claim shows up 700 ms after the backend: a violation, unless 400 ms of it the observer was blind.
+    const seeing = mk();
+    seeing.observe({ t: 800, source: 'claims', vip: 'v', bucket: 1, holders: ['a'] });
+    expect(seeing.finish(1000, 0).violations.map((v) => v.kind)).toEqual(['heldWithoutClaim']);
+    const blind = mk();
+    blind.blind({ t: 600, from: 200, to: 600 });
+    blind.observe({ t: 800, source: 'claims', vip: 'v', bucket: 1, holders: ['a'] });
+    expect(blind.finish(1000, 0).violations).toEqual([]);
+    // Blind for less than the excess: still a violation.
+    const short = mk();
+    short.blind({ t: 250, from: 200, to: 250 });
+    short.observe({ t: 800, source: 'claims', vip: 'v', bucket: 1, holders: ['a'] });
+    expect(short.finish(1000, 0).violations.map((v) => v.kind)).toEqual(['heldWithoutClaim']);
+  });
+
   it('reports an unowned stretch still open at the end, and double owners per source', () => {
     const c = new InvariantChecker(100);
     c.liveness({ t: 0, live: ['a'] });
