@@ -36,31 +36,36 @@ function recorderFence(): FenceControl {
   };
 }
 
+/** A session on the real etcd whose registration is `onLease`; everything else is a no-op recorder. */
+function sessionWith(onLease: (leaseId: string) => Promise<void>, events: AgentEvent[] = []): NodeSession {
+  return new NodeSession({
+    etcd: client,
+    ttlSeconds: 3,
+    marginMs: 500,
+    fence: recorderFence(),
+    emit: (e) => events.push(e),
+    hooks: {
+      onLease,
+      onAck: () => undefined,
+      onFenced: () => undefined,
+      onUnfenced: () => undefined,
+      clearKernel: () => Promise.resolve(true),
+    },
+  });
+}
+
 describe('session registration', () => {
   it('retries a failing registration and is not live until it succeeded', async () => {
     const events: AgentEvent[] = [];
     let calls = 0;
     let liveDuringFailures = false;
     const key = `/test-register/${process.pid}/node`;
-    const session: NodeSession = new NodeSession({
-      etcd: client,
-      ttlSeconds: 3,
-      marginMs: 500,
-      fence: recorderFence(),
-      emit: (e) => events.push(e),
-      hooks: {
-        onLease: async (leaseId) => {
-          calls++;
-          if (session.isLive()) liveDuringFailures = true;
-          if (calls <= 3) throw new Error(`injected register failure ${calls}`);
-          await client.put(key).value('me').lease(leaseId);
-        },
-        onAck: () => undefined,
-        onFenced: () => undefined,
-        onUnfenced: () => undefined,
-        clearKernel: () => Promise.resolve(true),
-      },
-    });
+    const session: NodeSession = sessionWith(async (leaseId) => {
+      calls++;
+      if (session.isLive()) liveDuringFailures = true;
+      if (calls <= 3) throw new Error(`injected register failure ${calls}`);
+      await client.put(key).value('me').lease(leaseId);
+    }, events);
     try {
       await session.start();
       expect(calls).toBe(4);
@@ -78,24 +83,11 @@ describe('session registration', () => {
   it('grants a new lease when the lease died before registration succeeded', async () => {
     const leases: string[] = [];
     const key = `/test-register/${process.pid}/node2`;
-    const session: NodeSession = new NodeSession({
-      etcd: client,
-      ttlSeconds: 3,
-      marginMs: 500,
-      fence: recorderFence(),
-      emit: () => undefined,
-      hooks: {
-        onLease: async (leaseId) => {
-          leases.push(leaseId);
-          // First lease: revoked behind our back, so the put fails with "lease not found".
-          if (leases.length === 1) await client.leaseClient.leaseRevoke({ ID: leaseId });
-          await client.put(key).value('me').lease(leaseId);
-        },
-        onAck: () => undefined,
-        onFenced: () => undefined,
-        onUnfenced: () => undefined,
-        clearKernel: () => Promise.resolve(true),
-      },
+    const session: NodeSession = sessionWith(async (leaseId) => {
+      leases.push(leaseId);
+      // First lease: revoked behind our back, so the put fails with "lease not found".
+      if (leases.length === 1) await client.leaseClient.leaseRevoke({ ID: leaseId });
+      await client.put(key).value('me').lease(leaseId);
     });
     try {
       await session.start();
@@ -117,28 +109,15 @@ describe('session registration', () => {
     const events: AgentEvent[] = [];
     const leases: string[] = [];
     const key = `/test-register/${process.pid}/node3`;
-    const session: NodeSession = new NodeSession({
-      etcd: client,
-      ttlSeconds: 3,
-      marginMs: 500,
-      fence: recorderFence(),
-      emit: (e) => events.push(e),
-      hooks: {
-        onLease: async (leaseId) => {
-          leases.push(leaseId);
-          if (leases.length === 1) {
-            // Revoked behind our back; the put comes only after a keepalive saw it gone (TTL 0, every ~0.8 s).
-            await client.leaseClient.leaseRevoke({ ID: leaseId });
-            await new Promise((r) => setTimeout(r, 2000));
-          }
-          await client.put(key).value('me').lease(leaseId);
-        },
-        onAck: () => undefined,
-        onFenced: () => undefined,
-        onUnfenced: () => undefined,
-        clearKernel: () => Promise.resolve(true),
-      },
-    });
+    const session: NodeSession = sessionWith(async (leaseId) => {
+      leases.push(leaseId);
+      if (leases.length === 1) {
+        // Revoked behind our back; the put comes only after a keepalive saw it gone (TTL 0, every ~0.8 s).
+        await client.leaseClient.leaseRevoke({ ID: leaseId });
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+      await client.put(key).value('me').lease(leaseId);
+    }, events);
     try {
       await session.start();
       for (let i = 0; i < 100 && !(session.isLive() && session.leaseId === leases[1]); i++) {
