@@ -150,6 +150,7 @@ export class Agent extends EventEmitter {
     this.kernel = new KernelGate({
       backend: this.backend,
       emit,
+      onExpired: () => this.reconciler?.trigger(),
       liveLease: () => (this.session?.isLive() && !this.releaseAll ? this.session.leaseId : null),
       fence: {
         isFenced: () => this.fence.isFenced(),

@@ -110,6 +110,13 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         fields: { backendOp: e.op, error: e.error, attempt: e.attempt, willRetry: e.willRetry },
         msg: 'backend error',
       };
+    case 'kernelExpired':
+      return {
+        level: 'warn',
+        op: 'backend',
+        fields: { vip: e.vip, buckets: e.buckets, reason: 'expiredBeforeRefresh' },
+        msg: 'held buckets ran out in the backend before a refresh; re-adding',
+      };
     case 'badValue':
       return {
         level: 'warn',

@@ -39,6 +39,7 @@ export type AgentEvent =
       attempt: number;
       willRetry: boolean;
     }
+  | { event: 'kernelExpired'; vip: string; buckets: number[] }
   | { event: 'badValue'; key: string; error: string }
   | { event: 'etcdError'; op: string; error: string }
   | { event: 'loopDelay'; p99Ms: number; maxMs: number }

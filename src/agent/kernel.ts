@@ -25,6 +25,8 @@ export interface KernelOptions {
    * closed. An add planned under another lease is refused (a pass may outlive its lease).
    */
   liveLease?: () => string | null;
+  /** Held entries ran out in the backend (seen at a refresh): the reconciler should re-add what it claims. */
+  onExpired?: () => void;
   /** Do not add when less than this is left before the fence deadline. */
   minHoldMs?: number;
   retries?: number;
@@ -185,11 +187,25 @@ export class KernelGate {
       // Only what our model holds (claimed and applied): a bucket the kernel lists beyond it has no claim
       // behind it and must be left to expire, never renewed.
       const only: HeldBuckets = new Map([...this.held].map(([vip, s]) => [vip, new Set(s)]));
-      await this.withRetry('refresh', () => this.o.backend.refresh(this.o.fence.msToDeadline(), { only }));
+      const renewed = await this.withRetry('refresh', () =>
+        this.o.backend.refresh(this.o.fence.msToDeadline(), { only }),
+      );
       if (this.o.fence.isFenced()) {
         await this.o.backend.clear().catch(() => undefined);
         this.held.clear();
+        return;
       }
+      if (renewed === null) return;
+      // Entries that ran out before this refresh (the loop stalled past their expiry, say): the model must drop
+      // them now, or nothing re-adds them until the next resync; the reconciler re-adds under the normal gate.
+      const expired: BucketChange[] = [];
+      for (const [vip, s] of only) {
+        const gone = [...s].filter((b) => !renewed.get(vip)?.has(b));
+        if (gone.length > 0) expired.push({ vip, add: [], remove: gone });
+      }
+      for (const c of expired) this.forget(c.vip, c.remove);
+      for (const c of expired) this.o.emit({ event: 'kernelExpired', vip: c.vip, buckets: c.remove });
+      if (expired.length > 0) this.o.onExpired?.();
     });
   }
 

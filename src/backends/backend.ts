@@ -48,10 +48,12 @@ export interface Backend {
   read(): Promise<HeldBuckets>;
   apply(changes: BucketChange[], opts?: ApplyOptions): Promise<void>;
   /**
-   * Extend the expiry of held buckets (after each acknowledged keepalive). No-op where not enforced.
-   * `opts.only`: refresh only these buckets (the caller's model); others keep their expiry.
+   * Extend the expiry of held buckets (after each acknowledged keepalive). Never adds: an entry that already
+   * expired stays expired. `opts.only`: refresh only these buckets (the caller's model); others keep their
+   * expiry. Resolves with what was renewed (so the caller learns what ran out), or null where entries never
+   * expire (nothing to renew).
    */
-  refresh(holdForMs: number, opts?: RefreshOptions): Promise<void>;
+  refresh(holdForMs: number, opts?: RefreshOptions): Promise<HeldBuckets | null>;
   /** Drop every bucket of every VIP now (fencing, `clusterip-ha fence`). Must not depend on etcd. */
   clear(): Promise<void>;
   describe(): BackendDescription;

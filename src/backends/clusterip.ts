@@ -139,8 +139,9 @@ export class ClusteripBackend implements Backend {
     });
   }
 
-  async refresh(_holdForMs?: number): Promise<void> {
+  async refresh(_holdForMs?: number): Promise<null> {
     // Nothing to extend: the kernel cannot enforce the deadline (describe().enforcesDeadline is false).
+    return null;
   }
 
   clear(): Promise<void> {

@@ -109,8 +109,9 @@ export class ExecBackend implements Backend {
     });
   }
 
-  async refresh(_holdForMs?: number): Promise<void> {
+  async refresh(_holdForMs?: number): Promise<null> {
     // The command has no notion of a deadline; describe().enforcesDeadline is false.
+    return null;
   }
 
   clear(): Promise<void> {

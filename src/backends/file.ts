@@ -107,13 +107,14 @@ export class FileBackend implements Backend {
     });
   }
 
-  refresh(holdForMs: number, opts: RefreshOptions = {}): Promise<void> {
+  refresh(holdForMs: number, opts: RefreshOptions = {}): Promise<HeldBuckets> {
     // The file must hold wall-clock expiries (other processes read it) while the agent's deadline is
     // monotonic: the expiry is the wall time of the call plus the monotonic time left then, so only a wall
     // clock step during the hold can skew it.
     const calledAt = this.now();
     return this.serial.run(async () => {
       const hold = checkHoldMs(holdForMs);
+      const renewed: HeldBuckets = new Map();
       for (const vip of await this.knownVips()) {
         const only = opts.only?.get(vip);
         if (opts.only && !only) continue;
@@ -121,9 +122,12 @@ export class FileBackend implements Backend {
         const entries = unexpired(await this.readEntries(vip), now);
         if (entries.size === 0) continue;
         // Only what the caller holds is renewed; anything else keeps its expiry and runs out.
-        for (const b of entries.keys()) if (!only || only.has(b)) entries.set(b, calledAt + hold);
+        const mine = [...entries.keys()].filter((b) => !only || only.has(b));
+        for (const b of mine) entries.set(b, calledAt + hold);
         await this.writeEntries(vip, entries);
+        if (mine.length > 0) renewed.set(vip, new Set(mine));
       }
+      return renewed;
     });
   }
 

@@ -137,7 +137,7 @@ export class NftablesBackend implements Backend {
     });
   }
 
-  refresh(holdForMs: number, opts: RefreshOptions = {}): Promise<void> {
+  refresh(holdForMs: number, opts: RefreshOptions = {}): Promise<HeldBuckets> {
     const calledAt = performance.now();
     return this.call(async () => {
       const hold = checkHoldMs(holdForMs);
@@ -148,6 +148,7 @@ export class NftablesBackend implements Backend {
       const held: HeldBuckets = opts.only ? intersect(listed, opts.only) : listed;
       const batch = refreshBatch(this.table, held, remaining(hold, calledAt), this.renewal);
       if (batch !== '') await this.batch(batch, 'refresh');
+      return held;
     });
   }
 

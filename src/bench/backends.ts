@@ -114,7 +114,7 @@ async function measure(
       holdForMs: HOLD_MS,
     });
     const ref: number[] = [];
-    for (let i = 0; i < Math.max(10, n / 4); i++) ref.push(await time(() => b.refresh(HOLD_MS)));
+    for (let i = 0; i < Math.max(10, n / 4); i++) ref.push(await time(async () => void (await b.refresh(HOLD_MS))));
     rows.push(
       row(
         'backend',

@@ -136,7 +136,7 @@ export function attachAgentMetrics(
   });
   const backendErrors = new Counter({
     name: `${P}backend_errors_total`,
-    help: 'Backend operations that failed, by operation',
+    help: 'Backend operations that failed, by operation (op="expired": held buckets that ran out before a refresh)',
     labelNames: ['op'],
     registers: [registry],
   });
@@ -253,6 +253,11 @@ export function attachAgentMetrics(
         return;
       case 'backendError':
         backendErrors.inc({ op: ev.op });
+        return;
+      case 'kernelExpired':
+        for (const b of ev.buckets) held.get(ev.vip)?.delete(b);
+        setOwned(ev.vip);
+        backendErrors.inc({ op: 'expired' }, ev.buckets.length);
         return;
       case 'badValue':
         badValues.inc();

@@ -45,8 +45,14 @@ class ScriptedBackend implements Backend {
     }
     this.duringApply?.();
   }
-  async refresh(_holdForMs: number, opts?: RefreshOptions): Promise<void> {
+  async refresh(_holdForMs: number, opts?: RefreshOptions): Promise<HeldBuckets> {
     this.refreshed.push(opts);
+    const out: HeldBuckets = new Map();
+    for (const [vip, s] of this.held) {
+      const keep = [...s].filter((b) => !opts?.only || opts.only.get(vip)?.has(b));
+      if (keep.length > 0) out.set(vip, new Set(keep));
+    }
+    return out;
   }
   async clear(): Promise<void> {
     this.held.clear();
@@ -129,6 +135,31 @@ describe('refresh renews only what the model holds', () => {
     expect(be.refreshed.at(-1)?.only).toEqual(new Map([['v', new Set([1])]]));
   });
 
+  it('drops entries that ran out before the refresh from the model and asks for a re-add', async () => {
+    const be = new ScriptedBackend();
+    const events: AgentEvent[] = [];
+    let asked = 0;
+    const k = new KernelGate({
+      backend: be,
+      emit: (e) => events.push(e),
+      liveLease: () => 'L1',
+      fence: { isFenced: () => false, msToDeadline: () => 1000 },
+      onExpired: () => asked++,
+    });
+    await k.apply([{ vip: 'v', add: [1, 2], remove: [] }], { lease: 'L1' });
+    be.held.get('v')!.delete(2); // expired in the backend while the loop was stalled
+    await k.refresh();
+    expect(k.has('v', 1)).toBe(true);
+    expect(k.has('v', 2)).toBe(false);
+    expect(events.filter((e) => e.event === 'kernelExpired')).toEqual([
+      { event: 'kernelExpired', vip: 'v', buckets: [2] },
+    ]);
+    expect(asked).toBe(1);
+    // Nothing ran out: no event, no re-add request.
+    await k.refresh();
+    expect(asked).toBe(1);
+  });
+
   let dir = '';
   afterEach(async () => {
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -156,7 +187,9 @@ describe('refresh renews only what the model holds', () => {
     await fb.ensure(spec);
     await fb.apply([{ vip: '10.77.0.1', add: [1, 2], remove: [] }], { holdForMs: 1000 });
     now += 500;
-    await fb.refresh(1000, { only: new Map([['10.77.0.1', new Set([1])]]) });
+    expect(await fb.refresh(1000, { only: new Map([['10.77.0.1', new Set([1])]]) })).toEqual(
+      new Map([['10.77.0.1', new Set([1])]]),
+    );
     now += 700; // past bucket 2's first expiry, within bucket 1's renewed one
     expect(await fb.read()).toEqual(new Map([['10.77.0.1', new Set([1])]]));
     // Without `only`, every unexpired bucket is renewed (the old behaviour, for other callers).
@@ -164,5 +197,9 @@ describe('refresh renews only what the model holds', () => {
     await fb.refresh(1000);
     now += 900;
     expect(await fb.read()).toEqual(new Map([['10.77.0.1', new Set([1, 3])]]));
+    // A held entry that already ran out is not renewed, and the result says so.
+    now += 2000;
+    expect(await fb.refresh(1000, { only: new Map([['10.77.0.1', new Set([1, 3])]]) })).toEqual(new Map());
+    expect(await fb.read()).toEqual(new Map([['10.77.0.1', new Set()]]));
   });
 });
