@@ -276,7 +276,7 @@ export const agentBench: BenchSuite = async (ctx) => {
       value: g.p99,
       ...g,
       target: { op: '<=', value: 20 },
-      note: 'from log timestamps (1 ms resolution); two etcd commits per move (claim delete, claim create)',
+      note: 'from log timestamps (1 ms resolution); one etcd commit per move (the handoff txn)',
     });
   }
   ctx.log('agent: idle RSS and CPU');
