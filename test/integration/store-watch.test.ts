@@ -27,9 +27,10 @@ afterAll(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function claimsOf(s: ClusterState): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [vip, m] of s.claims) for (const [b, c] of m) out[`${vip}#${b}`] = `${c.owner}@${c.lease}`;
-  return out;
+  const out: [string, string][] = [];
+  for (const [vip, m] of s.claims) for (const [b, c] of m) out.push([`${vip}#${b}`, `${c.owner}@${c.lease}`]);
+  // Sorted, so the string comparison below does not depend on the order keys arrived in.
+  return Object.fromEntries(out.sort(([a], [b]) => a.localeCompare(b)));
 }
 
 describe('watchCluster across reconnects', () => {
