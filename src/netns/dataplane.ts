@@ -323,10 +323,12 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     startKernelSampler(onSample, intervalMs = 200) {
       let stopped = false;
       const loop = (async () => {
+        let previous = new Map<number, readonly string[]>();
         // Bounded by destroy(): stops once the namespaces are gone.
         while (!stopped && destroyed === undefined) {
           const samples = await dp.sampleKernel().catch(() => []);
-          if (!stopped) samples.forEach(onSample);
+          if (!stopped) for (const s of confirmedSamples(previous, samples)) onSample(s);
+          if (samples.length > 0) previous = new Map(samples.map((s) => [s.bucket, s.holders]));
           await new Promise((r) => setTimeout(r, intervalMs));
         }
       })();
@@ -365,6 +367,32 @@ export function unsettledReason(o: Ownership, buckets: number, mustOwn: readonly
 }
 
 /** One 'backend' sample per bucket from each node's kernel set. */
+/**
+ * One sampling round reads every node's set with its own `nft` process, so the reads are tens of ms apart: a
+ * handoff (old owner removes, new owner adds, ~15 ms later) that falls between two of them reads as two owners.
+ * A double is proven only when both nodes also held the bucket in the previous round (which ended before this one
+ * started): then both held it throughout overlapping stretches. An unproven one reports the holders carried over
+ * from the previous round, or, when none, is left out (the previous sample stands). Shorter real doubles are the
+ * dataplane probes' to catch (every UDP reply is counted).
+ */
+export function confirmedSamples(
+  previous: ReadonlyMap<number, readonly string[]>,
+  current: readonly OwnershipSample[],
+): OwnershipSample[] {
+  const out: OwnershipSample[] = [];
+  for (const s of current) {
+    if (s.holders.length < 2) {
+      out.push(s);
+      continue;
+    }
+    const before = new Set(previous.get(s.bucket) ?? []);
+    const kept = s.holders.filter((h) => before.has(h));
+    if (kept.length >= 2) out.push({ ...s, holders: kept.length === s.holders.length ? s.holders : kept });
+    else if (kept.length === 1) out.push({ ...s, holders: kept });
+  }
+  return out;
+}
+
 export function kernelSamples(
   t: number,
   vip: string,
