@@ -66,3 +66,9 @@ export class BackendError extends ClusterIpHaError {
     this.recoverable = kind === 'transient';
   }
 }
+
+/** Another live agent holds this node id (DESIGN §13): two agents with one id must never both run. */
+export class NodeIdInUseError extends ClusterIpHaError {
+  readonly code = 'nodeIdInUse';
+  readonly recoverable = false;
+}

@@ -7,6 +7,8 @@ import { etcdClientOptions } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
 import { watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
 import type { NodeValue } from '../etcd/values.js';
+import { NodeIdInUseError } from '../errors.js';
+import { hashIdentity } from '../hash/identity.js';
 import { makeBackend } from './backendFactory.js';
 import { ClaimReconciler } from './claims.js';
 import { monoNow, sleep } from './clock.js';
@@ -14,6 +16,7 @@ import { Election } from './election.js';
 import type { AgentEvent, FenceReason } from './events.js';
 import { FenceTimer } from './fence.js';
 import { KernelGate } from './kernel.js';
+import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
 import { NodeSession, defaultFenceMarginMs } from './session.js';
@@ -71,6 +74,11 @@ export class Agent extends EventEmitter {
   private appliedSpec: ClusterSpec | null = null;
   private specChain: Promise<void> = Promise.resolve();
   private ensureFailures = 0;
+  /** Why the backend cannot take buckets (its last ensure failed); null = ready. Registered as `notReady`. */
+  private notReady: string | null = null;
+  private leases!: LeaseRecord;
+  /** A foreign lease on our node key that had expired when we started (its key may linger for ~500 ms). */
+  private expiredForeignLease: string | null = null;
 
   constructor(opts: AgentOptions) {
     super();
@@ -127,6 +135,9 @@ export class Agent extends EventEmitter {
   private async startInner(): Promise<void> {
     this.throwIfStopping();
     const emit = (e: AgentEvent): void => this.emitEvent(e);
+    this.leases = await LeaseRecord.load(this.cfg.stateDir, this.cfg.cluster, this.nodeId, (file, error) =>
+      emit({ event: 'badValue', key: file, error }),
+    );
     this.backend = await makeBackend(this.cfg.backend, this.nodeId, this.cfg.stateDir);
     this.fence = await FenceTimer.start({
       backend: this.cfg.backend,
@@ -174,7 +185,7 @@ export class Agent extends EventEmitter {
     );
     for (const b of this.watch.state.badValues) emit({ event: 'badValue', key: b.key, error: b.error });
     if (this.watch.state.spec) await this.ensureSpec();
-    await this.revokePreviousIncarnation();
+    await this.endPreviousIncarnation();
     this.throwIfStopping();
 
     this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
@@ -295,10 +306,23 @@ export class Agent extends EventEmitter {
     }
   }
 
-  /** A node key of ours under another lease is an earlier run of this node: end it so its claims go now. */
-  private async revokePreviousIncarnation(): Promise<void> {
+  /**
+   * A node key of ours under a lease we recorded is an earlier run of this node: end it so its claims go now.
+   * Under a live lease we never held it is another agent with our id (a cloned VM): refuse to start, and never
+   * revoke it — a revoke shortens a live node's lease while its kernel still holds its buckets (DESIGN §13).
+   */
+  private async endPreviousIncarnation(): Promise<void> {
     const old = this.watch.state.nodes.get(this.nodeId);
     if (!old || old.lease === '0') return;
+    if (!this.leases.has(old.lease)) {
+      const ttl = await this.retry('leaseTimeToLive', () =>
+        this.etcd.leaseClient.leaseTimeToLive({ ID: old.lease, keys: false }),
+      );
+      if (Number(ttl.TTL) > 0) throw this.nodeIdInUse(old.lease);
+      // Expired: etcd deletes its key within its revoke loop; until then the picture may still show it.
+      this.expiredForeignLease = old.lease;
+      return;
+    }
     try {
       await this.etcd.leaseClient.leaseRevoke({ ID: old.lease });
       this.emitEvent({
@@ -309,6 +333,15 @@ export class Agent extends EventEmitter {
     } catch {
       // Already expired.
     }
+  }
+
+  private nodeIdInUse(lease: string): NodeIdInUseError {
+    const other = this.watch.state.nodes.get(this.nodeId)?.value;
+    const who = other ? ` (address ${other.address}, started ${other.startedAt})` : '';
+    return new NodeIdInUseError(
+      `node id "${this.nodeId}" is held by another live agent under lease ${BigInt(lease).toString(16)}${who}: ` +
+        'give each node its own id (--node-id or nodeId in the config), or stop the other agent',
+    );
   }
 
   /** Serialized: spec changes are applied one after the other, in order. */
@@ -327,26 +360,20 @@ export class Agent extends EventEmitter {
       return;
     }
     const prev = this.appliedSpec;
-    const resized = spec.vips
+    const rehashed = spec.vips
       .filter((v) => {
         const o = prev?.vips.find((x) => x.address === v.address);
-        return o !== undefined && o.buckets !== v.buckets;
+        return o !== undefined && hashIdentity(o) !== hashIdentity(v);
       })
       .map((v) => v.address);
-    if (prev && resized.length > 0) {
-      // A new bucket count is a new bucket space: release every bucket of the VIP (kernel first, then claims,
-      // the normal path) while the old rule still numbers them, and only then switch the rule.
-      this.appliedSpec = { ...prev, vips: prev.vips.filter((v) => !resized.includes(v.address)) };
+    if (prev && rehashed.length > 0) {
+      // A new hash identity is a new bucket space (DESIGN §12): release every bucket of the VIP (kernel first,
+      // then claims, the normal path) while the old rule still numbers them, and only then switch the rule.
+      // Until the switch the VIP is out of the applied spec, so no assignment of it is acted on.
+      this.appliedSpec = { ...prev, vips: prev.vips.filter((v) => !rehashed.includes(v.address)) };
       this.reconciler?.trigger();
-      if (!(await this.waitKernelReleased(resized, 10_000))) {
-        this.emitEvent({
-          event: 'backendError',
-          op: 'ensure',
-          error: `buckets of resized VIP(s) ${resized.join(', ')} not released; keeping the old rule`,
-          attempt: 1,
-          willRetry: true,
-        });
-        this.retryEnsureLater();
+      if (!(await this.waitKernelReleased(rehashed, 10_000))) {
+        this.ensureFailed(`buckets of re-hashed VIP(s) ${rehashed.join(', ')} not released; keeping the old rule`);
         return;
       }
     }
@@ -354,17 +381,32 @@ export class Agent extends EventEmitter {
       await this.kernel.ensure(spec);
       this.appliedSpec = spec;
       this.ensureFailures = 0;
+      this.setNotReady(null);
     } catch (err) {
-      this.emitEvent({
-        event: 'backendError',
-        op: 'ensure',
-        error: (err as Error).message,
-        attempt: 1,
-        willRetry: true,
-      });
-      this.retryEnsureLater();
+      this.ensureFailed((err as Error).message);
     }
     this.reconciler?.trigger();
+  }
+
+  private ensureFailed(error: string): void {
+    this.emitEvent({ event: 'backendError', op: 'ensure', error, attempt: this.ensureFailures + 1, willRetry: true });
+    this.setNotReady(`backend not set up: ${error}`.slice(0, 500));
+    this.retryEnsureLater();
+  }
+
+  /**
+   * A node whose backend cannot be set up must not be given buckets it cannot apply: it registers as not ready
+   * (the leader treats it as draining) until an ensure succeeds.
+   */
+  private setNotReady(reason: string | null): void {
+    if (this.notReady === reason) return;
+    this.notReady = reason;
+    this.emitEvent({ event: 'readiness', ready: reason === null, ...(reason ? { reason } : {}) });
+    const leaseId = this.session?.leaseId;
+    if (!leaseId || !this.session.isLive() || this.phase.phase !== 'running') return;
+    void this.register(leaseId).catch((err: Error) =>
+      this.emitEvent({ event: 'etcdError', op: 'register', error: err.message }),
+    );
   }
 
   private retryEnsureLater(): void {
@@ -391,6 +433,7 @@ export class Agent extends EventEmitter {
       draining: this.phase.phase === 'draining' || this.phase.phase === 'stopping' || this.drainRequested,
       version: AGENT_VERSION,
       startedAt: this.startedAt,
+      ...(this.notReady !== null ? { notReady: this.notReady } : {}),
     };
   }
 
@@ -402,6 +445,8 @@ export class Agent extends EventEmitter {
     if (this.phase.phase === 'stopping' || this.phase.phase === 'stopped') return;
     this.reconciler.resetLease();
     this.rebalancer.reset();
+    // Recorded before it names our node key: a later start may revoke only a lease it finds recorded.
+    await this.leases.add(leaseId);
     await this.register(leaseId);
     await this.election.campaign(leaseId);
     this.election.evaluate(this.watch.state);
@@ -450,6 +495,19 @@ export class Agent extends EventEmitter {
     const leaseId = this.session.leaseId;
     const mine = state.nodes.get(this.nodeId);
     const mineBad = state.badValues.some((b) => b.key === this.keys.node(this.nodeId));
+    if (
+      mine &&
+      mine.lease !== '0' &&
+      mine.lease !== this.expiredForeignLease &&
+      !this.leases.has(mine.lease) &&
+      this.session.isLive()
+    ) {
+      // Another agent registered our id under its own lease: we must not both run, and writing our key back
+      // over it would just make the two fight. Stop (release, revoke our own lease) and exit non-zero.
+      this.failure ??= this.nodeIdInUse(mine.lease).message;
+      this.emit('terminal', this.failure);
+      return;
+    }
     if (mine && leaseId && mine.lease === leaseId && !mineBad && this.phase.phase === 'running') {
       if (mine.value.draining && !this.drainRequested) this.emitEvent({ event: 'drainRequested' });
       this.drainRequested = mine.value.draining;

@@ -1,5 +1,6 @@
 import type { ClusterSpec } from '../config/types.js';
 import type { AssignValue } from '../etcd/values.js';
+import { hashIdentity, sameHashIdentity } from '../hash/identity.js';
 import { planVip, type Move, type PlannerNode } from '../planner/index.js';
 
 // The leader's pure step: from the picture (spec, live nodes, current assignments) and the join budget left in
@@ -11,6 +12,18 @@ export interface CurrentAssignment {
   owners: ReadonlyMap<number, string>;
   /** The bucket count the owners are numbered for (see bucketSpaceOf). */
   buckets?: number;
+  /** The hash identity the owners are numbered for (DESIGN §12); absent in values of older leaders. */
+  hash?: string;
+}
+
+/** The parts of a stored value the leader plans from. */
+export function currentFromValue(v: AssignValue): CurrentAssignment {
+  return {
+    epoch: v.epoch,
+    owners: ownersFromValue(v),
+    ...(v.buckets !== undefined ? { buckets: v.buckets } : {}),
+    ...(v.hash !== undefined ? { hash: v.hash } : {}),
+  };
 }
 
 /**
@@ -36,7 +49,7 @@ export interface AssignmentInput {
   joinBudgetLeft: (vip: string) => number;
   /** VIPs whose stored assignment is unreadable (bad value): rewrite even when the owners did not change. */
   rewrite?: ReadonlySet<string>;
-  /** Claims that exist for a VIP (any owner). A VIP whose bucket space changed is assigned only at 0. */
+  /** Claims that exist for a VIP (any owner). A VIP whose hash identity changed is assigned only at 0. */
   claimsLeft?: (vip: string) => number;
 }
 
@@ -45,6 +58,8 @@ export interface AssignmentWrite {
   value: AssignValue;
   moves: Move[];
   joinMoves: number;
+  /** The write empties the VIP for a change of hash identity (DESIGN §12). */
+  barrier: boolean;
 }
 
 export interface AssignmentPlan {
@@ -74,15 +89,17 @@ export function planAssignments(input: AssignmentInput): AssignmentPlan {
   for (const vip of input.spec.vips) {
     inSpec.add(vip.address);
     const cur = input.current.get(vip.address);
-    // A new bucket count is a new bucket space: the same number means other clients under mod N', and nodes
-    // switch rules at different moments. Empty the assignment first; assign under N' once no claim is left.
-    const space = cur ? bucketSpaceOf(cur) : undefined;
-    if (cur && space !== undefined && space !== vip.buckets) {
+    // A new hash identity (bucket count, hash mode, seed) is a new bucket space: the same number means other
+    // clients, and nodes switch rules at different moments. Empty the assignment first; assign under the new
+    // identity once no claim is left (DESIGN §12).
+    const hash = hashIdentity(vip);
+    if (cur && !sameHashIdentity({ hash: cur.hash, buckets: bucketSpaceOf(cur) }, vip)) {
       writes.push({
         vip: vip.address,
-        value: { v: 1, epoch: cur.epoch + 1, leader: input.leader, owners: {}, buckets: vip.buckets },
+        value: { v: 1, epoch: cur.epoch + 1, leader: input.leader, owners: {}, buckets: vip.buckets, hash },
         moves: [],
         joinMoves: 0,
+        barrier: true,
       });
       continue;
     }
@@ -102,6 +119,7 @@ export function planAssignments(input: AssignmentInput): AssignmentPlan {
       cur &&
       sameOwners(plan.owners, currentOwners) &&
       cur.buckets === vip.buckets &&
+      cur.hash === hash &&
       !input.rewrite?.has(vip.address)
     )
       continue;
@@ -109,9 +127,10 @@ export function planAssignments(input: AssignmentInput): AssignmentPlan {
     for (const [b, n] of [...plan.owners].sort((x, y) => x[0] - y[0])) owners[String(b)] = n;
     writes.push({
       vip: vip.address,
-      value: { v: 1, epoch: (cur?.epoch ?? 0) + 1, leader: input.leader, owners, buckets: vip.buckets },
+      value: { v: 1, epoch: (cur?.epoch ?? 0) + 1, leader: input.leader, owners, buckets: vip.buckets, hash },
       moves: plan.moves,
       joinMoves,
+      barrier: false,
     });
   }
   const deletes = [...input.current.keys()].filter((v) => !inSpec.has(v));

@@ -1,6 +1,7 @@
 import type { HeldBuckets } from '../backends/backend.js';
 import type { ClusterSpec } from '../config/types.js';
 import type { AssignEntry, ClaimEntry } from '../etcd/store.js';
+import { sameHashIdentity } from '../hash/identity.js';
 import type { AcquireBlock, ReleaseReason } from './events.js';
 
 // The per-node reconciler's pure step (DESIGN §5). Inputs: what the assignment wants of this node, the claims as
@@ -72,8 +73,8 @@ export function bucketKey(vip: string, bucket: number): string {
 export function handoffTo(i: ClaimInputs, vip: string, bucket: number): Handoff | NoHandoff {
   if (i.releaseAll) return 'shutdown';
   const a = i.assignments.get(vip);
-  const n = i.spec?.vips.find((v) => v.address === vip)?.buckets;
-  if (!a || n === undefined || (a.value.buckets !== undefined && a.value.buckets !== n)) return 'unassigned';
+  const spec = i.spec?.vips.find((v) => v.address === vip);
+  if (!a || spec === undefined || !sameHashIdentity(a.value, spec)) return 'unassigned';
   const to = a.value.owners[String(bucket)];
   if (to === undefined || to === i.me) return 'unassigned';
   const peer = i.peers.get(to);
@@ -91,16 +92,16 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
     kernelAdd: [],
     blocked: [],
   };
-  const vips = new Map((i.spec?.vips ?? []).map((v) => [v.address, v.buckets]));
+  const vips = new Map((i.spec?.vips ?? []).map((v) => [v.address, v]));
 
   const desired = new Set<string>();
   if (!i.releaseAll) {
     for (const [vip, a] of i.assignments) {
-      const n = vips.get(vip);
-      if (n === undefined) continue;
-      // Owners numbered for another bucket count than our kernel rule uses: not ours to act on (new space).
-      // (Values of older leaders carry no count; the leader replaces them on its first write.)
-      if (a.value.buckets !== undefined && a.value.buckets !== n) continue;
+      const spec = vips.get(vip);
+      if (spec === undefined) continue;
+      // Owners numbered under another hash identity than our kernel rule's: not ours to act on (DESIGN §12).
+      if (!sameHashIdentity(a.value, spec)) continue;
+      const n = spec.buckets;
       for (const [b, owner] of Object.entries(a.value.owners)) {
         const bucket = Number(b);
         if (owner === i.me && bucket >= 1 && bucket <= n) desired.add(bucketKey(vip, bucket));
@@ -124,7 +125,7 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
       const k = bucketKey(vip, bucket);
       if (desired.has(k) && mine(vip, bucket)) continue;
       const reason = releaseReason(vip);
-      const n = vips.get(vip);
+      const n = vips.get(vip)?.buckets;
       if (n !== undefined && bucket > n) {
         // No client hashes to it any more, so nobody can be served twice through it.
         plan.kernelForget.push({ vip, bucket });

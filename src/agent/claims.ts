@@ -7,6 +7,7 @@ import { monoNow } from './clock.js';
 import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { KernelGate } from './kernel.js';
+import { takesBuckets } from '../etcd/values.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
 //   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
@@ -142,7 +143,7 @@ export class ClaimReconciler {
     const plan = planClaims({
       me: this.o.nodeId,
       leaseId,
-      peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: n.value.draining }])),
+      peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: !takesBuckets(n.value) }])),
       spec: this.o.spec ? this.o.spec() : (state.spec?.spec ?? null),
       assignments: state.assignments,
       claims: this.claimsView(),

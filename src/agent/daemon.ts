@@ -1,4 +1,5 @@
 import type { NodeConfig } from '../config/types.js';
+import { NodeIdInUseError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Agent } from './agent.js';
 import type { AgentEvent } from './events.js';
@@ -56,8 +57,9 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
           ...(e.moves.length <= 64 ? { moves: e.moves } : {}),
           planMs: e.planMs,
           sinceTriggerMs: e.sinceTriggerMs,
+          ...(e.barrier ? { reason: e.barrier } : {}),
         },
-        msg: 'assignment written',
+        msg: e.barrier ? 'assignment emptied: new hash identity' : 'assignment written',
       };
     case 'assignmentRejected':
       return {
@@ -135,6 +137,15 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
       };
     case 'drainRequested':
       return { level: 'info', op: 'shutdown', fields: {}, msg: 'drain requested' };
+    case 'readiness':
+      return e.ready
+        ? { level: 'info', op: 'backend', fields: {}, msg: 'backend ready: taking buckets' }
+        : {
+            level: 'error',
+            op: 'backend',
+            fields: { reason: 'backendNotReady', error: e.reason },
+            msg: 'backend not ready: registered as not assignable',
+          };
     case 'shutdown':
       return { level: 'info', op: 'shutdown', fields: { reason: e.phase }, msg: `shutdown: ${e.phase}` };
   }
@@ -161,6 +172,12 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
       hurry.abort();
     }
   };
+  // Another agent took our node id: no drain (our node key is not ours to rewrite), release and exit 1.
+  agent.on('terminal', (why: string) => {
+    log.fatal({ op: 'agent', event: 'terminal', reason: 'nodeIdInUse', error: why }, 'stopping: node id taken');
+    process.stderr.write(`clusterip-ha agent: ${why}\n`);
+    stopping ??= agent.stopNow();
+  });
   // A fatal condition (the fence worker died): drain like a SIGTERM, then exit non-zero.
   agent.on('fatal', (why: string) => {
     log.error({ op: 'agent', event: 'fatal', reason: why }, 'fatal agent error, draining');
@@ -203,6 +220,7 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
     (err: Error) => {
       if (signals === 0 && stopping === null) {
         log.fatal({ op: 'agent', event: 'startFailed', error: err.message }, 'agent failed to start');
+        if (err instanceof NodeIdInUseError) process.stderr.write(`clusterip-ha agent: ${err.message}\n`);
         code = 1;
         stopping = agent.stopNow();
       }

@@ -27,6 +27,8 @@ export type AgentEvent =
       moves: { bucket: number; from: string | null; to: string | null; reason: MoveReason }[];
       planMs: number;
       sinceTriggerMs: number;
+      /** The VIP's hash identity changed: the assignment is emptied until no claim is left (DESIGN §12). */
+      barrier?: 'hashChanged';
     }
   | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' | 'invalid' }
   | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number }
@@ -44,6 +46,8 @@ export type AgentEvent =
   | { event: 'etcdError'; op: string; error: string }
   | { event: 'loopDelay'; p99Ms: number; maxMs: number }
   | { event: 'drainRequested' }
+  /** The backend could (not) be set up for the spec: a node not ready registers so and is given no buckets. */
+  | { event: 'readiness'; ready: boolean; reason?: string }
   | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' };
 
 export type AgentEventName = AgentEvent['event'];

@@ -1,13 +1,13 @@
 import type { Etcd3 } from 'etcd3';
 import { parseKey, type Keys } from '../etcd/keys.js';
 import type { ClusterState } from '../etcd/store.js';
-import { assignValueSchema } from '../etcd/values.js';
+import { assignValueSchema, takesBuckets } from '../etcd/values.js';
 import { cmpRevision } from '../etcd/store.js';
 import { NotLeaderError } from '../errors.js';
 import { monoNow } from './clock.js';
 import type { Election } from './election.js';
 import type { AgentEvent } from './events.js';
-import { ownersFromValue, planAssignments, type CurrentAssignment } from './assignments.js';
+import { currentFromValue, planAssignments, type CurrentAssignment } from './assignments.js';
 
 // The leader loop (DESIGN §6): on any change of nodes, claims, spec or assignments (coalesced for a few ms) it
 // plans every VIP and writes the changed assignments in one txn fenced by the campaign key. Join moves are
@@ -99,12 +99,7 @@ export class Rebalancer {
     if (!spec) return;
     const t0 = monoNow();
     const current = new Map<string, CurrentAssignment>();
-    for (const [vip, a] of state.assignments)
-      current.set(vip, {
-        epoch: a.value.epoch,
-        owners: ownersFromValue(a.value),
-        ...(a.value.buckets !== undefined ? { buckets: a.value.buckets } : {}),
-      });
+    for (const [vip, a] of state.assignments) current.set(vip, currentFromValue(a.value));
     // Until the watch shows our own last write, plan from what we wrote, not from the older picture.
     for (const [vip, w] of this.written) {
       if (cmpRevision(state.revision, w.revision) >= 0) this.written.delete(vip);
@@ -112,7 +107,7 @@ export class Rebalancer {
       else current.delete(vip);
     }
     void this.sweep(state);
-    const nodes = [...state.nodes].map(([id, n]) => ({ id, weight: n.value.weight, draining: n.value.draining }));
+    const nodes = [...state.nodes].map(([id, n]) => ({ id, weight: n.value.weight, draining: !takesBuckets(n.value) }));
     const { joinMovesPerInterval: k, intervalMs } = spec.rebalance;
     // An assignment key holding garbage is repaired from the last good value we still have.
     const rewrite = new Set<string>();
@@ -166,11 +161,7 @@ export class Rebalancer {
       this.joinUsed.set(w.vip, (this.joinUsed.get(w.vip) ?? 0) + w.joinMoves);
       this.written.set(w.vip, {
         revision,
-        current: {
-          epoch: w.value.epoch,
-          owners: ownersFromValue(w.value),
-          ...(w.value.buckets !== undefined ? { buckets: w.value.buckets } : {}),
-        },
+        current: currentFromValue(w.value),
       });
       this.o.emit({
         event: 'assignmentWritten',
@@ -179,6 +170,7 @@ export class Rebalancer {
         moves: w.moves,
         planMs: round(planMs),
         sinceTriggerMs: round(done - trigger),
+        ...(w.barrier ? { barrier: 'hashChanged' as const } : {}),
       });
     }
     for (const vip of plan.deletes) this.written.set(vip, { revision, current: null });

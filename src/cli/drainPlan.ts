@@ -1,4 +1,5 @@
 import type { ClusterState } from '../etcd/store.js';
+import { takesBuckets } from '../etcd/values.js';
 
 // drain/undrain decisions and `--wait` progress, pure over a ClusterState.
 
@@ -18,7 +19,9 @@ export function drainProgress(state: ClusterState, node: string): DrainProgress 
     }
   }
   if (owned === 0) return { state: 'done', reason: state.nodes.has(node) ? 'ownsNothing' : 'nodeGone' };
-  const others = [...state.nodes.entries()].filter(([id, n]) => id !== node && !n.value.draining && n.value.weight > 0);
+  const others = [...state.nodes.entries()].filter(
+    ([id, n]) => id !== node && takesBuckets(n.value) && n.value.weight > 0,
+  );
   if (others.length === 0) return { state: 'stuck', owned, reason: 'noOtherNode' };
   return { state: 'waiting', owned, byVip };
 }

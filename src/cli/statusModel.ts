@@ -17,6 +17,7 @@ export type AnomalyKind =
   | 'fenced' // a node fenced itself: it holds nothing
   | 'backendError' // a node's last backend operation failed
   | 'drainPending' // a draining node still owns buckets
+  | 'notReady' // a live node whose backend could not be set up: it takes no buckets
   | 'badValue'; // a value under the prefix failed validation and is ignored
 
 export type Severity = 'error' | 'warning';
@@ -35,6 +36,8 @@ export interface NodeStatus {
   /** Its lease-bound node key exists. */
   alive: boolean;
   draining: boolean;
+  /** Why a live node takes no buckets (its backend could not be set up); null = ready. */
+  notReady: string | null;
   weight: number | null;
   /** Seconds left on its lease as etcd reports it, null when unknown. */
   leaseTtlLeft: number | null;
@@ -109,6 +112,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       id,
       alive: n !== undefined,
       draining: n?.value.draining ?? false,
+      notReady: n?.value.notReady ?? null,
       weight: n?.value.weight ?? null,
       leaseTtlLeft: ttl === undefined ? null : ttl,
       fenced: s?.fenced ?? null,
@@ -122,7 +126,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     };
   });
   const alive = nodes.filter((n) => n.alive);
-  const eligible = alive.filter((n) => !n.draining && (n.weight ?? 0) > 0);
+  const eligible = alive.filter((n) => !n.draining && n.notReady === null && (n.weight ?? 0) > 0);
 
   if (!spec)
     anomalies.push({
@@ -144,6 +148,13 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     const errNow = n.lastError !== null && (state.statuses.get(n.id)?.lastApplyAt ?? '') <= (n.lastErrorAt ?? '');
     if (errNow)
       anomalies.push({ kind: 'backendError', severity: 'error', node: n.id, detail: `${n.id}: ${n.lastError}` });
+    if (n.alive && n.notReady !== null)
+      anomalies.push({
+        kind: 'notReady',
+        severity: 'error',
+        node: n.id,
+        detail: `${n.id} takes no buckets: ${n.notReady}`,
+      });
     if (n.draining && n.claims > 0) {
       anomalies.push({
         kind: 'drainPending',

@@ -33,7 +33,7 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
       n.leader ? `${n.id}*` : n.id,
       n.alive ? paint(io, 'green', 'yes') : paint(io, 'red', 'no'),
       n.weight === null ? '-' : String(n.weight),
-      n.draining ? paint(io, 'yellow', 'yes') : 'no',
+      n.draining ? paint(io, 'yellow', 'yes') : n.notReady !== null ? paint(io, 'red', 'not ready') : 'no',
       n.leaseTtlLeft === null ? '-' : `${n.leaseTtlLeft}s`,
       n.fenced === null ? '-' : n.fenced ? paint(io, 'red', 'yes') : 'no',
       String(n.claims),

@@ -14,8 +14,15 @@ export const nodeValueSchema = z.strictObject({
   draining: z.boolean(),
   version: z.string().max(64),
   startedAt: z.string().max(40),
+  /** Why the node cannot take buckets now (its backend could not be set up); absent = ready. */
+  notReady: z.string().max(500).optional(),
 });
 export type NodeValue = z.infer<typeof nodeValueSchema>;
+
+/** Whether the leader may give the node buckets: neither draining nor unable to apply them. */
+export function takesBuckets(v: NodeValue): boolean {
+  return !v.draining && v.notReady === undefined;
+}
 
 export const assignValueSchema = z.strictObject({
   v: z.literal(1),
@@ -29,6 +36,11 @@ export const assignValueSchema = z.strictObject({
    * assignment only when it matches the count their kernel rule uses. Absent in values of older leaders.
    */
   buckets: z.number().int().positive().max(65535).optional(),
+  /**
+   * The VIP's hash identity (bucket count, hash mode, seed; DESIGN §12) these owners are numbered for: agents act
+   * on the assignment only when their kernel rule has the same identity. Absent in values of older leaders.
+   */
+  hash: z.string().max(64).optional(),
 });
 export type AssignValue = z.infer<typeof assignValueSchema>;
 

@@ -8,6 +8,7 @@ export { jhash, jhash1word, jhash2words, jhash3words, reciprocalScale, JHASH_INI
 export { clusteripBucket, clusteripHash, rawPortWord, type ClusteripPacket } from './clusterip.js';
 export { nftablesBucket, nftablesBucketFor, nftablesHash, nftablesKey, NFT_HASH_INPUT } from './nftables.js';
 export { ipv4ToU32, u32ToIpv4, ipv4Bytes, type Ipv4 } from './ipv4.js';
+export { hashIdentity, sameHashIdentity, type IdentityStamp } from './identity.js';
 
 export type HashBackend = 'clusterip' | 'nftables';
 

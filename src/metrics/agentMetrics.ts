@@ -54,6 +54,12 @@ export function attachAgentMetrics(
     help: '1 while this node is fenced (holds nothing, acquires nothing)',
     registers: [registry],
   });
+  const backendReady = new Gauge({
+    name: `${P}backend_ready`,
+    help: '1 while the backend is set up for the spec; 0 while it is not (the node takes no buckets then)',
+    registers: [registry],
+  });
+  backendReady.set(1);
   new Gauge({
     name: `${P}keepalive_ack_age_seconds`,
     help: 'Time since the last acknowledged lease keepalive (-1 before the first)',
@@ -271,6 +277,9 @@ export function attachAgentMetrics(
         return;
       case 'drainRequested':
         drains.inc();
+        return;
+      case 'readiness':
+        backendReady.set(ev.ready ? 1 : 0);
         return;
       case 'shutdown':
         if (ev.phase === 'released' || ev.phase === 'done') isLeader.set(0);

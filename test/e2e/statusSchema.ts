@@ -30,6 +30,7 @@ const node = z.strictObject({
   id: z.string(),
   alive: z.boolean(),
   draining: z.boolean(),
+  notReady: z.string().nullable(),
   weight: z.number().int().nullable(),
   leaseTtlLeft: z.number().nullable(),
   fenced: z.boolean().nullable(),

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { candidateKey } from '../../src/agent/election.js';
 import { loadClusterState } from '../../src/etcd/store.js';
+import { hashIdentity } from '../../src/hash/identity.js';
 import { VIP, events, sleep, specYaml, startHarness, type Harness } from './agent-harness.js';
 
 const run = promisify(execFile);
@@ -163,8 +164,14 @@ describe('agent hardening', () => {
   });
 });
 
-describe('bucket count change', () => {
-  it('is a new bucket space: every old claim is gone before any claim under the new count is made', async () => {
+describe('hash identity change (DESIGN §12)', () => {
+  // Each is a new bucket space: the same bucket number means other clients under the new rule.
+  const changes = [
+    { what: 'bucket count', yaml: specYaml(8), buckets: 8 },
+    { what: 'seed', yaml: specYaml(12).replace('0x5eed1234', '0x0badcafe'), buckets: 12 },
+    { what: 'hash mode', yaml: specYaml(12).replace('sourceip', 'sourceip-sourceport'), buckets: 12 },
+  ];
+  it.each(changes)('$what: every old claim is gone before any claim under the new identity is made', async (c) => {
     h = await startHarness({ nodes: ['n1', 'n2'], ttl: TTL });
     await h.waitConverged(20_000);
     const before = new Map<string, Set<number>>();
@@ -183,7 +190,7 @@ describe('bucket count change', () => {
       creates.push(BigInt(kv.create_revision));
     });
     const t0 = Date.now();
-    await h.applySpec(specYaml(8));
+    await h.applySpec(c.yaml);
     await h.waitConverged(20_000);
     await sleep(200);
     for (const id of ['n1', 'n2']) {
@@ -192,12 +199,13 @@ describe('bucket count change', () => {
       expect(new Set(rel.map((l) => l.bucket)), id).toEqual(before.get(id));
     }
     expect(deletes.length).toBe(12);
-    expect(creates.length).toBeGreaterThanOrEqual(8);
+    expect(creates.length).toBeGreaterThanOrEqual(c.buckets);
     const lastDelete = deletes.reduce((a, b) => (a > b ? a : b));
     const firstCreate = creates.reduce((a, b) => (a < b ? a : b));
     expect(lastDelete < firstCreate).toBe(true);
     const st = await loadClusterState(h.client, h.keys);
-    expect(st.assignments.get(VIP)?.value.buckets).toBe(8);
+    expect(st.assignments.get(VIP)?.value.buckets).toBe(c.buckets);
+    expect(st.assignments.get(VIP)?.value.hash).toBe(hashIdentity(h.spec.vips[0]!));
     expect((await h.observer.stop()).violations).toEqual([]);
   });
 });

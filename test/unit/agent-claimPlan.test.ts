@@ -161,3 +161,21 @@ describe('planClaims', () => {
     );
   });
 });
+
+describe('planClaims under a hash identity (DESIGN §12)', () => {
+  const stamped = (i: ClaimInputs, hash: string): ClaimInputs => {
+    const a = i.assignments.get(VIP)!;
+    return { ...i, assignments: new Map([[VIP, { ...a, value: { ...a.value, hash } }]]) };
+  };
+  it('acts on an assignment only under the identity of its own rule', () => {
+    const base = inputs(['me', 'me', 'a'], [{ owner: 'me', lease: 'L' }, null, null], [1]);
+    const same = planClaims(stamped(base, `${N}/sourceip/0x00000001`));
+    expect(same.acquire).toEqual([{ vip: VIP, bucket: 2 }]);
+    expect(same.kernelRemove).toEqual([]);
+    // Another seed: the owners number other clients. Release what we hold, acquire nothing, hand nothing off.
+    const other = planClaims(stamped(base, `${N}/sourceip/0x00000002`));
+    expect(other.acquire).toEqual([]);
+    expect(other.kernelRemove).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+    expect(other.claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+  });
+});

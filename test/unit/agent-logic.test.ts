@@ -1,6 +1,8 @@
 import type { IKeyValue } from 'etcd3';
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { planAssignments } from '../../src/agent/assignments.js';
+import { hashIdentity } from '../../src/hash/identity.js';
 import { logLineFor } from '../../src/agent/daemon.js';
 import { decideLeadership } from '../../src/agent/election.js';
 import type { AgentEvent } from '../../src/agent/events.js';
@@ -74,11 +76,22 @@ describe('planAssignments', () => {
       leader: 'a',
       spec,
       nodes,
-      current: new Map([['10.0.0.1', { epoch: 1, owners, buckets: 4 }]]),
+      current: new Map([['10.0.0.1', { epoch: 1, owners, buckets: 4, hash: hashIdentity(spec.vips[0]!) }]]),
       joinBudgetLeft: () => 1,
     });
     expect(again.writes).toEqual([]);
     expect(w.value.buckets).toBe(4);
+    expect(w.value.hash).toBe('4/sourceip/0x00000001');
+    // A value of an older leader (no hash, same count) is stamped in place: no barrier, same owners.
+    const stamped = planAssignments({
+      leader: 'a',
+      spec,
+      nodes,
+      current: new Map([['10.0.0.1', { epoch: 1, owners, buckets: 4 }]]),
+      joinBudgetLeft: () => 1,
+    });
+    expect(stamped.writes[0]?.value.owners).toEqual(w.value.owners);
+    expect(stamped.writes[0]?.value.hash).toBe(w.value.hash);
     const rewrite = planAssignments({
       leader: 'a',
       spec,
@@ -106,8 +119,12 @@ describe('planAssignments', () => {
       current: new Map([['10.0.0.1', { epoch: 7, owners }]]),
       joinBudgetLeft: () => 1,
     });
-    expect(reset.writes.map((w) => w.value)).toEqual([{ v: 1, epoch: 8, leader: 'a', owners: {}, buckets: 4 }]);
-    const empty = new Map([['10.0.0.1', { epoch: 8, owners: new Map<number, string>(), buckets: 4 }]]);
+    expect(reset.writes.map((w) => w.value)).toEqual([
+      { v: 1, epoch: 8, leader: 'a', owners: {}, buckets: 4, hash: '4/sourceip/0x00000001' },
+    ]);
+    const empty = new Map([
+      ['10.0.0.1', { epoch: 8, owners: new Map<number, string>(), buckets: 4, hash: '4/sourceip/0x00000001' }],
+    ]);
     const waiting = planAssignments({
       leader: 'a',
       spec,
@@ -127,6 +144,40 @@ describe('planAssignments', () => {
     });
     expect(Object.keys(fresh.writes[0]!.value.owners)).toHaveLength(4);
     expect(fresh.writes[0]!.value.buckets).toBe(4);
+  });
+  it('goes through the empty barrier on every change of hash identity, and only then (DESIGN §12)', () => {
+    const modes = ['sourceip', 'sourceip-sourceport', 'sourceip-sourceport-destport'] as const;
+    const identity = fc.record({
+      buckets: fc.integer({ min: 1, max: 64 }),
+      hashMode: fc.constantFrom(...modes),
+      seed: fc.integer({ min: 0, max: 0xffffffff }),
+    });
+    fc.assert(
+      fc.property(identity, identity, fc.boolean(), (was, now, sameCount) => {
+        const next = { ...spec.vips[0]!, ...now, ...(sameCount ? { buckets: was.buckets } : {}) };
+        const owners = new Map<number, string>();
+        for (let b = 1; b <= was.buckets; b++) owners.set(b, b % 2 ? 'a' : 'b');
+        const p = planAssignments({
+          leader: 'a',
+          spec: { ...spec, vips: [next] },
+          nodes,
+          current: new Map([['10.0.0.1', { epoch: 3, owners, buckets: was.buckets, hash: hashIdentity(was) }]]),
+          joinBudgetLeft: () => 0,
+          claimsLeft: () => was.buckets,
+        });
+        const changed = hashIdentity(was) !== hashIdentity(next);
+        const w = p.writes[0];
+        if (changed) {
+          expect(w?.barrier).toBe(true);
+          expect(w?.value.owners).toEqual({});
+          expect(w?.value.hash).toBe(hashIdentity(next));
+        } else {
+          expect(w?.barrier ?? false).toBe(false);
+          if (w) expect(Object.keys(w.value.owners)).toHaveLength(next.buckets);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
   it('reassigns a dead owner and deletes VIPs gone from the spec', () => {
     const owners = new Map([
