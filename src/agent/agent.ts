@@ -28,6 +28,12 @@ import { StatusWriter } from './status.js';
 
 export const AGENT_VERSION = '0.1.0';
 const RESYNC_MS = 5000;
+/** Consecutive failed applies (each after its retries) that make a node not ready. */
+const APPLY_FAILURES_NOT_READY = 3;
+
+function backoffMs(attempt: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 16));
+}
 
 export type AgentPhase =
   | { phase: 'starting' }
@@ -76,6 +82,8 @@ export class Agent extends EventEmitter {
   private ensureFailures = 0;
   /** Why the backend cannot take buckets (its last ensure failed); null = ready. Registered as `notReady`. */
   private notReady: string | null = null;
+  private applyFailures = 0;
+  private applyTrials = 0;
   private leases!: LeaseRecord;
   /** A foreign lease on our node key that had expired when we started (its key may linger for ~500 ms). */
   private expiredForeignLease: string | null = null;
@@ -103,6 +111,31 @@ export class Agent extends EventEmitter {
 
   private emitEvent(e: AgentEvent): void {
     this.emit('event', e);
+    this.noteBackendHealth(e);
+  }
+
+  /**
+   * Applies that keep failing (an exec hook that always fails, a kernel that refuses) make the node not ready
+   * like a failed set-up: otherwise the leader keeps handing it buckets it cannot serve. It tries again after a
+   * backoff (its trial costs at most the join moves of one interval) and stays ready once an apply succeeds.
+   */
+  private noteBackendHealth(e: AgentEvent): void {
+    if (e.event === 'acquired') {
+      this.applyFailures = 0;
+      this.applyTrials = 0;
+    } else if (e.event === 'backendError' && e.op === 'apply' && !e.willRetry) {
+      // On a trial after a backoff one failure is enough: the trial is what costs clients.
+      const needed = this.applyTrials > 0 ? 1 : APPLY_FAILURES_NOT_READY;
+      if (++this.applyFailures < needed || this.notReady !== null) return;
+      this.setNotReady(`backend apply failing: ${e.error}`.slice(0, 500));
+      const wait = backoffMs(this.applyTrials++, 5000, 60_000);
+      setTimeout(() => {
+        if (this.notReady?.startsWith('backend apply failing')) {
+          this.applyFailures = 0;
+          this.setNotReady(null);
+        }
+      }, wait).unref();
+    }
   }
 
   get state(): ClusterState {
@@ -136,7 +169,7 @@ export class Agent extends EventEmitter {
     this.throwIfStopping();
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.leases = await LeaseRecord.load(this.cfg.stateDir, this.cfg.cluster, this.nodeId, (file, error) =>
-      emit({ event: 'badValue', key: file, error }),
+      emit({ event: 'stateError', op: 'readLeaseRecord', file, error }),
     );
     this.backend = await makeBackend(this.cfg.backend, this.nodeId, this.cfg.stateDir);
     this.fence = await FenceTimer.start({
@@ -411,7 +444,7 @@ export class Agent extends EventEmitter {
 
   private retryEnsureLater(): void {
     // Backs off to 30 s: a backend that cannot set up (an unsupported kernel) must not flood the log.
-    const wait = Math.min(30_000, 1000 * 2 ** Math.min(this.ensureFailures++, 5));
+    const wait = backoffMs(this.ensureFailures++, 1000, 30_000);
     setTimeout(() => void this.ensureSpec(), wait).unref();
   }
 
@@ -446,7 +479,12 @@ export class Agent extends EventEmitter {
     this.reconciler.resetLease();
     this.rebalancer.reset();
     // Recorded before it names our node key: a later start may revoke only a lease it finds recorded.
-    await this.leases.add(leaseId);
+    // Unwritable stateDir: run on (a restart then refuses to start until this lease has expired).
+    await this.leases
+      .add(leaseId)
+      .catch((err: Error) =>
+        this.emitEvent({ event: 'stateError', op: 'recordLease', file: this.leases.file ?? '', error: err.message }),
+      );
     await this.register(leaseId);
     await this.election.campaign(leaseId);
     this.election.evaluate(this.watch.state);

@@ -137,6 +137,13 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
       };
     case 'drainRequested':
       return { level: 'info', op: 'shutdown', fields: {}, msg: 'drain requested' };
+    case 'stateError':
+      return {
+        level: 'error',
+        op: 'state',
+        fields: { stateOp: e.op, file: e.file, error: e.error },
+        msg: 'local state not readable or writable',
+      };
     case 'readiness':
       return e.ready
         ? { level: 'info', op: 'backend', fields: {}, msg: 'backend ready: taking buckets' }

@@ -46,6 +46,8 @@ export type AgentEvent =
   | { event: 'etcdError'; op: string; error: string }
   | { event: 'loopDelay'; p99Ms: number; maxMs: number }
   | { event: 'drainRequested' }
+  /** Local state in stateDir could not be read or written (the lease record, DESIGN §13). */
+  | { event: 'stateError'; op: 'readLeaseRecord' | 'recordLease'; file: string; error: string }
   /** The backend could (not) be set up for the spec: a node not ready registers so and is given no buckets. */
   | { event: 'readiness'; ready: boolean; reason?: string }
   | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' };

@@ -21,7 +21,7 @@ export class LeaseRecord {
   private writing: Promise<void> = Promise.resolve();
 
   private constructor(
-    private readonly file: string | null,
+    readonly file: string | null,
     private readonly cluster: string,
     private readonly nodeId: string,
   ) {}

@@ -12,10 +12,12 @@ export interface SpawnAgentOptions {
   endpoints: string[];
   cluster: string;
   /** Default 'file'. nftables takes its options from extraArgs/env (no --backend-dir: the config rejects it). */
-  backend?: 'file' | 'nftables';
+  backend?: 'file' | 'nftables' | 'exec';
   /** Required for the file backend. */
   backendDir?: string;
   leaseTtlSeconds?: number;
+  /** --state-dir (the lease record, DESIGN §13); default: beside the file backend's directory. */
+  stateDir?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
   /** Run inside this network namespace (`ip netns exec <ns> node ...`). */
@@ -75,6 +77,7 @@ export function spawnAgent(opts: SpawnAgentOptions): AgentProcess {
   const main = agentMainPath();
   const backend = opts.backend ?? 'file';
   if (backend === 'file' && !opts.backendDir) throw new Error('spawnAgent: the file backend needs backendDir');
+  const stateDir = opts.stateDir ?? (opts.backendDir ? `${opts.backendDir.replace(/\/+$/, '')}.state` : undefined);
   const args = [
     main,
     'agent',
@@ -87,6 +90,7 @@ export function spawnAgent(opts: SpawnAgentOptions): AgentProcess {
     '--backend',
     backend,
     ...(backend === 'file' ? ['--backend-dir', opts.backendDir ?? ''] : []),
+    ...(stateDir ? ['--state-dir', stateDir] : []),
     '--metrics-listen',
     'off',
     '--log-level',

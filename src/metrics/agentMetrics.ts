@@ -278,6 +278,8 @@ export function attachAgentMetrics(
       case 'drainRequested':
         drains.inc();
         return;
+      case 'stateError':
+        return;
       case 'readiness':
         backendReady.set(ev.ready ? 1 : 0);
         return;
