@@ -38,6 +38,8 @@ export interface DataplaneOptions {
   agents?: boolean;
   /** Extra agent flags (after the ones set here). */
   agentArgs?: string[];
+  /** Extra flags for one node's agent (after agentArgs): a slowed `--nft-path`, say. */
+  agentArgsOf?: (node: string) => string[];
   nftTable?: string;
   /** Agent log files go here (`<node>.log`); default: a temp dir removed on destroy. */
   logDir?: string;
@@ -222,7 +224,14 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       backend: 'nftables',
       leaseTtlSeconds: ttl,
       logFile: join(logDir, `${node}.log`),
-      extraArgs: ['--nft-table', nftTable, '--state-dir', join(work, 'state', node), ...(opts.agentArgs ?? [])],
+      extraArgs: [
+        '--nft-table',
+        nftTable,
+        '--state-dir',
+        join(work, 'state', node),
+        ...(opts.agentArgs ?? []),
+        ...(opts.agentArgsOf?.(node) ?? []),
+      ],
     });
     agents.set(node, a);
     return a;
