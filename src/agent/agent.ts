@@ -5,7 +5,7 @@ import type { Backend } from '../backends/backend.js';
 import type { ClusterSpec, NodeConfig } from '../config/types.js';
 import { etcdClientOptions } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
-import { watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
+import { cmpRevision, watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
 import type { NodeValue } from '../etcd/values.js';
 import { NodeIdInUseError } from '../errors.js';
 import { hashIdentity } from '../hash/identity.js';
@@ -28,6 +28,8 @@ import { StatusWriter } from './status.js';
 
 export const AGENT_VERSION = '0.1.0';
 const RESYNC_MS = 5000;
+/** How long our own watch may take to deliver our registration before the watch is reloaded. */
+const CATCH_UP_MS = 1000;
 /** Consecutive failed applies (each after its retries) that make a node not ready. */
 const APPLY_FAILURES_NOT_READY = 3;
 
@@ -83,6 +85,8 @@ export class Agent extends EventEmitter {
   /** Why the backend cannot take buckets (its last ensure failed); null = ready. Registered as `notReady`. */
   private notReady: string | null = null;
   private applyFailures = 0;
+  /** Registered under a new lease, our picture not yet shown current: not assignable (see registerCurrent). */
+  private catchingUp = false;
   private applyTrials = 0;
   private leases!: LeaseRecord;
   /** A foreign lease on our node key that had expired when we started (its key may linger for ~500 ms). */
@@ -466,12 +470,52 @@ export class Agent extends EventEmitter {
       draining: this.phase.phase === 'draining' || this.phase.phase === 'stopping' || this.drainRequested,
       version: AGENT_VERSION,
       startedAt: this.startedAt,
-      ...(this.notReady !== null ? { notReady: this.notReady } : {}),
+      ...(this.notReady !== null
+        ? { notReady: this.notReady }
+        : this.catchingUp
+          ? { notReady: 'catching up with etcd after a new lease' }
+          : {}),
     };
   }
 
-  private async register(leaseId: string): Promise<void> {
-    await this.etcd.put(this.keys.node(this.nodeId)).value(JSON.stringify(this.nodeValue())).lease(leaseId);
+  private async register(leaseId: string): Promise<string> {
+    const r = await this.etcd.put(this.keys.node(this.nodeId)).value(JSON.stringify(this.nodeValue())).lease(leaseId);
+    return r.header.revision;
+  }
+
+  /**
+   * Register a new lease, assignable only once our picture of etcd is current. A node coming back from a cut
+   * may still watch on the dead connection: the leader would hand it join moves, the old owners would release,
+   * and it would acquire only when its stale picture caught up (seconds of black hole). So the first put says
+   * "catching up" (not assignable); once our own watch has delivered that put, the picture holds everything
+   * before it, and the second put makes us assignable. A watch that does not deliver it is reloaded.
+   */
+  private async registerCurrent(leaseId: string): Promise<void> {
+    this.catchingUp = true;
+    try {
+      const revision = await this.register(leaseId);
+      for (let attempt = 0; !(await this.pictureReaches(revision, CATCH_UP_MS)); attempt++) {
+        this.emitEvent({
+          event: 'etcdError',
+          op: 'watch',
+          error: `picture at revision ${this.watch.state.revision} did not reach ${revision} in ${CATCH_UP_MS} ms: reloading the watch`,
+        });
+        if (attempt >= 2) throw new Error(`picture did not catch up with revision ${revision}`);
+        await this.watch.reload();
+      }
+    } finally {
+      this.catchingUp = false;
+    }
+    await this.register(leaseId);
+  }
+
+  private async pictureReaches(revision: string, timeoutMs: number): Promise<boolean> {
+    const until = monoNow() + timeoutMs;
+    while (cmpRevision(this.watch.state.revision, revision) < 0) {
+      if (monoNow() >= until || this.abort.signal.aborted) return false;
+      await sleep(5);
+    }
+    return true;
   }
 
   private async onLease(leaseId: string): Promise<void> {
@@ -485,7 +529,7 @@ export class Agent extends EventEmitter {
       .catch((err: Error) =>
         this.emitEvent({ event: 'stateError', op: 'recordLease', file: this.leases.file ?? '', error: err.message }),
       );
-    await this.register(leaseId);
+    await this.registerCurrent(leaseId);
     await this.election.campaign(leaseId);
     this.election.evaluate(this.watch.state);
     this.status.mark(true);

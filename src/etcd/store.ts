@@ -256,6 +256,8 @@ export interface StateChange {
 
 export interface ClusterWatch {
   readonly state: ClusterState;
+  /** Drop the stream and start over from a fresh read (a stream that went silent on a dead connection). */
+  reload(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -345,6 +347,7 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
 
   const watchHandle = {
     state,
+    reload: () => restart(),
     async close() {
       closed = true;
       await watcher?.cancel().catch(() => undefined);
