@@ -171,6 +171,22 @@ describe('clusterip backend against a model of the proc file', () => {
     );
   });
 
+  it('a VIP the spec dropped is released by ensure, and clear after a spec still covers its proc file', async () => {
+    const W = '10.77.0.101';
+    const k = new FakeKernel();
+    k.addVip(V, 4, [1]);
+    k.addVip(W, 16, [16]);
+    const b = new ClusteripBackend({ io: k, kernelRelease: OLD_KERNEL });
+    await b.ensure({ ...spec(vip()), vips: [vip(), { ...vip(16), address: W }] });
+    await b.ensure(spec(vip()));
+    expect(k.files.get(`${DIR}/${W}`)!.held).toEqual(new Set());
+    // Someone claims on the dark VIP's file: the agent's fence (clear, with a spec naming only V) drops it too.
+    k.files.get(`${DIR}/${W}`)!.held.add(3);
+    await b.clear();
+    expect(k.files.get(`${DIR}/${W}`)!.held).toEqual(new Set());
+    expect(k.files.get(`${DIR}/${V}`)!.held).toEqual(new Set());
+  });
+
   it('judge: the pure errno interpretation', () => {
     const held = new Set([1]);
     const e = (code: string): ProcWriteOutcome => ({ ok: false, phase: 'write', code, message: code });
