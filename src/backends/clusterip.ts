@@ -4,12 +4,17 @@ import { MAX_BUCKETS, type ClusterSpec, type VipSpec } from '../config/types.js'
 import { BackendError } from '../errors.js';
 import type { ApplyOptions, Backend, BackendDescription, BucketChange, HeldBuckets } from './backend.js';
 import {
+  GUARD_CHAIN,
   INIT_CHAIN,
   RULE_LOCAL_NODE,
   clusteripRuleArgs,
+  guardRuleArgs,
   iptablesFlavor,
   kernelSupportsClusterip,
   parseClusteripRules,
+  parseGuardedVips,
+  planRule,
+  type RulePlan,
 } from './clusteripRule.js';
 import { parseProcHeld, procCommand } from './procFormat.js';
 import { realProcIo, type ProcIo, type ProcWriteOutcome } from './procIo.js';
@@ -110,11 +115,18 @@ export class ClusteripBackend implements Backend {
         const k = kernelSupportsClusterip(this.kernelRelease);
         if (!k.ok && k.reason === 'removedIn6_3') throw new BackendError('unsupported', k.message);
       }
-      if (this.manageRule) await this.ensureRules(spec);
+      const kept = this.manageRule ? await this.ensureRules(spec) : [];
       for (const v of spec.vips) {
         if ((await this.procFile(v.address).read()) === null) {
           throw new BackendError('unsupported', this.missingProcMessage(v));
         }
+      }
+      // VIPs the spec dropped go dark: every bucket released, the rule kept (see ensureRules).
+      const wanted = new Set(spec.vips.map((v) => v.address));
+      const dropped = new Set([...kept, ...(this.vips?.keys() ?? [])].filter((a) => !wanted.has(a)));
+      for (const vip of [...dropped].sort()) {
+        const held = await this.procFile(vip).read();
+        if (held && held.length > 0) await this.applyOne(vip, [], held);
       }
       this.vips = new Map(spec.vips.map((v) => [v.address, v]));
     });
@@ -146,7 +158,10 @@ export class ClusteripBackend implements Backend {
 
   clear(): Promise<void> {
     return this.serial.run(async () => {
-      for (const vip of await this.knownVips()) {
+      // Every proc file, not just the spec's: a VIP the spec dropped keeps its rule (dark) and must stay dark.
+      const listed = (await this.io.list(this.procDir).catch(() => null)) ?? [];
+      const vips = new Set([...(await this.knownVips()), ...listed.filter(isIpv4)]);
+      for (const vip of [...vips].sort()) {
         const held = await this.procFile(vip).read();
         if (held === null || held.length === 0) continue;
         await this.applyOne(vip, [], held);
@@ -272,7 +287,8 @@ export class ClusteripBackend implements Backend {
     return { ok: r.exitCode === 0, exitCode: r.exitCode, stderr: r.stderr, stdout: r.stdout };
   }
 
-  private async ensureRules(spec: ClusterSpec): Promise<void> {
+  /** Installs or replaces the spec's rules; returns the VIPs whose rules stay although the spec dropped them. */
+  private async ensureRules(spec: ClusterSpec): Promise<string[]> {
     const version = await this.run(this.iptablesPath, ['--version'], { timeoutMs: this.commandTimeoutMs });
     if (version.spawnError) {
       throw new BackendError(
@@ -283,54 +299,120 @@ export class ClusteripBackend implements Backend {
     const flavor = iptablesFlavor(version.stdout + version.stderr, this.iptablesPath);
     if (!flavor.ok) throw new BackendError('unsupported', flavor.message);
 
+    const listing = await this.listInput();
+    const rules = parseClusteripRules(listing);
+    const guarded = parseGuardedVips(listing);
     for (const v of spec.vips) {
-      const check = await this.iptables(['-C', 'INPUT', ...clusteripRuleArgs(v)]);
-      if (check.ok) continue;
-      // Exit 1 means "not found"; iptables-legacy words it "Bad rule" or, for a CLUSTERIP rule whose config does
-      // not exist yet (measured on 6.1), "No chain/target/match by that name". Exit 2 is a parameter problem.
-      if (check.exitCode !== 1) throw this.iptablesError('check', v, check.stderr);
-      await this.installRule(v);
+      const mine = rules.filter((r) => r.vip === v.address);
+      const procExists = (await this.procFile(v.address).read()) !== null;
+      const plan = planRule(v, mine, procExists, guarded.has(v.address));
+      if (plan.action === 'keep') continue;
+      if (plan.action === 'install') await this.bornRule(v);
+      else await this.rebuildRule(v, mine, plan.reason);
     }
-    // Rules of VIPs no longer in the spec: release the proc file's claims, then delete the rule.
-    const wanted = new Set(spec.vips.map((v) => v.address));
+    // Rules of VIPs no longer in the spec stay (DESIGN §12): the address may still be configured, and without its
+    // rule every node would accept every client. ensure() releases their buckets; CLUSTERIP with no bucket claimed
+    // accepts nothing (dark) until an operator removes the rule.
+    return rules.filter((r) => !spec.vips.some((v) => v.address === r.vip) && isIpv4(r.vip)).map((r) => r.vip);
+  }
+
+  private async listInput(): Promise<string> {
     const listing = await this.iptables(['-S', 'INPUT']);
     if (!listing.ok) throw this.iptablesError('list', undefined, listing.stderr);
-    for (const r of parseClusteripRules(listing.stdout)) {
-      if (wanted.has(r.vip) || !isIpv4(r.vip)) continue;
-      const held = await this.procFile(r.vip).read();
-      if (held && held.length > 0) await this.applyOne(r.vip, [], held);
-      const del = await this.iptables(['-D', 'INPUT', ...r.spec]);
-      if (!del.ok) throw this.iptablesError('delete', undefined, del.stderr);
+    return listing.stdout;
+  }
+
+  /**
+   * Replaces the VIP's config (DESIGN §12): guard (drop the VIP's traffic), delete every old rule (the config dies
+   * with the last one, its proc file with it), create the config anew, then lift the guard. The VIP is dark
+   * throughout, never open to every client. The agent released the VIP's buckets before; buckets still claimed under
+   * a live rule are refused rather than silently dropped with the old config.
+   */
+  private async rebuildRule(
+    v: VipSpec,
+    old: readonly { spec: string[] }[],
+    reason: Extract<RulePlan, { action: 'rebuild' }>['reason'],
+  ): Promise<void> {
+    const file = this.procFile(v.address);
+    const held = await file.read();
+    if (reason !== 'interrupted' && old.length > 0 && held !== null && held.length > 0) {
+      throw new BackendError(
+        'transient',
+        `${file.path}: the CLUSTERIP rule for ${v.address} must be replaced (${reason}) but buckets ${held.join(',')} are still claimed; release every bucket of the VIP first`,
+      );
     }
+    const mk = await this.iptables(['-N', GUARD_CHAIN]);
+    if (!mk.ok && !/exists/i.test(mk.stderr)) throw this.iptablesError('create guard chain', v, mk.stderr);
+    if (!(await this.iptables(['-C', GUARD_CHAIN, '-j', 'DROP'])).ok) {
+      const drop = await this.iptables(['-A', GUARD_CHAIN, '-j', 'DROP']);
+      if (!drop.ok) throw this.iptablesError('fill guard chain', v, drop.stderr);
+    }
+    const guard = guardRuleArgs(v.address);
+    if (!(await this.iptables(['-C', 'INPUT', ...guard])).ok) {
+      const ins = await this.iptables(['-I', 'INPUT', ...guard]);
+      if (!ins.ok) throw this.iptablesError('insert the guard before replacing', v, ins.stderr);
+    }
+    for (const r of old) {
+      const del = await this.iptables(['-D', 'INPUT', ...r.spec]);
+      if (!del.ok) throw this.iptablesError('delete', v, del.stderr);
+    }
+    // A config born by an interrupted install lives on through the init chain's rule.
+    await this.iptables(['-F', INIT_CHAIN]).catch(() => undefined);
+    await this.iptables(['-X', INIT_CHAIN]).catch(() => undefined);
+    if ((await file.read()) !== null) {
+      throw new BackendError(
+        'invalid',
+        `${file.path} outlived every CLUSTERIP rule for ${v.address} in INPUT: another rule (another chain or table) keeps the old config alive, so a new --total-nodes/--hashmode/--hash-init would be ignored; delete it (the VIP stays dark until then)`,
+      );
+    }
+    await this.bornRule(v);
+    const lift = await this.iptables(['-D', 'INPUT', ...guard]);
+    if (!lift.ok) throw this.iptablesError('delete the guard', v, lift.stderr);
   }
 
   /**
    * `--new --local-node 1` makes the kernel claim bucket 1 the moment the rule is checked. To never own a bucket
    * without a claim, the config is born from a rule in an unhooked user chain (no packet can reach it), bucket 1
-   * is unclaimed through the proc file, and only then is the real INPUT rule inserted (it finds the existing
-   * config and does not reset its claims). When the config already exists, the INPUT rule is inserted directly.
+   * is unclaimed through the proc file, the total is confirmed, and only then is the real INPUT rule inserted (it
+   * finds the existing config and does not reset its claims). Precondition: no config exists for the VIP.
    */
-  private async installRule(v: VipSpec): Promise<void> {
+  private async bornRule(v: VipSpec): Promise<void> {
     const args = clusteripRuleArgs(v);
     const file = this.procFile(v.address);
-    if ((await file.read()) === null) {
-      const mk = await this.iptables(['-N', INIT_CHAIN]);
-      if (!mk.ok && !/exists/i.test(mk.stderr)) throw this.iptablesError('create chain', v, mk.stderr);
-      try {
-        const born = await this.iptables(['-A', INIT_CHAIN, ...args]);
-        if (!born.ok) throw this.iptablesError('insert', v, born.stderr);
-        const held = await file.read();
-        if (held === null) throw new BackendError('unsupported', this.missingProcMessage(v));
-        if (held.includes(RULE_LOCAL_NODE)) await this.applyOne(v.address, [], [RULE_LOCAL_NODE]);
-        const ins = await this.iptables(['-I', 'INPUT', ...args]);
-        if (!ins.ok) throw this.iptablesError('insert', v, ins.stderr);
-      } finally {
-        await this.iptables(['-F', INIT_CHAIN]).catch(() => undefined);
-        await this.iptables(['-X', INIT_CHAIN]).catch(() => undefined);
-      }
-    } else {
+    const mk = await this.iptables(['-N', INIT_CHAIN]);
+    if (!mk.ok && !/exists/i.test(mk.stderr)) throw this.iptablesError('create chain', v, mk.stderr);
+    try {
+      const born = await this.iptables(['-A', INIT_CHAIN, ...args]);
+      if (!born.ok) throw this.iptablesError('insert', v, born.stderr);
+      const held = await file.read();
+      if (held === null) throw new BackendError('unsupported', this.missingProcMessage(v));
+      if (held.includes(RULE_LOCAL_NODE)) await this.applyOne(v.address, [], [RULE_LOCAL_NODE]);
+      await this.confirmTotal(v);
       const ins = await this.iptables(['-I', 'INPUT', ...args]);
       if (!ins.ok) throw this.iptablesError('insert', v, ins.stderr);
+    } finally {
+      await this.iptables(['-F', INIT_CHAIN]).catch(() => undefined);
+      await this.iptables(['-X', INIT_CHAIN]).catch(() => undefined);
+    }
+  }
+
+  /**
+   * The proc file accepts `+total` and refuses `+(total+1)`: the config has the spec's total. Only while no packet
+   * can reach the config (before its INPUT rule exists); leaves nothing claimed.
+   */
+  private async confirmTotal(v: VipSpec): Promise<void> {
+    const file = this.procFile(v.address);
+    const top = await file.write(procCommand('+', v.buckets));
+    const over = v.buckets < MAX_BUCKETS.clusterip ? await file.write(procCommand('+', v.buckets + 1)) : null;
+    const held = (await file.read()) ?? [];
+    const extra = held.filter((b) => b === v.buckets || b === v.buckets + 1);
+    if (extra.length > 0) await this.applyOne(v.address, [], extra);
+    const overRefused = over === null || (!over.ok && over.code === 'ENOMEM' && !held.includes(v.buckets + 1));
+    if (!top.ok || !held.includes(v.buckets) || !overRefused) {
+      throw new BackendError(
+        'invalid',
+        `${file.path}: the new CLUSTERIP config does not have ${v.buckets} buckets (+${v.buckets}: ${top.ok ? 'ok' : top.code}, read back ${held.join(',') || 'nothing'})`,
+      );
     }
   }
 

@@ -85,3 +85,96 @@ export function parseClusteripRules(listing: string): { vip: string; spec: strin
   }
   return out;
 }
+
+/**
+ * The chain a VIP's INPUT traffic jumps to (and is dropped in) while its CLUSTERIP config is rebuilt. Between
+ * deleting the old rule and inserting the new one the VIP has no CLUSTERIP rule at all, and then every node would
+ * accept its UDP: the guard keeps it dark instead.
+ */
+export const GUARD_CHAIN = 'CLUSTERIP_HA_GUARD';
+
+/** Rule specification of the guard jump after `-I/-C/-D INPUT`. */
+export function guardRuleArgs(address: string): string[] {
+  return ['-d', `${address}/32`, '-j', GUARD_CHAIN];
+}
+
+/** Addresses whose guard jump is in an `iptables -S INPUT` listing (a rebuild that did not finish). */
+export function parseGuardedVips(listing: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of listing.split('\n')) {
+    const m = /^-A INPUT -d (\d+\.\d+\.\d+\.\d+)\/32 -j (\S+)\s*$/.exec(line.trim());
+    if (m && m[2] === GUARD_CHAIN) out.add(m[1]!);
+  }
+  return out;
+}
+
+/** The hash identity (and match) of one CLUSTERIP rule as `iptables -S` prints it. */
+export interface ClusteripRuleIdentity {
+  iface: string | undefined;
+  hashMode: string | undefined;
+  clusterMac: string | undefined;
+  totalNodes: number | undefined;
+  hashInit: number | undefined;
+}
+
+export function ruleIdentity(spec: readonly string[]): ClusteripRuleIdentity {
+  const at = (flag: string): string | undefined => {
+    const i = spec.indexOf(flag);
+    return i >= 0 ? spec[i + 1] : undefined;
+  };
+  const num = (flag: string): number | undefined => {
+    const s = at(flag);
+    return s !== undefined && /^\d+$/.test(s) ? Number(s) : undefined;
+  };
+  return {
+    iface: at('-i'),
+    hashMode: at('--hashmode'),
+    clusterMac: at('--clustermac')?.toLowerCase(),
+    totalNodes: num('--total-nodes'),
+    hashInit: num('--hash-init'),
+  };
+}
+
+/** Whether a listed rule is the one the spec asks for (same interface and hash identity). */
+export function ruleMatches(vip: VipSpec, spec: readonly string[]): boolean {
+  const r = ruleIdentity(spec);
+  return (
+    r.iface === vip.interface &&
+    r.hashMode === vip.hashMode &&
+    r.clusterMac === vip.clusterMac.toLowerCase() &&
+    r.totalNodes === vip.buckets &&
+    r.hashInit === vip.seed
+  );
+}
+
+/**
+ * What ensure does with one VIP's rule (DESIGN §12). The kernel keeps one config per VIP and reuses it for any new
+ * rule naming the VIP (`clusterip_tg_check` compares only the cluster MAC), so a changed identity is applied only by
+ * deleting every old rule first (the config dies with its last rule) and creating the config anew.
+ */
+export type RulePlan =
+  | { action: 'keep'; reason: 'matches' }
+  | { action: 'install'; reason: 'absent' }
+  | {
+      action: 'rebuild';
+      reason:
+        | 'identityChanged' // a rule with other parameters (bucket count, hash mode, seed, MAC, interface)
+        | 'duplicateRules' // more than one rule: the config is the oldest one's, whatever the others say
+        | 'orphanConfig' // a config without an INPUT rule (an interrupted install): its parameters are unknown
+        | 'interrupted'; // a guard left by a rebuild that did not finish
+    };
+
+export function planRule(
+  vip: VipSpec,
+  rules: readonly { spec: readonly string[] }[],
+  procExists: boolean,
+  guarded: boolean,
+): RulePlan {
+  if (guarded) return { action: 'rebuild', reason: 'interrupted' };
+  if (rules.length === 0)
+    return procExists ? { action: 'rebuild', reason: 'orphanConfig' } : { action: 'install', reason: 'absent' };
+  if (rules.length > 1) return { action: 'rebuild', reason: 'duplicateRules' };
+  return ruleMatches(vip, rules[0]!.spec)
+    ? { action: 'keep', reason: 'matches' }
+    : { action: 'rebuild', reason: 'identityChanged' };
+}

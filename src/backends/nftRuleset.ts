@@ -73,10 +73,20 @@ export function vipRules(vip: VipSpec): { chain: 'pre' | 'pre_sticky'; rules: st
   };
 }
 
+/**
+ * The rule of a VIP the spec dropped (DESIGN §12): drop all of its traffic. The address may still be configured on
+ * the node, and without a drop rule every node would accept every client. Its owned set stays (emptied) as the
+ * marker that keeps the VIP dark across restarts, until the table is uninstalled. No interface match: the spec
+ * that named it is gone, and a fresh process must write the same rule.
+ */
+export function darkRule(address: string): string {
+  return `ip daddr ${address} drop`;
+}
+
 export interface EnsureInput {
   table: string;
   vips: readonly VipSpec[];
-  /** Owned sets that exist now (from the listing); the ones of VIPs no longer in the spec are deleted. */
+  /** Owned sets that exist now (from the listing); the ones of VIPs no longer in the spec are emptied (dark). */
   existingSets: readonly string[];
   arpMangle: boolean;
 }
@@ -94,11 +104,13 @@ export function ensureBatch(i: EnsureInput): string {
   ];
   for (const v of i.vips) lines.push(`add set ${t} ${setName(v.address)} { ${SET_TYPE(v.buckets)}; flags timeout; }`);
   const wanted = new Set(i.vips.map((v) => setName(v.address)));
-  for (const s of i.existingSets) if (!wanted.has(s) && vipOfSet(s)) lines.push(`delete set ${t} ${s}`);
   for (const v of i.vips) {
     const { chain, rules } = vipRules(v);
     for (const r of rules) lines.push(`add rule ${t} ${chain} ${r}`);
   }
+  // VIPs the spec dropped stay dark: set emptied, every packet to them dropped (see darkRule).
+  const dark = [...new Set(i.existingSets)].filter((s) => !wanted.has(s) && vipOfSet(s)).sort();
+  for (const s of dark) lines.push(`flush set ${t} ${s}`, `add rule ${t} pre ${darkRule(vipOfSet(s)!)}`);
   const a = `arp ${i.table}`;
   // add-then-delete makes the delete idempotent (nft 1.0.6 has no `destroy`).
   lines.push(`add table ${a}`, `delete table ${a}`);

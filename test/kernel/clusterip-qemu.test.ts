@@ -197,6 +197,8 @@ const job = {
     vips: [vip('10.77.2.1', DUMMY, 4, 'sourceip', 7), vip('10.77.2.2', DUMMY, 16, 'sourceip-sourceport', 9)],
     // The spec says 16 buckets, the rule in the kernel only 4.
     mismatch: { vip: vip('10.77.2.3', DUMMY, 16, 'sourceip', 11), ruleBuckets: 4 },
+    // Issue 9 hole 1: ensure with 4 buckets, then with 8; the kernel's config must follow.
+    rebuild: { vip: vip('10.77.2.4', DUMMY, 4, 'sourceip', 21), newBuckets: 8 },
   },
   hash: {
     iface: VETH,
@@ -206,6 +208,8 @@ const job = {
     vips: HASH_VIPS,
     rounds: HASH_ROUNDS,
     sources: SOURCES,
+    // The first VIP's rule is installed with this identity before the backend ensures the spec's.
+    stale: { address: HASH_VIPS[0]!.address, buckets: 8, hashMode: 'sourceip-sourceport', seed: 0x1111 },
   },
   // Claimed (raw) before `clusterip-ha fence` runs; the third hash VIP holds nothing.
   fence: { claim: { [HASH_VIPS[0]!.address]: [1, 3, 16], [HASH_VIPS[1]!.address]: [2] } },
@@ -247,6 +251,7 @@ interface GuestResult {
       }[];
     };
     hash?: {
+      staleRulesAfterEnsure: string[];
       packetsPerRound: number;
       senderReady: unknown;
       rounds: {
@@ -423,9 +428,12 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     expect(get('clear').raw).toEqual({ [C]: '', [D]: '' });
     ok('clearIdempotent', { [C]: [], [D]: [] });
     ok('holdBeforeShrink', { [C]: [], [D]: [5] });
-    // D left the spec: released, rule deleted, proc file gone with the config.
-    ok('shrinkSpec', { [C]: [] }, 1);
-    expect(get('shrinkSpec').raw).toEqual({ [C]: '', [D]: null });
+    // D left the spec: released, but its rule stays (dark: no bucket claimed accepts nothing, DESIGN §12).
+    ok('shrinkSpec', { [C]: [] }, 2);
+    expect(get('shrinkSpec').raw).toEqual({ [C]: '', [D]: '' });
+    // Only an operator's uninstall removes it (the proc file goes with the config).
+    ok('uninstallD', { [C]: [] }, 1);
+    expect(get('uninstallD').raw).toEqual({ [C]: '', [D]: null });
     const missing = get('unmanagedMissingRule');
     expect(missing.ok).toBe(false);
     expect(missing.error).toMatchObject({ name: 'BackendError', kind: 'unsupported' });
@@ -437,8 +445,53 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     expect(mismatch.error).toMatchObject({ name: 'BackendError', kind: 'invalid' });
     expect(mismatch.error!.message).toMatch(/ENOMEM.*total-nodes/);
     expect(get('mismatchRaw').value).toBe('');
-    ok('cleanup', {}, 0);
-    expect(get('cleanup').raw).toEqual({ [C]: null, [D]: null });
+    // An empty spec leaves C dark too; the uninstall removes it.
+    ok('cleanup', {}, 1);
+    expect(get('cleanup').raw).toEqual({ [C]: '', [D]: null });
+    ok('uninstallAll', {}, 0);
+    expect(get('uninstallAll').raw).toEqual({ [C]: null, [D]: null });
+  });
+
+  test('backend: a new --total-nodes replaces the kernel config (issue 9 hole 1), never beside the old one', () => {
+    const steps = guest?.stages.backend?.steps;
+    expect(steps, context()).toBeDefined();
+    const by = new Map(steps!.map((s) => [s.name, s]));
+    const get = (name: string) => {
+      const s = by.get(name);
+      expect(s, `step ${name} missing${context()}`).toBeDefined();
+      return s!;
+    };
+    const { vip: g, newBuckets } = job.backend.rebuild;
+    const G = g.address;
+    /** The step's INPUT rules for G: exactly one, a CLUSTERIP rule with this total, no guard left. */
+    const oneRule = (name: string, total: number) => {
+      const s = get(name);
+      expect(s.error, name).toBeUndefined();
+      const rules = s.value as string[];
+      expect(rules, name).toHaveLength(1);
+      expect(rules[0], name).toMatch(new RegExp(`-j CLUSTERIP .*--total-nodes ${total} `));
+    };
+    oneRule('rebuildEnsure4', g.buckets);
+    expect(get('rebuildEnsure4').held).toEqual({ [G]: [] });
+    oneRule('rebuildHold', g.buckets);
+    expect(get('rebuildHold').held).toEqual({ [G]: [2] });
+    // Buckets still claimed under the old identity: refused, nothing changed.
+    const refused = get('rebuildRefused');
+    expect(refused.ok).toBe(false);
+    expect(refused.error).toMatchObject({ name: 'BackendError', kind: 'transient' });
+    expect(refused.error!.message).toMatch(/still claimed/);
+    const after = get('rebuildRefusedAfter').value as { rules: string[]; raw: string | null };
+    expect(after.rules).toHaveLength(1);
+    expect(after.rules[0]).toMatch(new RegExp(`--total-nodes ${g.buckets} `));
+    expect(after.raw).toBe('2\n');
+    expect(get('rebuildRelease').held).toEqual({ [G]: [] });
+    oneRule('rebuildEnsure8', newBuckets);
+    expect(get('rebuildEnsure8').held).toEqual({ [G]: [] });
+    // +5 and +8 exist only in the new config (the old one's total was 4).
+    const add = get('rebuildAdd5');
+    expect(add.error, context()).toBeUndefined();
+    expect(add.value).toBe(`${newBuckets - 3},${newBuckets}\n`);
+    expect(get('rebuildClear').value).toEqual([]);
   });
 
   test('`clusterip-ha fence` (ExecStopPost=) drops every claim from the real module without etcd', () => {
@@ -458,6 +511,12 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
   test(`CLUSTERIP hash: the kernel's bucket for ${SOURCES.length} sources x 3 hash modes equals clusteripBucket`, () => {
     const h = guest?.stages.hash;
     expect(h, context()).toBeDefined();
+    // The stale rule of the first VIP was replaced: one CLUSTERIP rule with the spec's identity, no guard left.
+    const v0 = HASH_VIPS[0]!;
+    expect(h!.staleRulesAfterEnsure).toHaveLength(1);
+    expect(h!.staleRulesAfterEnsure[0]).toMatch(
+      new RegExp(`--hashmode ${v0.hashMode} .*--total-nodes ${v0.buckets} .*--hash-init ${v0.seed}$`),
+    );
     expect(h!.senderReady).toEqual({ sockets: SOURCES.length });
     expect(h!.rounds.map((r) => r.round)).toEqual(HASH_ROUNDS.map((_, j) => j));
     // The bucket each (vip, source) spelled: bit j set when the kernel accepted it in round j.

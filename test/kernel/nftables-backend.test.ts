@@ -107,7 +107,7 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     }
   });
 
-  it('ensure is idempotent, keeps owned elements, and removes VIPs no longer in the spec', async () => {
+  it('ensure is idempotent, keeps owned elements, and keeps VIPs no longer in the spec dark', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t1' });
     await b.ensure(spec(vip(V1), vip(V2)));
     const first = ruleset();
@@ -118,9 +118,13 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     );
     expect(first).toContain('type filter hook prerouting priority raw; policy accept;');
     await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 60_000 });
+    await b.apply([{ vip: V2, add: [3], remove: [] }], { holdForMs: 60_000 });
     await b.ensure(spec(vip(V1)));
     expect(await b.read()).toEqual(new Map([[V1, new Set([1, 2])]]));
-    expect(ruleset()).not.toContain('owned_10_77_0_101');
+    // V2 left the spec: dark (set emptied, every packet dropped), not removed (DESIGN §12).
+    expect(ruleset()).toContain(`ip daddr ${V2} drop`);
+    expect(nsNft(['list', 'set', 'ip', 'cipha_t1', 'owned_10_77_0_101'])).not.toMatch(/elements/);
+    expect(ruleset()).not.toContain(`ip daddr ${V2} iifname`);
     await b.clear();
     expect(await b.read()).toEqual(new Map([[V1, new Set()]]));
     // clear keeps the rules: without them every node would accept every bucket
@@ -330,6 +334,50 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     await b.clear();
     send();
     expect(seen().size).toBe(0);
+  });
+
+  it('a VIP removed from the spec stays dark on real packets, also through a restart (DESIGN §12)', async () => {
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t11' });
+    nsNft(
+      ['-f', '-'],
+      [
+        'add table ip cipha_seen',
+        'add set ip cipha_seen seen { type ipv4_addr; flags dynamic; size 1024; }',
+        'add chain ip cipha_seen in { type filter hook input priority 0; policy accept; }',
+        `add rule ip cipha_seen in ip daddr ${V1} udp dport 9999 update @seen { ip saddr }`,
+        '',
+      ].join('\n'),
+    );
+    const sources = Array.from({ length: 32 }, (_, i) => `10.77.2.${i + 1}`);
+    for (const s of sources) sh('ip', ['-n', CLIENT, 'addr', 'add', `${s}/16`, 'dev', 'eth0']);
+    const send = () => sh('ip', ['netns', 'exec', CLIENT, process.execPath, '-e', SENDER, V1, ...sources]);
+    const seenCount = (): number => {
+      const out = JSON.parse(nsNft(['-j', 'list', 'set', 'ip', 'cipha_seen', 'seen'])) as {
+        nftables: { set?: { elem?: unknown[] } }[];
+      };
+      return (out.nftables.find((x) => x.set)?.set?.elem ?? []).length;
+    };
+    try {
+      await b.ensure(spec(vip(V1)));
+      const all = Array.from({ length: 16 }, (_, i) => i + 1);
+      await b.apply([{ vip: V1, add: all, remove: [] }], { holdForMs: 60_000 });
+      send();
+      expect(seenCount()).toBe(sources.length);
+      // The spec drops V1 while its address is still configured: nothing may pass.
+      nsNft(['flush', 'set', 'ip', 'cipha_seen', 'seen']);
+      await b.ensure(spec());
+      send();
+      expect(seenCount()).toBe(0);
+      // A restarted agent (fresh instance) with the same spec keeps it dark, and fence keeps it so.
+      await new NftablesBackend({ netns: NODE, table: 'cipha_t11' }).ensure(spec(vip(V2)));
+      await new NftablesBackend({ netns: NODE, table: 'cipha_t11' }).clear();
+      send();
+      expect(seenCount()).toBe(0);
+      expect(ruleset()).toContain(`ip daddr ${V1} drop`);
+    } finally {
+      nsNft(['delete', 'table', 'ip', 'cipha_seen']);
+      for (const s of sources) sh('ip', ['-n', CLIENT, 'addr', 'del', `${s}/16`, 'dev', 'eth0']);
+    }
   });
 });
 

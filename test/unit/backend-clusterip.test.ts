@@ -5,6 +5,8 @@ import {
   iptablesFlavor,
   kernelSupportsClusterip,
   parseClusteripRules,
+  parseGuardedVips,
+  planRule,
 } from '../../src/backends/clusteripRule.js';
 import { formatProcHeld, procWrite } from '../../src/backends/procFormat.js';
 import type { ProcIo, ProcWriteOutcome } from '../../src/backends/procIo.js';
@@ -169,6 +171,22 @@ describe('clusterip backend against a model of the proc file', () => {
     );
   });
 
+  it('a VIP the spec dropped is released by ensure, and clear after a spec still covers its proc file', async () => {
+    const W = '10.77.0.101';
+    const k = new FakeKernel();
+    k.addVip(V, 4, [1]);
+    k.addVip(W, 16, [16]);
+    const b = new ClusteripBackend({ io: k, kernelRelease: OLD_KERNEL });
+    await b.ensure({ ...spec(vip()), vips: [vip(), { ...vip(16), address: W }] });
+    await b.ensure(spec(vip()));
+    expect(k.files.get(`${DIR}/${W}`)!.held).toEqual(new Set());
+    // Someone claims on the dark VIP's file: the agent's fence (clear, with a spec naming only V) drops it too.
+    k.files.get(`${DIR}/${W}`)!.held.add(3);
+    await b.clear();
+    expect(k.files.get(`${DIR}/${W}`)!.held).toEqual(new Set());
+    expect(k.files.get(`${DIR}/${V}`)!.held).toEqual(new Set());
+  });
+
   it('judge: the pure errno interpretation', () => {
     const held = new Set([1]);
     const e = (code: string): ProcWriteOutcome => ({ ok: false, phase: 'write', code, message: code });
@@ -238,16 +256,16 @@ describe('clusterip rule management', () => {
     await b.ensure(spec(vip()));
     expect(calls).toEqual([
       '--version',
-      '-C INPUT',
+      '-S INPUT',
       '-N CLUSTERIP_HA_INIT',
       '-A CLUSTERIP_HA_INIT',
       '-I INPUT',
       'held at insert: none',
       '-F CLUSTERIP_HA_INIT',
       '-X CLUSTERIP_HA_INIT',
-      '-S INPUT',
     ]);
-    expect(k.writes).toEqual(['-1\n']);
+    // Bucket 1 taken back, then the total confirmed (+4 accepted, +5 refused) before the INPUT rule exists.
+    expect(k.writes).toEqual(['-1\n', '+4\n', '+5\n', '-4\n']);
   });
 
   it('refuses iptables-nft and a missing iptables with a clear error', async () => {
@@ -283,5 +301,40 @@ describe('clusterip backend with the real filesystem', () => {
     const b = new ClusteripBackend({ procDir: '/nonexistent-cipha-be', kernelRelease: OLD_KERNEL });
     expect(await b.read()).toEqual(new Map());
     await b.clear();
+  });
+});
+
+describe("clusterip rule plan (DESIGN §12: the kernel reuses a VIP's config for any new rule)", () => {
+  // As iptables-legacy -S prints the backend's rule (MAC upper case).
+  const listed = (v: VipSpec) =>
+    `-A INPUT -d ${v.address}/32 -i ${v.interface} -j CLUSTERIP --new --hashmode ${v.hashMode} --clustermac ${v.clusterMac.toUpperCase()} --total-nodes ${v.buckets} --local-node 1 --hash-init ${v.seed}`;
+  const rulesOf = (...vs: VipSpec[]) => parseClusteripRules(vs.map(listed).join('\n') + '\n');
+
+  it('keeps a rule with the same identity, installs when there is none', () => {
+    expect(planRule(vip(), rulesOf(vip()), true, false)).toEqual({ action: 'keep', reason: 'matches' });
+    expect(planRule(vip(), [], false, false)).toEqual({ action: 'install', reason: 'absent' });
+  });
+
+  it('rebuilds on any change of bucket count, hash mode, seed or interface', () => {
+    const changed: VipSpec[] = [
+      { ...vip(), buckets: 8 },
+      { ...vip(), hashMode: 'sourceip-sourceport' },
+      { ...vip(), seed: 1 },
+      { ...vip(), interface: 'eth1' },
+    ];
+    for (const c of changed)
+      expect(planRule(c, rulesOf(vip()), true, false)).toEqual({ action: 'rebuild', reason: 'identityChanged' });
+  });
+
+  it('rebuilds duplicates, an orphan config and an interrupted rebuild', () => {
+    expect(planRule(vip(8), rulesOf(vip(4), vip(8)), true, false)).toEqual({
+      action: 'rebuild',
+      reason: 'duplicateRules',
+    });
+    expect(planRule(vip(), [], true, false)).toEqual({ action: 'rebuild', reason: 'orphanConfig' });
+    expect(planRule(vip(), rulesOf(vip()), true, true)).toEqual({ action: 'rebuild', reason: 'interrupted' });
+    expect(
+      parseGuardedVips(`-P INPUT ACCEPT\n-A INPUT -d ${V}/32 -j CLUSTERIP_HA_GUARD\n-A INPUT -d 10.0.0.1/32 -j DROP\n`),
+    ).toEqual(new Set([V]));
   });
 });

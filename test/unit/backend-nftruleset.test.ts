@@ -58,16 +58,21 @@ describe('nft batches (pure text)', () => {
     expect(est).toBeLessThan(drop);
   });
 
-  it('ensure deletes owned sets of VIPs no longer in the spec, keeps others, flushes chains', () => {
+  it('ensure keeps VIPs no longer in the spec dark (set emptied, drop rule), leaves other sets, flushes chains', () => {
     const b = ensureBatch({
       table: 't',
       vips: [vip],
       existingSets: ['owned_10_77_0_100', 'owned_10_77_0_9', 'mine'],
       arpMangle: false,
     });
-    expect(b).toContain('delete set ip t owned_10_77_0_9');
-    expect(b).not.toContain('delete set ip t owned_10_77_0_100');
-    expect(b).not.toContain('delete set ip t mine');
+    // DESIGN §12: the address may still be configured; without a drop rule every node would accept it.
+    expect(b).not.toContain('delete set');
+    expect(b).toContain('flush set ip t owned_10_77_0_9\nadd rule ip t pre ip daddr 10.77.0.9 drop\n');
+    expect(b).not.toContain('flush set ip t owned_10_77_0_100');
+    expect(b).not.toContain('ip daddr 10.77.0.100 drop');
+    expect(b).not.toContain('flush set ip t mine');
+    // The dark rule comes after the chain flush that would otherwise remove it.
+    expect(b.indexOf('flush chain ip t pre\n')).toBeLessThan(b.indexOf('ip daddr 10.77.0.9 drop'));
     expect(b).toContain('flush chain ip t pre\n');
     expect(b).toContain('delete table arp t');
     expect(ensureBatch({ table: 't', vips: [vip], existingSets: [], arpMangle: true })).toContain(

@@ -124,37 +124,34 @@ async function setupLinks() {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** The CLUSTERIP arguments after `-I INPUT` for a VIP (as the backend's rule, --local-node 1). */
+function rawRuleArgs(v, iface) {
+  return [
+    '-d',
+    `${v.address}/32`,
+    '-i',
+    iface,
+    '-j',
+    'CLUSTERIP',
+    '--new',
+    '--hashmode',
+    v.hashMode,
+    '--clustermac',
+    v.clusterMac,
+    '--total-nodes',
+    String(v.buckets),
+    '--local-node',
+    '1',
+    '--hash-init',
+    String(v.seed),
+  ];
+}
+
 async function stageDirect() {
   const d = job.direct;
   const path = join(PROC, d.vip.address);
   const v = d.vip;
-  const install = await run(
-    IPT,
-    [
-      '-w',
-      '5',
-      '-I',
-      'INPUT',
-      '-d',
-      `${v.address}/32`,
-      '-i',
-      job.dummyIface,
-      '-j',
-      'CLUSTERIP',
-      '--new',
-      '--hashmode',
-      v.hashMode,
-      '--clustermac',
-      v.clusterMac,
-      '--total-nodes',
-      String(v.buckets),
-      '--local-node',
-      '1',
-      '--hash-init',
-      String(v.seed),
-    ],
-    { reject: false },
-  );
+  const install = await run(IPT, ['-w', '5', '-I', 'INPUT', ...rawRuleArgs(v, job.dummyIface)], { reject: false });
   const st = existsSync(path) ? statSync(path) : undefined;
   const out = {
     install: { exitCode: install.exitCode, stderr: install.stderr },
@@ -186,6 +183,19 @@ async function heldOf(backend) {
 async function clusteripRulesFor(addresses) {
   const s = (await ipt(['-S', 'INPUT'])).stdout;
   return s.split('\n').filter((l) => l.includes('CLUSTERIP') && addresses.some((a) => l.includes(`-d ${a}/32`)));
+}
+
+/** Every INPUT rule naming the address (CLUSTERIP rules and the backend's guard jump), as `-S` prints them. */
+async function inputRulesFor(address) {
+  const s = (await ipt(['-S', 'INPUT'])).stdout;
+  return s.split('\n').filter((l) => l.includes(`-d ${address}/32`));
+}
+
+/** Deletes every CLUSTERIP rule of the address (what an operator's uninstall does). */
+async function deleteRulesFor(address) {
+  for (const l of await inputRulesFor(address)) {
+    if (l.includes('CLUSTERIP')) await ipt(['-D', 'INPUT', ...l.trim().split(/\s+/).slice(2)]);
+  }
 }
 
 async function stageBackend() {
@@ -265,9 +275,10 @@ async function stageBackend() {
   await step('restartEnsure', (be) => be.ensure(spec), second, true);
   await step('clear', (be) => be.clear(), second);
   await step('clearIdempotent', (be) => be.clear(), second);
-  // A VIP leaves the spec: its claims are released and its rule deleted (the proc file goes with the config).
+  // A VIP leaves the spec: its claims are released and its rule stays (dark: no bucket claimed, DESIGN §12).
   await step('holdBeforeShrink', (be) => be.apply([{ vip: d.address, add: [5], remove: [] }]), second);
   await step('shrinkSpec', (be) => be.ensure({ ...spec, vips: [c] }), second, true);
+  await step('uninstallD', async () => deleteRulesFor(d.address), second, true);
   // Without rule management a VIP without a rule is a clear error, not a silent no-op.
   const unmanaged = mk({ manageRule: false });
   await step('unmanagedMissingRule', (be) => be.ensure({ ...spec, vips: [d] }), unmanaged);
@@ -275,33 +286,36 @@ async function stageBackend() {
   // A rule whose --total-nodes is smaller than the spec's buckets: the kernel answers ENOMEM to "+8" and the
   // read-back disagrees, which must be an error, never "already so".
   const { vip: e, ruleBuckets } = b.mismatch;
-  await ipt([
-    '-I',
-    'INPUT',
-    '-d',
-    `${e.address}/32`,
-    '-i',
-    job.dummyIface,
-    '-j',
-    'CLUSTERIP',
-    '--new',
-    '--hashmode',
-    e.hashMode,
-    '--clustermac',
-    e.clusterMac,
-    '--total-nodes',
-    String(ruleBuckets),
-    '--local-node',
-    '1',
-    '--hash-init',
-    String(e.seed),
-  ]);
+  await ipt(['-I', 'INPUT', ...rawRuleArgs({ ...e, buckets: ruleBuckets }, job.dummyIface)]);
   rawWrite(join(PROC, e.address), '-1');
   const mismatchSpec = { ...spec, vips: [e] };
   await step('mismatchEnsure', (be) => be.ensure(mismatchSpec), unmanaged);
   await step('mismatchAdd', (be) => be.apply([{ vip: e.address, add: [ruleBuckets * 2], remove: [] }]), unmanaged);
   await step('mismatchRaw', async () => rawRead(join(PROC, e.address)), unmanaged);
   await step('cleanup', (be) => be.ensure({ ...spec, vips: [] }), second, true);
+  await step('uninstallAll', async () => deleteRulesFor(c.address), second, true);
+
+  // Issue 9 hole 1: a new --total-nodes must replace the kernel's config, not be ignored beside the old one.
+  const g4 = b.rebuild.vip;
+  const g8 = { ...g4, buckets: b.rebuild.newBuckets };
+  const gb = mk();
+  const gRules = () => inputRulesFor(g4.address);
+  await step('rebuildEnsure4', async (be) => (await be.ensure({ ...spec, vips: [g4] }), gRules()), gb);
+  await step('rebuildHold', async (be) => (await be.apply([{ vip: g4.address, add: [2], remove: [] }]), gRules()), gb);
+  // Buckets still claimed under the old identity: refused, the old rule and its claims untouched.
+  await step('rebuildRefused', (be) => be.ensure({ ...spec, vips: [g8] }), gb);
+  await step('rebuildRefusedAfter', async () => ({ rules: await gRules(), raw: rawRead(join(PROC, g4.address)) }), gb);
+  await step('rebuildRelease', (be) => be.apply([{ vip: g4.address, add: [], remove: [2] }]), gb);
+  await step('rebuildEnsure8', async (be) => (await be.ensure({ ...spec, vips: [g8] }), gRules()), gb);
+  await step(
+    'rebuildAdd5',
+    async (be) => {
+      await be.apply([{ vip: g4.address, add: [g8.buckets - 3, g8.buckets], remove: [] }]);
+      return rawRead(join(PROC, g4.address));
+    },
+    gb,
+  );
+  await step('rebuildClear', async (be) => (await be.clear(), await deleteRulesFor(g4.address), gRules()), gb);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -359,34 +373,17 @@ async function stageHash() {
   const mod = await loadBackendModule();
   const h = job.hash;
   const spec = { vips: h.vips, rebalance: { joinMovesPerInterval: 0, intervalMs: 1000 } };
-  // Rules installed here, not by the backend's rule management (the backend stage tests that), so this stage
-  // measures the hash alone. --local-node 1 is taken back before any packet is sent.
+  // Rules installed here with the spec's identity, except the first VIP's: its rule carries another identity
+  // (h.stale: bucket count, hash mode, seed), as before a spec change. The backend's rule management must replace
+  // it (issue 9 hole 1: the kernel reuses a VIP's config for any new rule). --local-node 1 is taken back at once.
   for (const v of h.vips) {
-    await ipt([
-      '-I',
-      'INPUT',
-      '-d',
-      `${v.address}/32`,
-      '-i',
-      h.iface,
-      '-j',
-      'CLUSTERIP',
-      '--new',
-      '--hashmode',
-      v.hashMode,
-      '--clustermac',
-      v.clusterMac,
-      '--total-nodes',
-      String(v.buckets),
-      '--local-node',
-      '1',
-      '--hash-init',
-      String(v.seed),
-    ]);
+    const installed = v.address === h.stale.address ? { ...v, ...h.stale } : v;
+    await ipt(['-I', 'INPUT', ...rawRuleArgs(installed, h.iface)]);
     rawWrite(join(PROC, v.address), '-1');
   }
-  const backend = new mod.ClusteripBackend({ procDir: PROC, manageRule: false, iptablesPath: IPT });
+  const backend = new mod.ClusteripBackend({ procDir: PROC, manageRule: true, iptablesPath: IPT });
   await timed('hashEnsure', () => backend.ensure(spec));
+  const staleRulesAfterEnsure = await inputRulesFor(h.stale.address);
 
   // Counters: one rule before CLUSTERIP per VIP (every arrival), one per (source, VIP) after it (accepted ones).
   // The per-source rules drop, so nothing answers and no conntrack entry is confirmed.
@@ -404,6 +401,7 @@ async function stageHash() {
   }
   const sender = startSender(h);
   const out = {
+    staleRulesAfterEnsure,
     packetsPerRound: packets.length,
     rounds: /** @type {unknown[]} */ ([]),
     senderReady: /** @type {unknown} */ (null),
