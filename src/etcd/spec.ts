@@ -1,4 +1,4 @@
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { z } from 'zod';
 import { validateClusterSpec } from '../config/index.js';
 import type { ClusterSpec } from '../config/types.js';
@@ -40,18 +40,44 @@ export function encodeStoredSpec(spec: ClusterSpec, generation: number): string 
   return JSON.stringify({ v: 1, generation, spec });
 }
 
+/** A `spec` value that does not decode: `apply` may replace it (compare-and-swap on its mod revision). */
+export interface UnreadableSpec {
+  unreadable: true;
+  /** Why it does not decode, naming the key. */
+  error: string;
+  /** Its generation if one can still be read, else 0. */
+  generation: number;
+  modRevision: string;
+}
+
 /** The stored spec, or null when none was applied yet. Throws ConfigError when the stored value is invalid. */
 export async function readSpec(etcd: Etcd3, keys: Keys): Promise<StoredSpec | null> {
-  let res;
-  try {
-    res = await etcd.get(keys.spec).exec();
-  } catch (err) {
-    throw new EtcdUnavailableError(`reading ${keys.spec}: ${(err as Error).message}`, { cause: err });
-  }
-  const kv = res.kvs[0];
+  const kv = await getSpecKv(etcd, keys);
   if (!kv) return null;
   const { spec, generation } = decodeStoredSpec(kv.value.toString(), keys.spec);
   return { spec, generation, modRevision: kv.mod_revision };
+}
+
+/** The stored spec, null when none was applied yet, or what is wrong with a stored value that does not decode. */
+export async function readSpecOrUnreadable(etcd: Etcd3, keys: Keys): Promise<StoredSpec | UnreadableSpec | null> {
+  const kv = await getSpecKv(etcd, keys);
+  if (!kv) return null;
+  const raw = kv.value.toString();
+  try {
+    const { spec, generation } = decodeStoredSpec(raw, keys.spec);
+    return { spec, generation, modRevision: kv.mod_revision };
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return { unreadable: true, error: err.message, generation: lenientGeneration(raw), modRevision: kv.mod_revision };
+  }
+}
+
+async function getSpecKv(etcd: Etcd3, keys: Keys): Promise<IKeyValue | undefined> {
+  try {
+    return (await etcd.get(keys.spec).exec()).kvs[0];
+  } catch (err) {
+    throw new EtcdUnavailableError(`reading ${keys.spec}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { Range, type Etcd3, type IKeyValue, type Watcher } from 'etcd3';
 import type { ClusterSpec } from '../config/types.js';
 import { EtcdUnavailableError } from '../errors.js';
 import { parseKey, type Keys } from './keys.js';
@@ -16,8 +16,8 @@ import {
 
 // The narrow read side of etcd: one decoded picture of a cluster's prefix, built from a range read and kept
 // current from one prefix watch. Shared by the agent (claims, leader), the CLI's status and the observer.
-// Invalid values are kept out of the picture (a bad write leaves the last good value in place) and listed in
-// `badValues` with their key; decoding never throws.
+// Invalid values are kept out of the picture (a bad write leaves the last good value in place, except over a
+// claim or a node key, which it removes) and listed in `badValues` with their key; decoding never throws.
 
 export interface NodeEntry {
   value: NodeValue;
@@ -29,6 +29,8 @@ export interface ClaimEntry {
   owner: string;
   lease: string;
   createRevision: string;
+  /** Mod revision of the claim (for the leader's Mod-guarded delete of a ghost claim); absent in overlays. */
+  modRevision?: string;
 }
 
 export interface AssignEntry {
@@ -86,6 +88,9 @@ export function emptyClusterState(): ClusterState {
   };
 }
 
+/** The error of a node key outside any lease (the leader deletes exactly those). */
+export const NODE_WITHOUT_LEASE = 'node key without a lease';
+
 /** What one applied key did: for callers that emit `badValue` events on fresh garbage only. */
 export type ApplyOutcome = { ok: true } | { ok: false; key: string; error: string };
 
@@ -115,6 +120,12 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
     case 'node': {
       const d = decodeJson(nodeValueSchema, raw);
       if (!d.ok) return bad(d.error);
+      // A node is live only while its lease is: a node key outside any lease never goes away, so it would keep
+      // getting buckets nobody claims. Not a node (the leader deletes it); a real node re-puts its key.
+      if (kv.lease === '0') {
+        state.nodes.delete(pk.node);
+        return bad(NODE_WITHOUT_LEASE);
+      }
       state.nodes.set(pk.node, { value: d.value, lease: kv.lease, modRevision: kv.mod_revision });
       return { ok: true };
     }
@@ -131,13 +142,27 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
       return { ok: true };
     }
     case 'claim': {
+      // Unlike other families, a bad claim value replaces the last good one: the key no longer holds anyone's
+      // claim, so its former owner must let go in the kernel (kernel ⊆ claims), and nobody else may claim it
+      // until the leader deletes the garbage.
       const d = decodeClaim(raw);
-      if (!d.ok) return bad(d.error);
+      if (!d.ok) {
+        dropKey(state, keys, key);
+        return bad(d.error);
+      }
       // A claim outside any lease never goes away by itself: garbage (the leader deletes it).
-      if (kv.lease === '0') return bad('claim without a lease');
+      if (kv.lease === '0') {
+        dropKey(state, keys, key);
+        return bad('claim without a lease');
+      }
       let m = state.claims.get(pk.vip);
       if (!m) state.claims.set(pk.vip, (m = new Map()));
-      m.set(pk.bucket, { owner: d.value, lease: kv.lease, createRevision: kv.create_revision });
+      m.set(pk.bucket, {
+        owner: d.value,
+        lease: kv.lease,
+        createRevision: kv.create_revision,
+        modRevision: kv.mod_revision,
+      });
       return { ok: true };
     }
     case 'leader': {
@@ -219,18 +244,71 @@ export function cmpRevision(a: string, b: string): number {
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
-/** Read the whole prefix once and decode it. Throws EtcdUnavailableError when etcd does not answer. */
-export async function loadClusterState(etcd: Etcd3, keys: Keys): Promise<ClusterState> {
-  let res;
-  try {
-    res = await etcd.getAll().prefix(keys.prefix).exec();
-  } catch (err) {
-    throw new EtcdUnavailableError(`reading ${keys.prefix}: ${(err as Error).message}`, { cause: err });
+/** Keys per page of a full read (halved while etcd's answer would exceed the client's 4 MiB message limit). */
+export const READ_PAGE_KEYS = 256;
+const READ_ATTEMPTS = 5;
+
+/**
+ * Read the whole prefix once and decode it. Throws EtcdUnavailableError when etcd does not answer.
+ *
+ * The read is paginated (limit + continue after the last key), every page at the first page's revision, so the
+ * picture is one consistent revision however much lies under the prefix; the watch then starts right after it.
+ * A single answer larger than grpc's 4 MiB receive limit (a large cluster, or junk values of a MiB each) would
+ * otherwise fail the read forever: a page that is too large is asked again with half the keys.
+ */
+export async function loadClusterState(etcd: Etcd3, keys: Keys, pageKeys = READ_PAGE_KEYS): Promise<ClusterState> {
+  const range = Range.prefix(keys.prefix);
+  let lastError: unknown;
+  for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    try {
+      return await readPages(etcd, keys, range, pageKeys);
+    } catch (err) {
+      lastError = err;
+      // The revision we were reading at was compacted between pages: start over at a new one.
+      if (!/compacted/i.test((err as Error).message)) break;
+    }
   }
+  throw new EtcdUnavailableError(`reading ${keys.prefix}: ${(lastError as Error).message}`, { cause: lastError });
+}
+
+async function readPages(etcd: Etcd3, keys: Keys, range: Range, pageKeys: number): Promise<ClusterState> {
   const state = emptyClusterState();
-  for (const kv of res.kvs) applyPut(state, keys, kv);
-  state.revision = res.header.revision;
+  let from = range.start;
+  let revision: string | undefined;
+  let limit = Math.max(1, pageKeys);
+  // Bounded: every page either makes progress (at least one key) or halves the limit.
+  for (let pages = 0; pages < 1_000_000; pages++) {
+    let res;
+    try {
+      res = await etcd.kv.range({
+        key: from,
+        range_end: range.end,
+        limit,
+        ...(revision !== undefined ? { revision } : {}),
+      });
+    } catch (err) {
+      if (limit > 1 && isTooLarge(err)) {
+        limit = Math.max(1, Math.floor(limit / 2));
+        continue;
+      }
+      throw err;
+    }
+    revision ??= res.header.revision;
+    for (const kv of res.kvs) applyPut(state, keys, kv);
+    const last = res.kvs[res.kvs.length - 1];
+    if (!res.more || !last) break;
+    // The next key after `last`: the key itself with a zero byte appended.
+    from = Buffer.concat([last.key, Buffer.from([0])]);
+    if (limit < pageKeys) limit = Math.min(pageKeys, limit * 2);
+  }
+  state.revision = revision ?? '0';
   return state;
+}
+
+/** grpc's RESOURCE_EXHAUSTED for an answer over the receive limit ("Received message larger than max"). */
+function isTooLarge(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  return e.code === 8 || /larger than max|RESOURCE_EXHAUSTED/i.test(String(e.message ?? ''));
 }
 
 /**

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { BACKEND_KINDS, loadClusterSpecFile, parseClusterSpecYaml, type BackendKind } from '../../config/index.js';
-import { readSpec, writeSpec } from '../../etcd/spec.js';
+import { readSpecOrUnreadable, writeSpec } from '../../etcd/spec.js';
 import { loadClusterState } from '../../etcd/store.js';
 import { ConflictError } from '../../errors.js';
 import { addConnectionOptions, withConnection } from '../connection.js';
@@ -54,14 +54,25 @@ Examples:
         const backend = liveBackend([...state.statuses.values()].map((s) => s.backend));
         if (backend) spec = await load(backend);
       }
-      const cur = await c.call('reading the spec', () => readSpec(c.etcd, c.keys));
-      if (opts.expectGeneration !== undefined && (cur?.generation ?? 0) !== opts.expectGeneration) {
+      const stored = await c.call('reading the spec', () => readSpecOrUnreadable(c.etcd, c.keys));
+      // A stored value that does not decode (garbage written from outside) is replaced, compare-and-swap on its
+      // mod revision like any other; the diff is against nothing, since nothing readable is there.
+      const unreadable = stored && 'unreadable' in stored ? stored : null;
+      const cur = stored && !('unreadable' in stored) ? stored : null;
+      const generation = stored?.generation ?? 0;
+      if (opts.expectGeneration !== undefined && generation !== opts.expectGeneration) {
         throw new ConflictError(
-          `etcd holds spec generation ${cur?.generation ?? 0}, not ${String(opts.expectGeneration)} as --expect-generation says`,
+          `etcd holds spec generation ${generation}, not ${String(opts.expectGeneration)} as --expect-generation says`,
         );
       }
       const changes = diffSpecs(cur?.spec ?? null, spec);
-      const where = `${c.keys.spec} (generation ${cur?.generation ?? 'none'})`;
+      const where = unreadable
+        ? `${c.keys.spec} (unreadable)`
+        : `${c.keys.spec} (generation ${cur?.generation ?? 'none'})`;
+      if (unreadable) {
+        io.out(`${c.keys.spec} holds an unreadable value, which apply replaces:\n`);
+        for (const line of unreadable.error.split('\n')) io.out(`  ${paint(io, 'red', line)}\n`);
+      }
       if (changes.length === 0) {
         io.out(`no change: ${file} matches ${where}\n`);
         return;
@@ -76,9 +87,11 @@ Examples:
         return;
       }
       const r = await c.call('writing the spec', () =>
-        writeSpec(c.etcd, c.keys, spec, { expectModRevision: cur ? cur.modRevision : 'absent' }),
+        writeSpec(c.etcd, c.keys, spec, { expectModRevision: stored ? stored.modRevision : 'absent' }),
       );
-      io.out(`applied: generation ${r.generation} at revision ${r.modRevision}\n`);
+      io.out(
+        `applied: generation ${r.generation} at revision ${r.modRevision}${unreadable ? ' (replaced an unreadable value)' : ''}\n`,
+      );
     });
   });
 }
