@@ -2,7 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { parseKey, type Keys } from '../etcd/keys.js';
 import type { ClusterState } from '../etcd/store.js';
 import { assignValueSchema, takesBuckets } from '../etcd/values.js';
-import { cmpRevision, NODE_WITHOUT_LEASE } from '../etcd/store.js';
+import { cmpRevision } from '../etcd/store.js';
 import { NotLeaderError } from '../errors.js';
 import { monoNow } from './clock.js';
 import type { Election } from './election.js';
@@ -177,33 +177,26 @@ export class Rebalancer {
   }
 
   /**
-   * Delete keys that block the cluster forever (see `planSweep`). Each delete is one txn fenced by our campaign
-   * key and guarded by the key's mod revision: a deposed leader deletes nothing, and a newer write is never deleted.
+   * Delete keys that block the cluster forever: election keys not under their lease (no leader otherwise) and
+   * claim keys holding garbage or no lease (the bucket could never be claimed again). A claim key whose last good
+   * value names a live node is left to that node (it must let go in the kernel first). Mod-guarded: a newer
+   * write is never deleted.
    */
   private async sweep(state: ClusterState): Promise<void> {
     const { etcd, keys } = this.o;
-    const mine = this.o.election.campaignKey;
-    const lease = mine ? leaseOfCandidateKey(keys, mine.key) : null;
-    if (!mine || !lease) return;
-    for (const d of planSweep(state, keys)) {
-      const id = `${d.key}@${d.modRevision}`;
-      if (this.swept.has(id)) continue;
-      if (d.action === 'wait') continue;
-      this.swept.add(id);
+    for (const b of state.badValues) {
+      if (!b.modRevision || this.swept.has(`${b.key}@${b.modRevision}`)) continue;
+      const pk = parseKey(keys, b.key);
+      if (pk.family === 'claim') {
+        const last = state.claims.get(pk.vip)?.get(pk.bucket);
+        if (last && state.nodes.has(last.owner)) continue;
+      } else if (pk.family !== 'leader') continue;
+      this.swept.add(`${b.key}@${b.modRevision}`);
       try {
-        const res = await etcd
-          .if(mine.key, 'Create', '==', mine.createRevision)
-          .and(mine.key, 'Lease', '==', lease)
-          .and(d.key, 'Mod', '==', d.modRevision)
-          .then(etcd.delete().key(d.key))
-          .commit();
-        // Not committed: we no longer lead (a later leader judges it again), or the key changed (a newer value
-        // is judged on its own).
-        if (res.succeeded)
-          this.o.emit({ event: 'etcdError', op: 'sweep', error: `deleted ${d.key} (${d.reason}): ${d.detail}` });
-        else this.swept.delete(id);
+        await etcd.if(b.key, 'Mod', '==', b.modRevision).then(etcd.delete().key(b.key)).commit();
+        this.o.emit({ event: 'etcdError', op: 'sweep', error: `deleted invalid ${pk.family} key ${b.key}` });
       } catch (err) {
-        this.swept.delete(id);
+        this.swept.delete(`${b.key}@${b.modRevision}`);
         this.o.emit({ event: 'etcdError', op: 'sweep', error: (err as Error).message });
       }
     }
@@ -218,96 +211,6 @@ export class Rebalancer {
     }, wait);
     this.rollover.unref();
   }
-}
-
-/** Why the leader deletes a key nobody else will ever remove. */
-export type SweepReason =
-  /** An election key not under the lease its name says: no candidate, but it may sort first forever. */
-  | 'electionKeyInvalid'
-  /** A node key outside any lease: it would count as a live node forever. */
-  | 'nodeWithoutLease'
-  /** A claim key whose value is not a node id, or outside any lease: nobody can claim the bucket. */
-  | 'claimUnreadable'
-  /** A claim naming a node under a lease that is not that node's node-key lease: nobody serves it. */
-  | 'claimGhost';
-
-/** Why a key that is to be swept is left for now. */
-export type SweepWait =
-  /** A node still reports the bucket in its kernel: it lets go first (kernel ⊆ claims), then we delete. */
-  'heldInKernel';
-
-export type SweepDecision = { key: string; modRevision: string; detail: string } & (
-  { action: 'delete'; reason: SweepReason } | { action: 'wait'; reason: SweepWait }
-);
-
-/**
- * Pure: the keys the leader deletes. A bad claim or ghost claim is deleted only once no node's status lists its
- * bucket as held: the node that held the claim before it was overwritten sees that the claim is no longer its own,
- * removes the bucket from its kernel and reports it, and only then can the assignee claim the bucket again, so
- * the bucket is never served twice on the way.
- */
-export function planSweep(state: ClusterState, keys: Keys): SweepDecision[] {
-  const out: SweepDecision[] = [];
-  const claimDecision = (
-    key: string,
-    modRevision: string,
-    vip: string,
-    bucket: number,
-    reason: SweepReason,
-    detail: string,
-  ): SweepDecision => {
-    const holder = [...state.statuses].find(([, s]) => s.held[vip]?.includes(bucket))?.[0];
-    return holder === undefined
-      ? { action: 'delete', reason, key, modRevision, detail }
-      : { action: 'wait', reason: 'heldInKernel', key, modRevision, detail: `${detail}; ${holder} still holds it` };
-  };
-  for (const b of state.badValues) {
-    if (!b.modRevision) continue;
-    const pk = parseKey(keys, b.key);
-    if (pk.family === 'leader') {
-      out.push({
-        action: 'delete',
-        reason: 'electionKeyInvalid',
-        key: b.key,
-        modRevision: b.modRevision,
-        detail: b.error,
-      });
-    } else if (pk.family === 'node' && b.error === NODE_WITHOUT_LEASE) {
-      out.push({
-        action: 'delete',
-        reason: 'nodeWithoutLease',
-        key: b.key,
-        modRevision: b.modRevision,
-        detail: b.error,
-      });
-    } else if (pk.family === 'claim') {
-      out.push(claimDecision(b.key, b.modRevision, pk.vip, pk.bucket, 'claimUnreadable', b.error));
-    }
-  }
-  // Which node's key lives under which lease: a claim's lease must be the one of the node it names.
-  const leaseHolder = new Map<string, string>();
-  for (const [id, n] of state.nodes) leaseHolder.set(n.lease, id);
-  for (const [vip, m] of state.claims) {
-    for (const [bucket, c] of m) {
-      if (!c.modRevision) continue;
-      const named = state.nodes.get(c.owner);
-      const holder = leaseHolder.get(c.lease);
-      // Not judged: the named node has no node key and the lease carries none (a node re-registering, or one
-      // whose lease is about to expire with everything under it).
-      if (named ? named.lease === c.lease : holder === undefined) continue;
-      const detail = named
-        ? `claim names ${c.owner} under lease ${c.lease}, but ${c.owner} lives under lease ${named.lease}`
-        : `claim names ${c.owner} under lease ${c.lease} of node ${holder ?? '?'}`;
-      out.push(claimDecision(keys.claim(vip, bucket), c.modRevision, vip, bucket, 'claimGhost', detail));
-    }
-  }
-  return out;
-}
-
-/** The lease of our campaign key, from its name (`<electionName>/<lease hex>`). */
-function leaseOfCandidateKey(keys: Keys, key: string): string | null {
-  const hex = key.slice(keys.electionName.length + 1);
-  return /^[0-9a-f]{1,16}$/.test(hex) ? BigInt(`0x${hex}`).toString() : null;
 }
 
 /** Ops per fenced txn: etcd's default --max-txn-ops is 128. */

@@ -16,8 +16,8 @@ import {
 
 // The narrow read side of etcd: one decoded picture of a cluster's prefix, built from a range read and kept
 // current from one prefix watch. Shared by the agent (claims, leader), the CLI's status and the observer.
-// Invalid values are kept out of the picture (a bad write leaves the last good value in place, except over a
-// claim or a node key, which it removes) and listed in `badValues` with their key; decoding never throws.
+// Invalid values are kept out of the picture (a bad write leaves the last good value in place) and listed in
+// `badValues` with their key; decoding never throws.
 
 export interface NodeEntry {
   value: NodeValue;
@@ -29,8 +29,6 @@ export interface ClaimEntry {
   owner: string;
   lease: string;
   createRevision: string;
-  /** Mod revision of the claim (for the leader's Mod-guarded delete of a ghost claim); absent in overlays. */
-  modRevision?: string;
 }
 
 export interface AssignEntry {
@@ -88,9 +86,6 @@ export function emptyClusterState(): ClusterState {
   };
 }
 
-/** The error of a node key outside any lease (the leader deletes exactly those). */
-export const NODE_WITHOUT_LEASE = 'node key without a lease';
-
 /** What one applied key did: for callers that emit `badValue` events on fresh garbage only. */
 export type ApplyOutcome = { ok: true } | { ok: false; key: string; error: string };
 
@@ -120,12 +115,6 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
     case 'node': {
       const d = decodeJson(nodeValueSchema, raw);
       if (!d.ok) return bad(d.error);
-      // A node is live only while its lease is: a node key outside any lease never goes away, so it would keep
-      // getting buckets nobody claims. Not a node (the leader deletes it); a real node re-puts its key.
-      if (kv.lease === '0') {
-        state.nodes.delete(pk.node);
-        return bad(NODE_WITHOUT_LEASE);
-      }
       state.nodes.set(pk.node, { value: d.value, lease: kv.lease, modRevision: kv.mod_revision });
       return { ok: true };
     }
@@ -142,27 +131,13 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
       return { ok: true };
     }
     case 'claim': {
-      // Unlike other families, a bad claim value replaces the last good one: the key no longer holds anyone's
-      // claim, so its former owner must let go in the kernel (kernel ⊆ claims), and nobody else may claim it
-      // until the leader deletes the garbage.
       const d = decodeClaim(raw);
-      if (!d.ok) {
-        dropKey(state, keys, key);
-        return bad(d.error);
-      }
+      if (!d.ok) return bad(d.error);
       // A claim outside any lease never goes away by itself: garbage (the leader deletes it).
-      if (kv.lease === '0') {
-        dropKey(state, keys, key);
-        return bad('claim without a lease');
-      }
+      if (kv.lease === '0') return bad('claim without a lease');
       let m = state.claims.get(pk.vip);
       if (!m) state.claims.set(pk.vip, (m = new Map()));
-      m.set(pk.bucket, {
-        owner: d.value,
-        lease: kv.lease,
-        createRevision: kv.create_revision,
-        modRevision: kv.mod_revision,
-      });
+      m.set(pk.bucket, { owner: d.value, lease: kv.lease, createRevision: kv.create_revision });
       return { ok: true };
     }
     case 'leader': {
