@@ -33,6 +33,9 @@ const CATCH_UP_MS = 1000;
 /** Consecutive failed applies (each after its retries) that make a node not ready. */
 const APPLY_FAILURES_NOT_READY = 3;
 
+/** Why a node takes no buckets: its set-up failed (retried on its own backoff), or its applies keep failing. */
+type NotReady = { cause: 'ensureFailed' | 'applyFailing'; message: string };
+
 function backoffMs(attempt: number, baseMs: number, maxMs: number): number {
   return Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 16));
 }
@@ -82,8 +85,8 @@ export class Agent extends EventEmitter {
   private appliedSpec: ClusterSpec | null = null;
   private specChain: Promise<void> = Promise.resolve();
   private ensureFailures = 0;
-  /** Why the backend cannot take buckets (its last ensure failed); null = ready. Registered as `notReady`. */
-  private notReady: string | null = null;
+  /** Why the backend cannot take buckets; null = ready. Registered as `notReady` (its message). */
+  private notReady: NotReady | null = null;
   private applyFailures = 0;
   /** Registered under a new lease, our picture not yet shown current: not assignable (see registerCurrent). */
   private catchingUp = false;
@@ -131,10 +134,10 @@ export class Agent extends EventEmitter {
       // On a trial after a backoff one failure is enough: the trial is what costs clients.
       const needed = this.applyTrials > 0 ? 1 : APPLY_FAILURES_NOT_READY;
       if (++this.applyFailures < needed || this.notReady !== null) return;
-      this.setNotReady(`backend apply failing: ${e.error}`.slice(0, 500));
+      this.setNotReady({ cause: 'applyFailing', message: `backend apply failing: ${e.error}`.slice(0, 500) });
       const wait = backoffMs(this.applyTrials++, 5000, 60_000);
       setTimeout(() => {
-        if (this.notReady?.startsWith('backend apply failing')) {
+        if (this.notReady?.cause === 'applyFailing') {
           this.applyFailures = 0;
           this.setNotReady(null);
         }
@@ -316,7 +319,7 @@ export class Agent extends EventEmitter {
       } catch (err) {
         if (this.abort.signal.aborted) throw err;
         this.emitEvent({ event: 'etcdError', op, error: (err as Error).message });
-        await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal);
+        await sleep(backoffMs(attempt, 50, 1000), this.abort.signal);
       }
     }
   }
@@ -427,7 +430,7 @@ export class Agent extends EventEmitter {
 
   private ensureFailed(error: string): void {
     this.emitEvent({ event: 'backendError', op: 'ensure', error, attempt: this.ensureFailures + 1, willRetry: true });
-    this.setNotReady(`backend not set up: ${error}`.slice(0, 500));
+    this.setNotReady({ cause: 'ensureFailed', message: `backend not set up: ${error}`.slice(0, 500) });
     this.retryEnsureLater();
   }
 
@@ -435,10 +438,10 @@ export class Agent extends EventEmitter {
    * A node whose backend cannot be set up must not be given buckets it cannot apply: it registers as not ready
    * (the leader treats it as draining) until an ensure succeeds.
    */
-  private setNotReady(reason: string | null): void {
-    if (this.notReady === reason) return;
-    this.notReady = reason;
-    this.emitEvent({ event: 'readiness', ready: reason === null, ...(reason ? { reason } : {}) });
+  private setNotReady(next: NotReady | null): void {
+    if (this.notReady?.message === next?.message) return;
+    this.notReady = next;
+    this.emitEvent({ event: 'readiness', ready: next === null, ...(next ? { reason: next.message } : {}) });
     const leaseId = this.session?.leaseId;
     if (!leaseId || !this.session.isLive() || this.phase.phase !== 'running') return;
     void this.register(leaseId).catch((err: Error) =>
@@ -471,7 +474,7 @@ export class Agent extends EventEmitter {
       version: AGENT_VERSION,
       startedAt: this.startedAt,
       ...(this.notReady !== null
-        ? { notReady: this.notReady }
+        ? { notReady: this.notReady.message }
         : this.catchingUp
           ? { notReady: 'catching up with etcd after a new lease' }
           : {}),
