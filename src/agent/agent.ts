@@ -7,7 +7,7 @@ import { etcdClientOptions } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
 import { cmpRevision, watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
 import type { NodeValue } from '../etcd/values.js';
-import { NodeIdInUseError } from '../errors.js';
+import { NodeIdInUseError, BackendError } from '../errors.js';
 import { hashIdentity } from '../hash/identity.js';
 import { makeBackend } from './backendFactory.js';
 import { ClaimReconciler } from './claims.js';
@@ -283,7 +283,7 @@ export class Agent extends EventEmitter {
         onAck: () => {
           void this.kernel.refresh().catch(() => undefined);
         },
-        onFenced: (reason) => this.onFenced(reason),
+        onFenced: (reason, cleared) => this.onFenced(reason, cleared),
         clearKernel: () => this.clearConfirmed(1000),
         onUnfenced: () => {
           this.reconciler.trigger();
@@ -332,7 +332,8 @@ export class Agent extends EventEmitter {
       held = new Map<string, Set<number>>();
     }
     const t0 = monoNow();
-    await this.kernel.clear();
+    if (!(await this.kernel.clear()))
+      throw new BackendError('transient', 'clearing the kernel at start was not confirmed by a read-back');
     for (const [vip, s] of held) {
       for (const bucket of s) {
         this.emitEvent({
@@ -540,12 +541,14 @@ export class Agent extends EventEmitter {
     if (this.election.isLeader) this.rebalancer.trigger();
   }
 
-  private onFenced(reason: FenceReason): void {
+  private onFenced(reason: FenceReason, cleared: boolean): void {
     const buckets = this.kernel.heldCount();
-    this.kernel.markCleared();
-    // The worker cleared its view of the kernel; clear ours too in case a write of ours raced with it.
+    // Only a clear the worker confirmed empties the model: a bucket it may still hold keeps its claim.
+    if (cleared) this.kernel.markCleared();
+    // Clear from this side too, in case a write of ours raced with the worker (the session retries an
+    // unconfirmed clear until it is confirmed).
     void this.kernel.clear().catch(() => undefined);
-    this.emitEvent({ event: 'fenced', reason, buckets });
+    this.emitEvent({ event: 'fenced', reason, buckets, cleared });
     if (reason === 'leaseLost') {
       this.election.reset('leaseLost');
       this.rebalancer.reset();
@@ -676,9 +679,7 @@ export class Agent extends EventEmitter {
   async clearConfirmed(stepTimeoutMs: number, attempts = 3): Promise<boolean> {
     for (let i = 0; i < attempts; i++) {
       try {
-        await withTimeout(this.kernel.clear(), stepTimeoutMs);
-        const left = await withTimeout(this.kernel.read(), stepTimeoutMs);
-        if ([...left.values()].every((s) => s.size === 0)) return true;
+        if (await withTimeout(this.kernel.clear(), stepTimeoutMs)) return true;
       } catch {
         // retried below
       }
@@ -705,7 +706,13 @@ export class Agent extends EventEmitter {
       // A fence reply carrying an error did not clear the kernel: it is no confirmation.
       cleared = fenced !== null && fenced.error === undefined;
       if (fenced?.error)
-        emit({ event: 'backendError', op: 'clear', error: fenced.error, attempt: 5, willRetry: !!this.kernel });
+        emit({
+          event: 'backendError',
+          op: 'fenceClear',
+          error: fenced.error,
+          attempt: fenced.attempts,
+          willRetry: !!this.kernel,
+        });
     }
     if (!cleared && this.kernel) cleared = await this.clearConfirmed(stepTimeoutMs);
     if (cleared) this.kernel?.markCleared();

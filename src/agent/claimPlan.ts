@@ -78,7 +78,8 @@ export function handoffTo(i: ClaimInputs, vip: string, bucket: number): Handoff 
   const to = a.value.owners[String(bucket)];
   if (to === undefined || to === i.me) return 'unassigned';
   const peer = i.peers.get(to);
-  if (!peer) return 'assigneeNotLive';
+  // A node key without a lease (written by hand) is no live node, and a claim put under lease 0 has none either.
+  if (!peer || peer.lease === '0') return 'assigneeNotLive';
   if (peer.draining) return 'assigneeDraining';
   return { node: to, lease: peer.lease };
 }

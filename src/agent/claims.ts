@@ -6,7 +6,7 @@ import { cmpRevision, type ClaimEntry, type ClusterState, type StateChange } fro
 import { monoNow } from './clock.js';
 import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
-import type { KernelGate } from './kernel.js';
+import type { AddRefusal, KernelGate } from './kernel.js';
 import { takesBuckets } from '../etcd/values.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
@@ -33,6 +33,8 @@ export interface ReconcilerOptions {
 }
 
 const CONCURRENCY = 64;
+/** Adds refused for a deadline too close are tried again this soon (a keepalive ack moves it meanwhile). */
+const DEADLINE_RETRY_MS = 100;
 
 export class ClaimReconciler {
   private scheduled = false;
@@ -257,8 +259,9 @@ export class ClaimReconciler {
     const toAdd = [...got, ...plan.kernelAdd];
     if (toAdd.length === 0) return;
     let added: BucketChange[];
+    let refused: AddRefusal | undefined;
     try {
-      added = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId });
+      ({ added, refused } = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId }));
     } catch (err) {
       // Could not apply: hold no claim for it (the kernel gate already undid the adds).
       this.backendFailures++;
@@ -280,12 +283,14 @@ export class ClaimReconciler {
       return;
     }
     this.backendFailures = 0;
+    // Too close to the fence deadline: the next ack moves it, and nothing else may trigger a pass soon.
+    if (refused === 'deadlineShort') this.retryLater(DEADLINE_RETRY_MS);
     const addedSet = new Set(added.flatMap((c) => c.add.map((b) => bucketKey(c.vip, b))));
     const now = monoNow();
     for (const r of toAdd) {
       const k = bucketKey(r.vip, r.bucket);
       if (!addedSet.has(k)) {
-        this.noteBlocked(r, 'fenced');
+        this.noteBlocked(r, refused ?? 'fenced');
         continue;
       }
       this.blocked.delete(k);
@@ -400,10 +405,17 @@ function group(refs: (BucketRef & { reason?: ReleaseReason })[], op: 'add' | 're
   return [...by].map(([vip, bs]) => ({ vip, add: op === 'add' ? bs : [], remove: op === 'remove' ? bs : [] }));
 }
 
-async function inBatches<T>(items: T[], fn: (t: T) => Promise<void>): Promise<void> {
+/**
+ * Run `fn` over `items`, CONCURRENCY at a time. Every txn of a batch settles (and records its overlay) before
+ * the first failure is thrown: a pass that ended with txns still in flight would plan the next pass without them.
+ */
+export async function inBatches<T>(items: T[], fn: (t: T) => Promise<void>): Promise<void> {
+  let failed: { error: unknown } | undefined;
   for (let i = 0; i < items.length; i += CONCURRENCY) {
-    await Promise.all(items.slice(i, i + CONCURRENCY).map(fn));
+    const results = await Promise.allSettled(items.slice(i, i + CONCURRENCY).map(fn));
+    for (const r of results) if (r.status === 'rejected') failed ??= { error: r.reason };
   }
+  if (failed) throw failed.error instanceof Error ? failed.error : new Error(String(failed.error));
 }
 
 function ms(x: number): number {

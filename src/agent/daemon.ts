@@ -37,8 +37,8 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
       return {
         level: 'warn',
         op: 'fence',
-        fields: { reason: e.reason, buckets: e.buckets },
-        msg: 'fenced: every bucket released',
+        fields: { reason: e.reason, buckets: e.buckets, cleared: e.cleared },
+        msg: e.cleared ? 'fenced: every bucket released' : 'fenced: kernel clear not confirmed, retrying',
       };
     case 'unfenced':
       return { level: 'info', op: 'fence', fields: { sameLease: e.sameLease }, msg: 'unfenced' };

@@ -8,14 +8,15 @@ export type MoveReason = 'ownerDead' | 'ownerDraining' | 'rebalanceJoin' | 'unas
 export type ReleaseReason = 'notAssigned' | 'draining' | 'fenced' | 'shutdown' | 'startupOrphan' | 'vipRemoved';
 
 /** Why this node does not (yet) acquire a bucket it is assigned. */
-export type AcquireBlock = 'heldByOther' | 'fenced' | 'draining' | 'backendFailed' | 'etcdError';
+export type AcquireBlock =
+  'heldByOther' | 'fenced' | 'deadlineShort' | 'leaseChanged' | 'draining' | 'backendFailed' | 'etcdError';
 
 export type FenceReason = 'deadlinePassed' | 'leaseLost' | 'shutdown';
 
 export type AgentEvent =
   | { event: 'sessionStarted'; leaseId: string; ttlSeconds: number }
   | { event: 'keepaliveAck'; rttMs: number; headroomMs: number }
-  | { event: 'fenced'; reason: FenceReason; buckets: number }
+  | { event: 'fenced'; reason: FenceReason; buckets: number; cleared: boolean }
   | { event: 'unfenced'; sameLease: boolean }
   | { event: 'leaseLost' }
   | { event: 'elected'; revision: string }
@@ -36,7 +37,8 @@ export type AgentEvent =
   | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number; handoff?: string }
   | {
       event: 'backendError';
-      op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure';
+      /** fenceClear: the fence worker's own clear (its attempts all failed). */
+      op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure' | 'fenceClear';
       error: string;
       attempt: number;
       willRetry: boolean;

@@ -20,5 +20,7 @@ export type FromWorker =
       deadline: number;
       firedAt: number;
       clearedAt: number;
+      /** Set when the last of `attempts` clears failed: the kernel may still hold buckets. */
       error: string | undefined;
+      attempts: number;
     };

@@ -15,6 +15,7 @@ const port = parentPort;
 if (!port) throw new Error('fenceWorker must run as a worker thread');
 
 let timer: NodeJS.Timeout | undefined;
+const CLEAR_ATTEMPTS = 5;
 
 function post(m: FromWorker): void {
   port!.postMessage(m);
@@ -39,7 +40,9 @@ async function fire(reason: 'deadlinePassed' | 'leaseLost' | 'shutdown'): Promis
   const firedAt = monoNow();
   const d = deadline[0]!;
   let error: string | undefined;
-  for (let attempt = 1; attempt <= 5; attempt++) {
+  let attempts = 0;
+  for (let attempt = 1; attempt <= CLEAR_ATTEMPTS; attempt++) {
+    attempts = attempt;
     try {
       await backend.clear();
       error = undefined;
@@ -49,7 +52,7 @@ async function fire(reason: 'deadlinePassed' | 'leaseLost' | 'shutdown'): Promis
       await new Promise((r) => setTimeout(r, 10 * attempt));
     }
   }
-  post({ type: 'fenced', reason, deadline: d, firedAt, clearedAt: monoNow(), error });
+  post({ type: 'fenced', reason, deadline: d, firedAt, clearedAt: monoNow(), error, attempts });
 }
 
 port.on('message', (m: ToWorker) => {

@@ -32,6 +32,14 @@ export interface KernelOptions {
   retries?: number;
 }
 
+/** Why adds were not made: fenced, too little time left before the fence deadline, or the lease changed. */
+export type AddRefusal = 'fenced' | 'deadlineShort' | 'leaseChanged';
+
+export interface ApplyResult {
+  added: BucketChange[];
+  refused?: AddRefusal;
+}
+
 export class KernelGate {
   readonly held: HeldBuckets = new Map();
   private chain: Promise<unknown> = Promise.resolve();
@@ -106,9 +114,9 @@ export class KernelGate {
 
   /**
    * Apply removes and adds. Removes always go through; adds only while unfenced with enough time left.
-   * Resolves with the adds that really were applied.
+   * Resolves with the adds that really were applied and, when some were not, why.
    */
-  apply(changes: BucketChange[], opts: { lease?: string } = {}): Promise<BucketChange[]> {
+  apply(changes: BucketChange[], opts: { lease?: string } = {}): Promise<ApplyResult> {
     return this.serial(async () => {
       const removes = changes
         .filter((c) => c.remove.length > 0)
@@ -119,17 +127,23 @@ export class KernelGate {
         this.lastApplyAt = new Date();
       }
       const adds = changes.filter((c) => c.add.length > 0).map((c) => ({ vip: c.vip, add: c.add, remove: [] }));
-      if (adds.length === 0) return [];
-      if (!this.mayAdd(opts.lease)) return [];
+      if (adds.length === 0) return { added: [] };
+      const refused = this.refusal(opts.lease);
+      if (refused) return { added: [], refused };
+      let tries = 0;
       try {
         await this.withRetry('apply', async () => {
-          if (!this.mayAdd(opts.lease)) throw new FencedDuringApply();
+          const r = this.refusal(opts.lease);
+          if (r) throw new FencedDuringApply(r, tries > 0);
+          tries++;
           await this.o.backend.apply(adds, { holdForMs: this.o.fence.msToDeadline() });
         });
       } catch (err) {
-        if (err instanceof FencedDuringApply) return [];
-        // Unknown what landed (a batch over several VIPs may stop half way): undo VIP by VIP, so one VIP the
-        // backend refuses cannot keep another's adds in place, then re-read what really is held.
+        // Refused before the first write: nothing can have landed.
+        if (err instanceof FencedDuringApply && !err.afterFailedWrite) return { added: [], refused: err.refusal };
+        // Unknown what landed (a batch over several VIPs may stop half way, a CLUSTERIP "+N" may have gone
+        // through before the write failed): undo VIP by VIP, so one VIP the backend refuses cannot keep another's
+        // adds in place, then re-read what really is held.
         for (const c of adds) {
           await this.o.backend.apply([{ vip: c.vip, add: [], remove: c.add }]).catch(() => undefined);
         }
@@ -138,52 +152,40 @@ export class KernelGate {
         const reread = await this.readNow()
           .then(() => true)
           .catch(() => false);
-        if (!reread)
+        if (!reread) {
           this.lastError = {
             message: `apply: ${(err as Error).message}; undo not confirmed, keeping the claims`,
             at: new Date(),
           };
-        for (const c of reread ? [] : adds) {
-          let s = this.held.get(c.vip);
-          if (!s) this.held.set(c.vip, (s = new Set()));
-          for (const b of c.add) s.add(b);
+          this.addToModel(adds);
         }
+        if (err instanceof FencedDuringApply) return { added: [], refused: err.refusal };
         throw err;
       }
       if (this.o.fence.isFenced()) {
         // The worker fenced while we wrote: our add may have landed after its clear.
-        await this.o.backend.clear().catch(() => undefined);
-        this.held.clear();
-        return [];
+        this.addToModel(adds);
+        await this.clearAndConfirm();
+        return { added: [], refused: 'fenced' };
       }
       if (!this.leaseOk(opts.lease)) {
         // The lease changed while we wrote: these adds have no claim under the live lease. Take them back.
         for (const c of adds) {
           await this.o.backend.apply([{ vip: c.vip, add: [], remove: c.add }]).catch(() => undefined);
         }
-        await this.readNow().catch(() => {
-          for (const c of adds) {
-            let s = this.held.get(c.vip);
-            if (!s) this.held.set(c.vip, (s = new Set()));
-            for (const b of c.add) s.add(b);
-          }
-        });
-        return [];
+        await this.readNow().catch(() => this.addToModel(adds));
+        return { added: [], refused: 'leaseChanged' };
       }
-      for (const c of adds) {
-        let s = this.held.get(c.vip);
-        if (!s) this.held.set(c.vip, (s = new Set()));
-        for (const b of c.add) s.add(b);
-      }
+      this.addToModel(adds);
       this.lastApplyAt = new Date();
-      return adds;
+      return { added: adds };
     });
   }
 
   /** Extend every held bucket to the current deadline (after each acknowledged keepalive). */
   refresh(): Promise<void> {
     return this.serial(async () => {
-      if (this.heldCount() === 0 || !this.mayAdd()) return;
+      if (this.heldCount() === 0 || this.refusal() !== undefined) return;
       // Only what our model holds (claimed and applied): a bucket the kernel lists beyond it has no claim
       // behind it and must be left to expire, never renewed.
       const only: HeldBuckets = new Map([...this.held].map(([vip, s]) => [vip, new Set(s)]));
@@ -191,8 +193,7 @@ export class KernelGate {
         this.o.backend.refresh(this.o.fence.msToDeadline(), { only }),
       );
       if (this.o.fence.isFenced()) {
-        await this.o.backend.clear().catch(() => undefined);
-        this.held.clear();
+        await this.clearAndConfirm();
         return;
       }
       if (renewed === null) return;
@@ -209,21 +210,49 @@ export class KernelGate {
     });
   }
 
-  /** Drop everything (shutdown, fence follow-up on the main thread). */
-  clear(): Promise<void> {
-    return this.serial(async () => {
-      await this.withRetry('clear', () => this.o.backend.clear());
-      this.held.clear();
-    });
+  /**
+   * Drop everything (shutdown, fence follow-up) and read back. True only when the backend confirmed it empty.
+   * The model loses only what the read-back shows gone: after a failed clear it keeps what the kernel (or, if
+   * even the read fails, the model) still holds, so no claim is released for a bucket the kernel may hold.
+   */
+  clear(): Promise<boolean> {
+    return this.serial(() => this.clearAndConfirm());
   }
 
-  /** Forget the model after the fence worker cleared the kernel behind our back. */
+  private async clearAndConfirm(): Promise<boolean> {
+    const cleared = await this.withRetry('clear', () => this.o.backend.clear()).then(
+      () => true,
+      () => false,
+    );
+    try {
+      const left = await this.readNow();
+      return [...left.values()].every((s) => s.size === 0);
+    } catch {
+      // Unread: a confirmed clear still leaves nothing; otherwise the model stays as it was.
+      if (cleared) this.held.clear();
+      return false;
+    }
+  }
+
+  /** The fence worker confirmed it cleared the kernel behind our back: the model may drop everything. */
   markCleared(): void {
     this.held.clear();
   }
 
-  private mayAdd(lease?: string): boolean {
-    return this.leaseOk(lease) && !this.o.fence.isFenced() && this.o.fence.msToDeadline() >= this.minHoldMs;
+  private addToModel(changes: BucketChange[]): void {
+    for (const c of changes) {
+      let s = this.held.get(c.vip);
+      if (!s) this.held.set(c.vip, (s = new Set()));
+      for (const b of c.add) s.add(b);
+    }
+  }
+
+  /** Why an add may not be made now under `lease`, or undefined when it may. */
+  private refusal(lease?: string): AddRefusal | undefined {
+    if (!this.leaseOk(lease)) return 'leaseChanged';
+    if (this.o.fence.isFenced()) return 'fenced';
+    if (this.o.fence.msToDeadline() < this.minHoldMs) return 'deadlineShort';
+    return undefined;
   }
 
   private leaseOk(lease: string | undefined): boolean {
@@ -255,7 +284,15 @@ export class KernelGate {
   }
 }
 
-class FencedDuringApply extends Error {}
+class FencedDuringApply extends Error {
+  constructor(
+    readonly refusal: AddRefusal,
+    /** An earlier attempt of this apply failed part way: some of its adds may have landed. */
+    readonly afterFailedWrite: boolean,
+  ) {
+    super(`add refused: ${refusal}`);
+  }
+}
 
 function isTransient(err: unknown): boolean {
   // Unknown errors (an fs error from the file backend, say) are worth a few retries too.

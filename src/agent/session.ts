@@ -28,8 +28,8 @@ export interface SessionHooks {
   onLease(leaseId: string): Promise<void> | void;
   /** Each acknowledged keepalive while live (refresh kernel expiries). */
   onAck(): void;
-  /** The kernel was cleared by the fence; stop acquiring. */
-  onFenced(reason: FenceReason): void;
+  /** Fenced: stop acquiring. `cleared`: the worker confirmed the kernel empty (else the session retries). */
+  onFenced(reason: FenceReason, cleared: boolean): void;
   /** Live again. */
   onUnfenced(sameLease: boolean): void;
   /** Clear the backend from the main thread; true only when a read-back confirmed it empty. */
@@ -311,7 +311,10 @@ export class NodeSession {
     this.lastAck = { tSend, wall: new Date(), deadline, leaseId };
     this.o.emit({ event: 'keepaliveAck', rttMs: round(now - tSend), headroomMs: round(deadline - now) });
     if (this.st.state === 'fenced') {
-      this.tryResume();
+      // Registering the lease that replaces a lost one: its acks must move the deadline, or the fence fires
+      // again, spuriously, when the registration takes longer than the first deadline.
+      if (this.st.reason === 'leaseLost' && this.st.leaseId !== leaseId) this.o.fence.setDeadline(deadline);
+      else this.tryResume();
       return;
     }
     // Live, or still registering its first lease: the deadline moves either way.
@@ -325,8 +328,23 @@ export class NodeSession {
     if (this.st.state === 'closed' || m.reason !== 'deadlinePassed') return;
     if (this.st.state === 'fenced' && this.st.reason !== 'deadlinePassed') return;
     this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: this.lease?.id ?? null };
-    this.o.hooks.onFenced('deadlinePassed');
+    this.o.hooks.onFenced('deadlinePassed', m.error === undefined);
+    if (m.error !== undefined) {
+      this.reportUnconfirmedClear(m);
+      // Reads and clears need no etcd: keep at it while fenced (a resume re-adds under its claims anyway).
+      void this.clearUntilConfirmed(() => this.st.state === 'fenced');
+    }
     this.tryResume();
+  }
+
+  private reportUnconfirmedClear(m: FencedMessage): void {
+    this.o.emit({
+      event: 'backendError',
+      op: 'fenceClear',
+      error: m.error ?? '',
+      attempt: m.attempts,
+      willRetry: true,
+    });
   }
 
   /** Same lease, and an ack newer than the fence leaves room: resume. */
@@ -350,12 +368,12 @@ export class NodeSession {
       this.st = { state: 'fenced', reason: 'leaseLost', leaseId };
       // The kernel must be empty before anything is claimed under a new lease.
       const m = await this.o.fence.fenceNow('leaseLost');
-      this.o.hooks.onFenced('leaseLost');
-      if (m.error) {
-        this.o.emit({ event: 'backendError', op: 'clear', error: m.error, attempt: 5, willRetry: true });
+      this.o.hooks.onFenced('leaseLost', m.error === undefined);
+      if (m.error !== undefined) {
+        this.reportUnconfirmedClear(m);
         // Unconfirmed clear: a new lease would let us claim again while the kernel may still hold buckets. Retry
         // the clear (main thread) until it is confirmed; only then grant.
-        if (!(await this.clearUntilConfirmed())) return;
+        if (!(await this.clearUntilConfirmed(() => true))) return;
       }
       await this.grantAndRegister();
     } finally {
@@ -363,10 +381,11 @@ export class NodeSession {
     }
   }
 
-  private async clearUntilConfirmed(): Promise<boolean> {
-    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+  /** Clear from the main thread until a read-back confirms it, while `still()` holds. */
+  private async clearUntilConfirmed(still: () => boolean): Promise<boolean> {
+    for (let attempt = 0; !this.abort.signal.aborted && still(); attempt++) {
       if (await this.o.hooks.clearKernel().catch(() => false)) return true;
-      await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal).catch(() => undefined);
+      await sleep(registerBackoffMs(attempt), this.abort.signal).catch(() => undefined);
     }
     return false;
   }

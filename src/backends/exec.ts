@@ -163,7 +163,10 @@ export class ExecBackend implements Backend {
   }
 
   private async load(): Promise<HeldBuckets> {
-    if (this.held) return this.held;
+    // With a state file, the file is the truth: the fence worker's instance and the main thread's share it, and
+    // a notion cached at one instance's first use would have the other's later changes missing (a clear that
+    // tells the command nothing).
+    if (this.held && !this.opts.stateFile) return this.held;
     const held: HeldBuckets = new Map();
     if (this.opts.stateFile) {
       let text: string | undefined;

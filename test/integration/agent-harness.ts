@@ -1,6 +1,6 @@
 // Shared set-up for the agent integration tests: a real etcd, agents as real processes (file backend), optional
 // per-agent TCP proxies in front of etcd, and the invariant observer watching claims and backend files.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
@@ -45,6 +45,7 @@ export interface HarnessOptions {
 
 export interface Harness {
   etcd: LocalEtcd;
+  ttl: number;
   client: Etcd3;
   keys: Keys;
   cluster: string;
@@ -66,6 +67,15 @@ export interface Harness {
 }
 
 let seq = 0;
+
+/** What a test set up beside its harness (processes, dirs, proxies): undone after it, newest first. */
+export const cleanups: (() => Promise<unknown>)[] = [];
+
+/** For afterEach: run the test's cleanups, then stop its harness. */
+export async function teardown(h: Harness | undefined): Promise<void> {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  await h?.stop();
+}
 
 export async function startHarness(o: HarnessOptions): Promise<Harness> {
   const base = await mkdtemp(join(tmpdir(), 'cipha-agent-'));
@@ -96,6 +106,7 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
   const agents = new Map<string, AgentProcess>();
   const h: Harness = {
     etcd,
+    ttl: o.ttl,
     client,
     keys,
     cluster,
@@ -220,3 +231,64 @@ export function logTime(l: AgentLogLine): number {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * An agent on the exec backend whose hook is a stand-in kernel: it keeps what it was told in a file. Markers make
+ * it refuse clears only (`failClears`) or every change (`failAll`).
+ */
+export interface ExecNode {
+  agent: AgentProcess;
+  dir: string;
+  held(): Promise<Set<number>>;
+  failClears(): Promise<void>;
+  failAll(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const EXEC_HOOK = `#!/bin/sh
+d="$(dirname "$0")"
+[ -e "$d/fail-all" ] && { echo "refused (test)" >&2; exit 1; }
+if [ "$CLUSTERIP_HA_OP" = clear ] && [ -e "$d/fail-clear" ]; then echo "clear refused (test)" >&2; exit 1; fi
+printf '%s\\n' "$CLUSTERIP_HA_HELD" > "$d/kernel.tmp" && mv "$d/kernel.tmp" "$d/kernel"
+`;
+
+export async function startExecNode(
+  h: Harness,
+  id: string,
+  o: { endpoints?: string[]; extraArgs?: string[] } = {},
+): Promise<ExecNode> {
+  const dir = await mkdtemp(join(tmpdir(), `cipha-exec-${id}-`));
+  const hook = join(dir, 'hook.sh');
+  await writeFile(hook, EXEC_HOOK);
+  await chmod(hook, 0o755);
+  const agent = spawnAgent({
+    nodeId: id,
+    endpoints: o.endpoints ?? h.etcd.endpoints,
+    cluster: h.cluster,
+    backend: 'exec',
+    stateDir: join(dir, 'state'),
+    leaseTtlSeconds: h.ttl,
+    extraArgs: ['--exec-command', hook, '--exec-timeout', '2000', ...(o.extraArgs ?? [])],
+  });
+  return {
+    agent,
+    dir,
+    async held() {
+      const text = await readFile(join(dir, 'kernel'), 'utf8').catch(() => '');
+      return new Set(
+        text
+          .trim()
+          .split(',')
+          .filter(Boolean)
+          .map((b) => Number(b)),
+      );
+    },
+    failClears: () => writeFile(join(dir, 'fail-clear'), ''),
+    failAll: () => writeFile(join(dir, 'fail-all'), ''),
+    async stop() {
+      if (agent.exited() === null) agent.signal('SIGKILL');
+      await agent.waitExit(5000).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

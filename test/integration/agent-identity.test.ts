@@ -8,15 +8,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadClusterState } from '../../src/etcd/store.js';
 import { spawnAgent } from '../../src/localcluster/agentProcess.js';
-import { events, sleep, startHarness, type Harness } from './agent-harness.js';
+import { events, sleep, startHarness, type Harness, cleanups, teardown } from './agent-harness.js';
 
 const TTL = 2;
 let h: Harness | undefined;
-const cleanups: (() => Promise<unknown>)[] = [];
-
 afterEach(async () => {
-  for (const c of cleanups.splice(0)) await c().catch(() => undefined);
-  await h?.stop();
+  await teardown(h);
   h = undefined;
 });
 

@@ -10,16 +10,13 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadClusterState } from '../../src/etcd/store.js';
 import { spawnAgent, type AgentProcess } from '../../src/localcluster/agentProcess.js';
-import { VIP, sleep, specYaml, startHarness, type Harness } from './agent-harness.js';
+import { VIP, sleep, specYaml, startHarness, type Harness, cleanups, teardown } from './agent-harness.js';
 
 const TTL = 2;
 const run = promisify(execFile);
 let h: Harness | undefined;
-const cleanups: (() => Promise<unknown>)[] = [];
-
 afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  await h?.stop();
+  await teardown(h);
   h = undefined;
 });
 

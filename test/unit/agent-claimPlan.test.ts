@@ -89,6 +89,15 @@ describe('planClaims', () => {
     expect(handoffTo(inputs(['a'], claim, [1], { releaseAll: true }), VIP, 1)).toBe('shutdown');
   });
 
+  it('never hands a claim to a node key without a lease: the claim would outlive everyone', () => {
+    const claim = [{ owner: 'me', lease: 'L' }];
+    const i = inputs(['a'], claim, []);
+    const peers = new Map(i.peers);
+    peers.set('a', { lease: '0', draining: false });
+    expect(handoffTo({ ...i, peers }, VIP, 1)).toBe('assigneeNotLive');
+    expect(planClaims({ ...i, peers }).claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+  });
+
   it('a claim under an old lease of ours is not ours: the kernel entry goes, nothing is deleted', () => {
     const p = planClaims(inputs(['me'], [{ owner: 'me', lease: 'OLD' }], [1]));
     expect(p.kernelRemove.map((r) => r.bucket)).toEqual([1]);

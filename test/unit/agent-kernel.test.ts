@@ -24,6 +24,7 @@ class ScriptedBackend implements Backend {
   failAdd = false;
   failRemove = false;
   failRead = false;
+  failClear = false;
   refreshed: (RefreshOptions | undefined)[] = [];
   /** Runs inside apply, after the write landed (to simulate a lease change during the write). */
   duringApply: (() => void) | null = null;
@@ -55,6 +56,7 @@ class ScriptedBackend implements Backend {
     return out;
   }
   async clear(): Promise<void> {
+    if (this.failClear) throw new BackendError('bug', 'clear failed');
     this.held.clear();
   }
   describe(): BackendDescription {
@@ -63,12 +65,22 @@ class ScriptedBackend implements Backend {
   async close(): Promise<void> {}
 }
 
-function gate(backend: Backend, lease: { id: string | null } = { id: 'L1' }): KernelGate {
+/** The fence as the gate sees it; tests move it. */
+interface TestFence {
+  fenced: boolean;
+  msLeft: number;
+}
+
+function gate(
+  backend: Backend,
+  lease: { id: string | null } = { id: 'L1' },
+  fence: TestFence = { fenced: false, msLeft: 5000 },
+): KernelGate {
   const events: AgentEvent[] = [];
   return new KernelGate({
     backend,
     emit: (e) => events.push(e),
-    fence: { isFenced: () => false, msToDeadline: () => 5000 },
+    fence: { isFenced: () => fence.fenced, msToDeadline: () => fence.msLeft },
     liveLease: () => lease.id,
     retries: 0,
   });
@@ -97,17 +109,103 @@ describe('KernelGate after a failed add', () => {
   });
 });
 
+// Issue 9, hole 3: the model may only lose a bucket the backend confirmed gone. Else the reconciler releases the
+// claim of a bucket the kernel still holds, and its new owner serves it too.
+describe('KernelGate: a clear is confirmed or the model keeps what may be held', () => {
+  it('a failed clear keeps what the read-back shows', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    await k.apply([{ vip: 'v', add: [1, 2], remove: [] }], { lease: 'L1' });
+    be.failClear = true;
+    expect(await k.clear()).toBe(false);
+    expect(k.has('v', 1) && k.has('v', 2)).toBe(true);
+    be.failClear = false;
+    expect(await k.clear()).toBe(true);
+    expect(k.heldCount()).toBe(0);
+  });
+
+  it('a failed clear whose read-back fails too keeps the whole model', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    await k.apply([{ vip: 'v', add: [5], remove: [] }], { lease: 'L1' });
+    be.failClear = true;
+    be.failRead = true;
+    expect(await k.clear()).toBe(false);
+    expect(k.has('v', 5)).toBe(true);
+  });
+
+  it('fenced during a write, with the clear failing: the landed adds stay in the model', async () => {
+    const be = new ScriptedBackend();
+    const fence = { fenced: false, msLeft: 5000 };
+    const k = gate(be, { id: 'L1' }, fence);
+    be.failClear = true;
+    be.duringApply = () => {
+      be.duringApply = null;
+      fence.fenced = true; // the worker fired while we wrote
+    };
+    expect(await k.apply([{ vip: 'v', add: [7], remove: [] }], { lease: 'L1' })).toEqual({
+      added: [],
+      refused: 'fenced',
+    });
+    expect(be.held.get('v')?.has(7)).toBe(true);
+    expect(k.has('v', 7)).toBe(true);
+  });
+
+  it('a write that failed part way, then a fence before the retry: what landed is undone or kept in the model', async () => {
+    const be = new ScriptedBackend();
+    const fence = { fenced: false, msLeft: 5000 };
+    const events: AgentEvent[] = [];
+    const k = new KernelGate({
+      backend: be,
+      emit: (e) => events.push(e),
+      fence: { isFenced: () => fence.fenced, msToDeadline: () => fence.msLeft },
+      liveLease: () => 'L1',
+      retries: 2,
+    });
+    be.failAdd = true; // the add lands, then the write reports failure (a CLUSTERIP "+N" that went through)
+    be.failRemove = true; // and the undo cannot take it back
+    const orig = be.apply.bind(be);
+    be.apply = async (c, o) => {
+      try {
+        await orig(c, o);
+      } catch {
+        throw new BackendError('transient', 'write failed part way'); // worth a retry
+      } finally {
+        fence.fenced = true; // the retry finds the fence up
+      }
+    };
+    expect(await k.apply([{ vip: 'v', add: [3], remove: [] }], { lease: 'L1' })).toEqual({
+      added: [],
+      refused: 'fenced',
+    });
+    expect(be.held.get('v')?.has(3)).toBe(true);
+    expect(k.has('v', 3)).toBe(true);
+  });
+
+  it('says why adds were refused: too close to the deadline', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be, { id: 'L1' }, { fenced: false, msLeft: 10 });
+    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1' })).toEqual({
+      added: [],
+      refused: 'deadlineShort',
+    });
+  });
+});
+
 describe('KernelGate and the session lease', () => {
   it('refuses adds planned under another lease, or while no lease is live', async () => {
     const be = new ScriptedBackend();
     const lease = { id: 'L2' as string | null };
     const k = gate(be, lease);
-    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1' })).toEqual([]);
+    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1' })).toEqual({
+      added: [],
+      refused: 'leaseChanged',
+    });
     lease.id = null;
-    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L2' })).toEqual([]);
+    expect((await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L2' })).added).toEqual([]);
     expect(be.held.get('v')?.size ?? 0).toBe(0);
     lease.id = 'L2';
-    expect(await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L2' })).toHaveLength(1);
+    expect((await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L2' })).added).toHaveLength(1);
     expect(k.has('v', 1)).toBe(true);
   });
 
@@ -119,7 +217,10 @@ describe('KernelGate and the session lease', () => {
       be.duringApply = null;
       lease.id = 'L2';
     };
-    expect(await k.apply([{ vip: 'v', add: [4], remove: [] }], { lease: 'L1' })).toEqual([]);
+    expect(await k.apply([{ vip: 'v', add: [4], remove: [] }], { lease: 'L1' })).toEqual({
+      added: [],
+      refused: 'leaseChanged',
+    });
     expect(be.held.get('v')?.has(4) ?? false).toBe(false);
     expect(k.has('v', 4)).toBe(false);
   });

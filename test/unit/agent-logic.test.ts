@@ -282,7 +282,7 @@ describe('daemon log vocabulary', () => {
   it('every event maps to one line with an op', () => {
     const evs: AgentEvent[] = [
       { event: 'sessionStarted', leaseId: '1', ttlSeconds: 2 },
-      { event: 'fenced', reason: 'deadlinePassed', buckets: 3 },
+      { event: 'fenced', reason: 'deadlinePassed', buckets: 3, cleared: true },
       { event: 'acquired', vip: 'v', bucket: 1, durationMs: 2 },
       { event: 'released', vip: 'v', bucket: 1, reason: 'draining', durationMs: 2 },
       { event: 'badValue', key: 'k', error: 'e' },

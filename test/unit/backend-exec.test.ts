@@ -149,6 +149,19 @@ describe('exec backend', () => {
     });
   });
 
+  it("two instances on one state file (the main thread's and the fence worker's) each see the other's changes", async () => {
+    const state = join(dir, 'held.json');
+    const main = backend('ok', 10_000, state);
+    const worker = backend('ok', 10_000, state);
+    await main.ensure(spec);
+    await main.apply([{ vip: V, add: [1, 2], remove: [] }]);
+    await worker.clear(); // the first fence: loads the file as it is now
+    await main.apply([{ vip: V, add: [3], remove: [] }]);
+    await worker.clear(); // the second fence must tell the command about bucket 3
+    expect((await runs()).at(-1)).toMatchObject({ CLUSTERIP_HA_OP: 'clear', CLUSTERIP_HA_REMOVE: '3' });
+    expect(await main.read()).toEqual(new Map());
+  });
+
   it('rejects a shell string and bad buckets', async () => {
     expect(() => new ExecBackend({ command: [], timeoutMs: 1, nodeId: 'n1' })).toThrow(BackendError);
     const b = backend('ok');

@@ -39,7 +39,7 @@ describe('attachAgentMetrics', () => {
     expect(p.get('clusterip_ha_claims_released_total', { vip: '10.0.0.1', reason: 'draining' })).toBe(1);
     expect(p.get('clusterip_ha_release_duration_seconds_count', { reason: 'draining' })).toBe(1);
 
-    emit({ event: 'fenced', reason: 'deadlinePassed', buckets: 2 });
+    emit({ event: 'fenced', reason: 'deadlinePassed', buckets: 2, cleared: true });
     p = await scrape();
     expect(p.get('clusterip_ha_fenced')).toBe(1);
     expect(p.get('clusterip_ha_buckets_owned', { vip: '10.0.0.1' })).toBe(0);
@@ -109,7 +109,7 @@ describe('health', () => {
     expect(h).toMatchObject({ live: true, ready: false });
     h = nextHealth(h, { event: 'sessionStarted', leaseId: '1', ttlSeconds: 2 });
     expect(h.ready).toBe(true);
-    h = nextHealth(h, { event: 'fenced', reason: 'deadlinePassed', buckets: 0 });
+    h = nextHealth(h, { event: 'fenced', reason: 'deadlinePassed', buckets: 0, cleared: true });
     expect(h).toMatchObject({ live: true, ready: false, reason: 'fenced' });
     h = nextHealth(h, { event: 'unfenced', sameLease: false });
     expect(h.ready).toBe(true);
