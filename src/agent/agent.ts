@@ -237,6 +237,8 @@ export class Agent extends EventEmitter {
       state: () => this.watch.state,
       emit,
       onNotLeader: () => void this.recampaign(),
+      // Longer than any state the protocol passes through under one lease (a registration, an expiry).
+      sweepHoldMs: this.cfg.leaseTtlSeconds * 1000 + 1000,
     });
     this.reconciler = new ClaimReconciler({
       etcd: this.etcd,

@@ -128,6 +128,13 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
       };
     case 'etcdError':
       return { level: 'warn', op: 'etcd', fields: { etcdOp: e.op, error: e.error }, msg: 'etcd error' };
+    case 'swept':
+      return {
+        level: 'warn',
+        op: 'sweep',
+        fields: { key: e.key, reason: e.reason, detail: e.detail },
+        msg: 'deleted a key that blocked the cluster',
+      };
     case 'loopDelay':
       return {
         level: e.maxMs > 100 ? 'warn' : 'debug',

@@ -172,6 +172,23 @@ export class Election {
     return res.header.revision;
   }
 
+  /**
+   * Delete `key` if it is still at `modRevision`, fenced like every leader write. False when not committed: the
+   * key changed (a newer value is judged on its own) or we no longer lead (the next leader judges again).
+   */
+  async fencedDelete(key: string, modRevision: string): Promise<boolean> {
+    const mine = this.mine;
+    const lease = this.leaseId;
+    if (!mine || !this.leading || !lease) return false;
+    const res = await this.o.etcd
+      .if(mine.key, 'Create', '==', mine.createRevision)
+      .and(mine.key, 'Lease', '==', lease)
+      .and(key, 'Mod', '==', modRevision)
+      .then(this.o.etcd.delete().key(key))
+      .commit();
+    return res.succeeded;
+  }
+
   /** Give up leadership by deleting our candidate key (only if it is still ours). */
   async resign(): Promise<void> {
     const mine = this.mine;

@@ -1,3 +1,4 @@
+import type { SweepReason } from './sweep.js';
 // The agent library's events. The daemon turns them into log lines (src/agent/daemon.ts) and metrics
 // (src/metrics/agentMetrics.ts); tests and the chaos runner subscribe to them too.
 // Reasons are closed sets so they can label metrics.
@@ -46,6 +47,8 @@ export type AgentEvent =
   | { event: 'kernelExpired'; vip: string; buckets: number[] }
   | { event: 'badValue'; key: string; error: string }
   | { event: 'etcdError'; op: string; error: string }
+  /** The leader deleted a key that blocked the cluster (DESIGN §10: bad data converges back). */
+  | { event: 'swept'; key: string; reason: SweepReason; detail: string }
   | { event: 'loopDelay'; p99Ms: number; maxMs: number }
   | { event: 'drainRequested' }
   /** Local state in stateDir could not be read or written (the lease record, DESIGN §13). */

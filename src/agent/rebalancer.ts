@@ -1,5 +1,5 @@
 import type { Etcd3 } from 'etcd3';
-import { parseKey, type Keys } from '../etcd/keys.js';
+import type { Keys } from '../etcd/keys.js';
 import type { ClusterState } from '../etcd/store.js';
 import { assignValueSchema, takesBuckets } from '../etcd/values.js';
 import { cmpRevision } from '../etcd/store.js';
@@ -8,6 +8,7 @@ import { monoNow } from './clock.js';
 import type { Election } from './election.js';
 import type { AgentEvent } from './events.js';
 import { currentFromValue, planAssignments, type CurrentAssignment } from './assignments.js';
+import { BAD_VALUE_HOLD_MS, planSweep, sweepId } from './sweep.js';
 
 // The leader loop (DESIGN §6): on any change of nodes, claims, spec or assignments (coalesced for a few ms) it
 // plans every VIP and writes the changed assignments in one txn fenced by the campaign key. Join moves are
@@ -23,7 +24,12 @@ export interface RebalancerOptions {
   /** Our fenced write failed: campaign again. */
   onNotLeader: () => void;
   coalesceMs?: number;
+  /** How long a ghost claim must stay one before it is deleted (default: DEFAULT_SWEEP_HOLD_MS). */
+  sweepHoldMs?: number;
 }
+
+/** The agent passes its lease TTL + 1 s. */
+export const DEFAULT_SWEEP_HOLD_MS = 3000;
 
 export class Rebalancer {
   private timer: NodeJS.Timeout | undefined;
@@ -34,7 +40,10 @@ export class Rebalancer {
   private windowStart = 0;
   private readonly joinUsed = new Map<string, number>();
   private rollover: NodeJS.Timeout | undefined;
-  private readonly swept = new Set<string>();
+  /** Sweepable keys by `key@mod` → first seen (monotonic), and the deletes in flight. */
+  private sweepSince = new Map<string, number>();
+  private readonly sweeping = new Set<string>();
+  private sweepTimer: NodeJS.Timeout | undefined;
   /** Our last writes, until the picture catches up with them. */
   private readonly written = new Map<string, { revision: string; current: CurrentAssignment | null }>();
 
@@ -60,6 +69,7 @@ export class Rebalancer {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.rollover) clearTimeout(this.rollover);
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
   }
 
   /** Leadership changed hands: forget what we wrote (the next leader's picture is authoritative). */
@@ -176,28 +186,42 @@ export class Rebalancer {
     for (const vip of plan.deletes) this.written.set(vip, { revision, current: null });
   }
 
-  /**
-   * Delete keys that block the cluster forever: election keys not under their lease (no leader otherwise) and
-   * claim keys holding garbage or no lease (the bucket could never be claimed again). A claim key whose last good
-   * value names a live node is left to that node (it must let go in the kernel first). Mod-guarded: a newer
-   * write is never deleted.
-   */
+  /** Delete keys that block the cluster forever (see `planSweep`), each in a fenced, Mod-guarded txn. */
   private async sweep(state: ClusterState): Promise<void> {
-    const { etcd, keys } = this.o;
-    for (const b of state.badValues) {
-      if (!b.modRevision || this.swept.has(`${b.key}@${b.modRevision}`)) continue;
-      const pk = parseKey(keys, b.key);
-      if (pk.family === 'claim') {
-        const last = state.claims.get(pk.vip)?.get(pk.bucket);
-        if (last && state.nodes.has(last.owner)) continue;
-      } else if (pk.family !== 'leader') continue;
-      this.swept.add(`${b.key}@${b.modRevision}`);
+    const plan = planSweep({
+      state,
+      keys: this.o.keys,
+      now: monoNow(),
+      since: this.sweepSince,
+      holdMs: this.o.sweepHoldMs ?? DEFAULT_SWEEP_HOLD_MS,
+    });
+    this.sweepSince = plan.since;
+    // Judge again once the first key that is only holding has held long enough (no change may come to wake us).
+    const hold = Math.min(this.o.sweepHoldMs ?? DEFAULT_SWEEP_HOLD_MS, BAD_VALUE_HOLD_MS);
+    const due = plan.decisions
+      .filter((d) => d.action === 'wait' && d.reason === 'holding')
+      .map((d) => (plan.since.get(sweepId(d.key, d.modRevision)) ?? 0) + hold);
+    if (due.length > 0 && !this.sweepTimer) {
+      this.sweepTimer = setTimeout(
+        () => {
+          this.sweepTimer = undefined;
+          this.trigger();
+        },
+        Math.max(10, Math.min(...due) - monoNow() + 10),
+      );
+      this.sweepTimer.unref();
+    }
+    for (const d of plan.decisions) {
+      const id = sweepId(d.key, d.modRevision);
+      if (d.action === 'wait' || this.sweeping.has(id)) continue;
+      this.sweeping.add(id);
       try {
-        await etcd.if(b.key, 'Mod', '==', b.modRevision).then(etcd.delete().key(b.key)).commit();
-        this.o.emit({ event: 'etcdError', op: 'sweep', error: `deleted invalid ${pk.family} key ${b.key}` });
+        if (await this.o.election.fencedDelete(d.key, d.modRevision))
+          this.o.emit({ event: 'swept', key: d.key, reason: d.reason, detail: d.detail });
       } catch (err) {
-        this.swept.delete(`${b.key}@${b.modRevision}`);
         this.o.emit({ event: 'etcdError', op: 'sweep', error: (err as Error).message });
+      } finally {
+        this.sweeping.delete(id);
       }
     }
   }

@@ -29,6 +29,8 @@ export interface ClaimEntry {
   owner: string;
   lease: string;
   createRevision: string;
+  /** As read from etcd (absent in our own overlaid writes): guards the leader's sweep of a ghost claim. */
+  modRevision?: string;
 }
 
 export interface AssignEntry {
@@ -89,6 +91,9 @@ export function emptyClusterState(): ClusterState {
 /** What one applied key did: for callers that emit `badValue` events on fresh garbage only. */
 export type ApplyOutcome = { ok: true } | { ok: false; key: string; error: string };
 
+export const NODE_WITHOUT_LEASE = 'node key without a lease';
+export const CLAIM_WITHOUT_LEASE = 'claim without a lease';
+
 /** Fold one put into the picture. Pure with respect to I/O; mutates `state`. */
 export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyOutcome {
   const key = kv.key.toString();
@@ -113,6 +118,12 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
       return { ok: true };
     }
     case 'node': {
+      // Detached from every lease, the key would outlive its agent and count as a live node forever: it is no
+      // node at all (its agent, if it runs, puts it back under its lease; the leader sweeps it otherwise).
+      if (kv.lease === '0') {
+        state.nodes.delete(pk.node);
+        return bad(NODE_WITHOUT_LEASE);
+      }
       const d = decodeJson(nodeValueSchema, raw);
       if (!d.ok) return bad(d.error);
       state.nodes.set(pk.node, { value: d.value, lease: kv.lease, modRevision: kv.mod_revision });
@@ -131,13 +142,22 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
       return { ok: true };
     }
     case 'claim': {
+      // Unlike other keys, a bad claim does not keep its last good value: the key holds nobody's claim, so its
+      // former owner must let go in the kernel (kernel ⊆ claims) before the leader sweeps it.
       const d = decodeClaim(raw);
-      if (!d.ok) return bad(d.error);
-      // A claim outside any lease never goes away by itself: garbage (the leader deletes it).
-      if (kv.lease === '0') return bad('claim without a lease');
+      if (!d.ok || kv.lease === '0') {
+        state.claims.get(pk.vip)?.delete(pk.bucket);
+        // A claim outside any lease never goes away by itself.
+        return bad(d.ok ? CLAIM_WITHOUT_LEASE : d.error);
+      }
       let m = state.claims.get(pk.vip);
       if (!m) state.claims.set(pk.vip, (m = new Map()));
-      m.set(pk.bucket, { owner: d.value, lease: kv.lease, createRevision: kv.create_revision });
+      m.set(pk.bucket, {
+        owner: d.value,
+        lease: kv.lease,
+        createRevision: kv.create_revision,
+        modRevision: kv.mod_revision,
+      });
       return { ok: true };
     }
     case 'leader': {

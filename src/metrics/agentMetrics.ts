@@ -194,6 +194,12 @@ export function attachAgentMetrics(
     registers: [registry],
   });
   const drains = new Counter({ name: `${P}drain_requests_total`, help: 'Drain requests seen', registers: [registry] });
+  const swept = new Counter({
+    name: `${P}swept_keys_total`,
+    help: 'Keys the leader deleted because they blocked the cluster, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
 
   const setOwned = (vip: string) => bucketsOwned.set({ vip }, held.get(vip)?.size ?? 0);
 
@@ -277,6 +283,9 @@ export function attachAgentMetrics(
         return;
       case 'drainRequested':
         drains.inc();
+        return;
+      case 'swept':
+        swept.inc({ reason: ev.reason });
         return;
       case 'stateError':
         return;

@@ -13,7 +13,9 @@ import {
   startHarness,
   type Harness,
   cleanups,
+  nodeValue,
   teardown,
+  waitFor,
 } from './agent-harness.js';
 
 const TTL = 2;
@@ -21,29 +23,6 @@ let h: Harness | undefined;
 afterEach(async () => {
   await teardown(h);
   h = undefined;
-});
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | null | undefined | false>,
-  timeoutMs: number,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-const nodeValue = JSON.stringify({
-  v: 1,
-  address: 'x',
-  weight: 1,
-  draining: false,
-  version: '0',
-  startedAt: new Date().toISOString(),
 });
 
 describe('agent hardening', () => {

@@ -232,6 +232,31 @@ export function logTime(l: AgentLogLine): number {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Poll `fn` every 50 ms until it returns something truthy; throws naming `what` after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs: number,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** A valid `nodes/<id>` value, for tests that write node keys from outside. */
+export const nodeValue = JSON.stringify({
+  v: 1,
+  address: 'x',
+  weight: 1,
+  draining: false,
+  version: '0',
+  startedAt: new Date().toISOString(),
+});
+
 /**
  * An agent on the exec backend whose hook is a stand-in kernel: it keeps what it was told in a file. Markers make
  * it refuse clears only (`failClears`) or every change (`failAll`).

@@ -1,3 +1,4 @@
+import { statusValue } from '../helpers/fixtures.js';
 import { describe, expect, it } from 'vitest';
 import { validateClusterSpec } from '../../src/config/index.js';
 import { emptyClusterState, type ClusterState } from '../../src/etcd/store.js';
@@ -20,18 +21,7 @@ function node(s: ClusterState, id: string, o: { draining?: boolean; weight?: num
   });
 }
 function status(s: ClusterState, id: string, held: number[], o: Partial<StatusValue> = {}) {
-  s.statuses.set(id, {
-    v: 1,
-    held: { [VIP]: held },
-    backend: 'file',
-    fenced: false,
-    lastError: null,
-    lastErrorAt: null,
-    lastApplyAt: '2026-01-01T00:00:01.000Z',
-    lastAckAt: null,
-    updatedAt: '',
-    ...o,
-  });
+  s.statuses.set(id, statusValue(VIP, held, { lastApplyAt: '2026-01-01T00:00:01.000Z', ...o }));
 }
 function claims(s: ClusterState, owners: Record<number, string>) {
   s.claims.set(
