@@ -13,13 +13,14 @@ import { makeBackend } from './backendFactory.js';
 import { ClaimReconciler } from './claims.js';
 import { monoNow, sleep } from './clock.js';
 import { Election } from './election.js';
-import type { AgentEvent, FenceReason } from './events.js';
+import type { AgentEvent, FenceReason, RestartReason } from './events.js';
 import { FenceTimer } from './fence.js';
 import { KernelGate } from './kernel.js';
 import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
 import { NodeSession, defaultFenceMarginMs } from './session.js';
+import { restartRecordFile, takeRestartRecord, writeRestartRecord, type RestartRecord } from './restartRecord.js';
 import { StatusWriter } from './status.js';
 
 // The agent: one session (lease + fence), one watched picture of the cluster, the election and the leader's
@@ -92,6 +93,8 @@ export class Agent extends EventEmitter {
   private catchingUp = false;
   private applyTrials = 0;
   private leases!: LeaseRecord;
+  /** The lease a planned restart left, while we adopt it. */
+  private adopting: string | null = null;
   /** A foreign lease on our node key that had expired when we started (its key may linger for ~500 ms). */
   private expiredForeignLease: string | null = null;
 
@@ -214,9 +217,12 @@ export class Agent extends EventEmitter {
     this.stopLoopDelay = startLoopDelayMonitor(emit);
     this.throwIfStopping();
 
-    // Start-up: nothing is claimed under a lease we do not have yet, so whatever the backend holds is an orphan
-    // of an earlier run. Release it before anything else.
-    await this.releaseOrphans();
+    // A planned restart (DESIGN §13) left its lease, claims and kernel entries to adopt: keep the kernel as it is
+    // until we know whether the lease lives. Otherwise nothing is claimed under a lease we do not have yet, so
+    // whatever the backend holds is an orphan of an earlier run: release it before anything else.
+    const restart = await this.takeRestartRecord();
+    if (restart) await this.kernel.read().catch(() => undefined);
+    else await this.releaseOrphans();
     this.watch = await this.retry('watch', () =>
       watchCluster(this.etcd, this.keys, {
         onChange: (c) => this.onChange(c),
@@ -225,7 +231,7 @@ export class Agent extends EventEmitter {
     );
     for (const b of this.watch.state.badValues) emit({ event: 'badValue', key: b.key, error: b.error });
     if (this.watch.state.spec) await this.ensureSpec();
-    await this.endPreviousIncarnation();
+    await this.endPreviousIncarnation(restart?.leaseId);
     this.throwIfStopping();
 
     this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
@@ -294,7 +300,20 @@ export class Agent extends EventEmitter {
       },
     });
     this.throwIfStopping();
-    await this.session.start();
+    this.adopting = restart?.leaseId ?? null;
+    const adopted =
+      restart !== null &&
+      (await this.session.adopt({
+        leaseId: restart.leaseId,
+        ttlSeconds: restart.ttlSeconds,
+        deadline: monoNow() + (restart.deadlineAt - Date.now()),
+      }));
+    this.adopting = null;
+    if (!adopted) {
+      // The lease died with the restart: its claims are gone, so what the kernel holds is an orphan now.
+      if (restart) await this.releaseOrphans();
+      await this.session.start();
+    }
     this.throwIfStopping();
     this.phase = { phase: 'running' };
     // Resync the kernel model now and then: entries can vanish behind our back (an expiry after failed
@@ -354,9 +373,9 @@ export class Agent extends EventEmitter {
    * Under a live lease we never held it is another agent with our id (a cloned VM): refuse to start, and never
    * revoke it — a revoke shortens a live node's lease while its kernel still holds its buckets (DESIGN §13).
    */
-  private async endPreviousIncarnation(): Promise<void> {
+  private async endPreviousIncarnation(adopting?: string): Promise<void> {
     const old = this.watch.state.nodes.get(this.nodeId);
-    if (!old || old.lease === '0') return;
+    if (!old || old.lease === '0' || old.lease === adopting) return;
     if (!this.leases.has(old.lease)) {
       const ttl = await this.retry('leaseTimeToLive', () =>
         this.etcd.leaseClient.leaseTimeToLive({ ID: old.lease, keys: false }),
@@ -535,7 +554,10 @@ export class Agent extends EventEmitter {
       .catch((err: Error) =>
         this.emitEvent({ event: 'stateError', op: 'recordLease', file: this.leases.file ?? '', error: err.message }),
       );
-    await this.registerCurrent(leaseId);
+    // Adopting a planned restart's lease: this process's watch is fresh and the node held its buckets all along;
+    // a "catching up" put would make the leader move them away.
+    if (this.adopting === leaseId) await this.register(leaseId);
+    else await this.registerCurrent(leaseId);
     await this.election.campaign(leaseId);
     this.election.evaluate(this.watch.state);
     this.status.mark(true);
@@ -667,6 +689,80 @@ export class Agent extends EventEmitter {
     await this.stopEverything(opts.hurry?.aborted ? 300 : 1000);
   }
 
+  /**
+   * SIGHUP (DESIGN §13): exit leaving lease, claims and kernel entries in place for the next start to adopt — no
+   * bucket moves. Only when the next process can be expected to ack before the fence deadline; otherwise (or
+   * without a stateDir to hand over through) it drains like a SIGTERM and says why.
+   */
+  async restartInPlace(opts: { timeoutMs: number; hurry?: AbortSignal }): Promise<'planned' | 'drain'> {
+    const emit = (e: AgentEvent): void => this.emitEvent(e);
+    const headroom = (): number => {
+      const d = this.fence?.currentDeadline() ?? 0;
+      return d === 0 ? 0 : Math.round(d - monoNow());
+    };
+    // The headroom grows back to TTL − margin at each ack: wait (at most one keepalive interval) for enough.
+    const waitUntil = monoNow() + (this.session?.grantedTtlSeconds ?? 0) * 1000;
+    while (this.session?.isLive() && headroom() < this.cfg.restartBudgetMs && monoNow() < waitUntil) await sleep(20);
+    const leaseId = this.session?.leaseId ?? null;
+    let reason: RestartReason = 'requested';
+    if (this.phase.phase !== 'running' || !this.session?.isLive() || !leaseId) reason = 'notLive';
+    else if (!this.cfg.stateDir) reason = 'noStateDir';
+    else if (headroom() < this.cfg.restartBudgetMs) reason = 'ttlTooShort';
+    if (reason !== 'requested') {
+      emit({ event: 'restart', mode: 'drain', reason, headroomMs: headroom() });
+      await this.shutdown(opts);
+      return 'drain';
+    }
+    this.phase = { phase: 'stopping' };
+    // Nothing more is planned or written: every loop stops, and a pass in flight finishes first.
+    if (this.resync) clearInterval(this.resync);
+    this.rebalancer.stop();
+    this.reconciler.stop();
+    this.status.stop();
+    await withTimeout(this.reconciler.settle(), 1000).catch(() => undefined);
+    const record = {
+      v: 1 as const,
+      cluster: this.cfg.cluster,
+      nodeId: this.nodeId,
+      leaseId: leaseId!,
+      ttlSeconds: this.session.grantedTtlSeconds,
+      deadlineAt: Date.now() + headroom(),
+      held: Object.fromEntries([...this.kernel.held].map(([vip, b]) => [vip, [...b].sort((x, y) => x - y)])),
+      writtenAt: Date.now(),
+    };
+    try {
+      await writeRestartRecord(this.cfg.stateDir!, record);
+    } catch (err) {
+      emit({ event: 'stateError', op: 'recordRestart', file: this.cfg.stateDir!, error: (err as Error).message });
+      emit({ event: 'restart', mode: 'drain', reason: 'recordFailed', headroomMs: headroom() });
+      this.phase = { phase: 'running' };
+      await this.stopNow();
+      return 'drain';
+    }
+    emit({ event: 'restart', mode: 'planned', reason, headroomMs: headroom() });
+    this.abort.abort();
+    // No fence, no clear, no revoke: the next process carries on under this lease (or, if none comes back, the
+    // kernel's own timeouts and the lease's expiry end it like a crash).
+    await this.session.close({ revoke: false });
+    await this.closeAll(1000);
+    return 'planned';
+  }
+
+  /** The record a planned restart left (consumed: a later crash is never taken for one). */
+  private async takeRestartRecord(): Promise<RestartRecord | null> {
+    if (!this.cfg.stateDir) return null;
+    const r = await takeRestartRecord(this.cfg.stateDir, this.cfg.cluster, this.nodeId);
+    if (r.ok) return r.record;
+    if (r.why === 'invalid')
+      this.emitEvent({
+        event: 'stateError',
+        op: 'readRestartRecord',
+        file: restartRecordFile(this.cfg.stateDir, this.cfg.cluster, this.nodeId),
+        error: r.error ?? 'invalid',
+      });
+    return null;
+  }
+
   /** Release everything and stop, at once (second signal, fatal errors). */
   async stopNow(): Promise<void> {
     if (this.phase.phase === 'stopped') return;
@@ -726,6 +822,11 @@ export class Agent extends EventEmitter {
       await this.session.close({ revoke: cleared, timeoutMs: stepTimeoutMs });
       if (cleared) emit({ event: 'shutdown', phase: 'revoked' });
     }
+    await this.closeAll(stepTimeoutMs);
+  }
+
+  /** Close watch, fence worker (it clears nothing when stopped), backend and clients, each bounded. */
+  private async closeAll(stepTimeoutMs: number): Promise<void> {
     await withTimeout(this.watch?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
     await withTimeout(this.fence?.stop() ?? Promise.resolve(), stepTimeoutMs * 3).catch(() => undefined);
     await withTimeout(this.backend?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
@@ -735,7 +836,7 @@ export class Agent extends EventEmitter {
       for (const c of this.keepaliveClients) if (c !== this.etcd) c.close();
     }
     this.phase = { phase: 'stopped' };
-    emit({ event: 'shutdown', phase: 'done' });
+    this.emitEvent({ event: 'shutdown', phase: 'done' });
   }
 }
 

@@ -21,8 +21,23 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
       return {
         level: 'info',
         op: 'lease',
-        fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds },
-        msg: 'lease granted',
+        fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds, ...(e.adopted ? { adopted: true } : {}) },
+        msg: e.adopted ? 'lease adopted from a planned restart' : 'lease granted',
+      };
+    case 'adoptFailed':
+      return {
+        level: 'warn',
+        op: 'lease',
+        fields: { leaseId: e.leaseId, reason: 'leaseGone' },
+        msg: 'the planned restart left a lease that is gone: fresh start',
+      };
+    case 'restart':
+      return {
+        level: e.mode === 'planned' ? 'info' : 'warn',
+        op: 'shutdown',
+        fields: { mode: e.mode, reason: e.reason, headroomMs: e.headroomMs },
+        msg:
+          e.mode === 'planned' ? 'exiting for a hitless restart' : `restart requested, draining instead (${e.reason})`,
       };
     case 'keepaliveAck':
       return {
@@ -197,8 +212,16 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
     log.error({ op: 'agent', event: 'fatal', reason: why }, 'fatal agent error, draining');
     stopping ??= agent.shutdown({ timeoutMs: cfg.shutdownTimeoutMs, hurry: hurry.signal });
   });
+  // SIGHUP (systemctl reload): exit for a hitless restart; the unit's Restart=always starts the new binary.
+  const onHangup = (): void => {
+    log.info({ op: 'shutdown', event: 'signal', reason: 'SIGHUP' }, 'received SIGHUP');
+    if (stopping !== null) return;
+    signals++;
+    stopping = agent.restartInPlace({ timeoutMs: cfg.shutdownTimeoutMs, hurry: hurry.signal }).then(() => undefined);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onHangup);
   const onRejection = (err: unknown): void => {
     // A library promise nobody awaited: log it with what we know, never crash on it.
     log.error(
@@ -260,6 +283,7 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   );
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
+  process.off('SIGHUP', onHangup);
   process.off('unhandledRejection', onRejection);
   log.info({ op: 'shutdown', event: 'exit', code }, 'agent stopped');
   log.flush?.();

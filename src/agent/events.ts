@@ -12,10 +12,17 @@ export type ReleaseReason = 'notAssigned' | 'draining' | 'fenced' | 'shutdown' |
 export type AcquireBlock =
   'heldByOther' | 'fenced' | 'deadlineShort' | 'leaseChanged' | 'draining' | 'backendFailed' | 'etcdError';
 
+/** Why a restart took the path it took. */
+export type RestartReason = 'requested' | 'ttlTooShort' | 'notLive' | 'noStateDir' | 'recordFailed';
+
 export type FenceReason = 'deadlinePassed' | 'leaseLost' | 'shutdown';
 
 export type AgentEvent =
-  | { event: 'sessionStarted'; leaseId: string; ttlSeconds: number }
+  | { event: 'sessionStarted'; leaseId: string; ttlSeconds: number; adopted?: boolean }
+  /** A planned restart's lease could not be adopted (gone, or etcd did not answer before its deadline). */
+  | { event: 'adoptFailed'; leaseId: string }
+  /** SIGHUP: exit leaving lease, claims and kernel in place (`planned`), or a drain when that is unsafe. */
+  | { event: 'restart'; mode: 'planned' | 'drain'; reason: RestartReason; headroomMs: number }
   | { event: 'keepaliveAck'; rttMs: number; headroomMs: number }
   | { event: 'fenced'; reason: FenceReason; buckets: number; cleared: boolean }
   | { event: 'unfenced'; sameLease: boolean }
@@ -52,7 +59,12 @@ export type AgentEvent =
   | { event: 'loopDelay'; p99Ms: number; maxMs: number }
   | { event: 'drainRequested' }
   /** Local state in stateDir could not be read or written (the lease record, DESIGN §13). */
-  | { event: 'stateError'; op: 'readLeaseRecord' | 'recordLease'; file: string; error: string }
+  | {
+      event: 'stateError';
+      op: 'readLeaseRecord' | 'recordLease' | 'readRestartRecord' | 'recordRestart';
+      file: string;
+      error: string;
+    }
   /** The backend could (not) be set up for the spec: a node not ready registers so and is given no buckets. */
   | { event: 'readiness'; ready: boolean; reason?: string }
   | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' };

@@ -51,6 +51,13 @@ export interface SessionOptions {
   hooks: SessionHooks;
 }
 
+/** What a planned restart left behind (restartRecord.ts), with its deadline on this process's monotonic clock. */
+export interface AdoptLease {
+  leaseId: string;
+  ttlSeconds: number;
+  deadline: number;
+}
+
 /** Keep at least this much time before the deadline when (re)arming, or stay fenced. */
 const MIN_HEADROOM_MS = 50;
 
@@ -106,6 +113,52 @@ export class NodeSession {
   /** Grant the first lease (retrying until etcd answers or the session closes) and start keepalives. */
   async start(): Promise<void> {
     await this.grantAndRegister();
+  }
+
+  /**
+   * Instead of start() after a planned restart (DESIGN §13): carry on under the lease the previous process left.
+   * Ask etcd how long the recorded lease has left. It cannot expire before t_send + remaining, so that (less the
+   * margin) bounds our deadline like an ack would; keepalives then take over. Not live (or not answered before the
+   * recorded deadline): false, and the normal fresh start follows.
+   */
+  async adopt(a: AdoptLease): Promise<boolean> {
+    // Until etcd answers, the previous process's deadline is the bound the fence worker keeps.
+    this.o.fence.rearm(a.deadline);
+    for (let attempt = 0; !this.abort.signal.aborted && monoNow() < a.deadline; attempt++) {
+      const tSend = monoNow();
+      try {
+        const res = await this.o.etcd.leaseClient.leaseTimeToLive({ ID: a.leaseId, keys: false });
+        const left = Number(res.TTL);
+        if (!(left > 0)) break;
+        const ttl = Number(res.grantedTTL) || a.ttlSeconds;
+        const deadline = Math.max(a.deadline, fenceDeadline(tSend, left, this.o.marginMs));
+        this.lease = { id: a.leaseId, ttl };
+        this.lastAck = { tSend, wall: new Date(), deadline, leaseId: a.leaseId };
+        this.o.fence.rearm(deadline);
+        this.o.emit({ event: 'sessionStarted', leaseId: a.leaseId, ttlSeconds: ttl, adopted: true });
+        this.startKeepalives(a.leaseId, ttl);
+        const reg = await this.registerUntilDone(a.leaseId);
+        if (reg !== 'registered' || this.lease?.id !== a.leaseId) {
+          this.lease = null;
+          this.stopKeepalives?.();
+          return false;
+        }
+        if (this.o.fence.isFenced()) {
+          this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: a.leaseId };
+          this.tryResume();
+        } else {
+          this.st = { state: 'live', leaseId: a.leaseId, ttlSeconds: ttl };
+          // The kernel entries still expire at the last refresh of the previous process: extend them now.
+          this.o.hooks.onAck();
+        }
+        return true;
+      } catch (err) {
+        this.o.emit({ event: 'etcdError', op: 'adoptLease', error: (err as Error).message });
+        await sleep(registerBackoffMs(attempt), this.abort.signal).catch(() => undefined);
+      }
+    }
+    this.o.emit({ event: 'adoptFailed', leaseId: a.leaseId });
+    return false;
   }
 
   private keepaliveIntervalMs(ttl: number): number {

@@ -364,6 +364,7 @@ function build(r: ReadonlyMap<NodeOptionKey, Resolved>): NodeConfig {
     stateDir: v('stateDir'),
     logLevel: v<LogLevel>('logLevel'),
     shutdownTimeoutMs: v('shutdownTimeout'),
+    restartBudgetMs: v('restartBudget'),
   } satisfies NodeConfig;
 }
 

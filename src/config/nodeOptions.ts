@@ -64,7 +64,8 @@ export type NodeOptionKey =
   | 'metricsListen'
   | 'stateDir'
   | 'logLevel'
-  | 'shutdownTimeout';
+  | 'shutdownTimeout'
+  | 'restartBudget';
 
 export function envVarFor(flag: string): string {
   return ENV_PREFIX + flag.toUpperCase().replaceAll('-', '_');
@@ -442,6 +443,18 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     default: () => 10_000,
     defaultText: '10000',
     description: 'On SIGTERM, hand buckets over for at most this long, then release everything and exit.',
+  },
+  {
+    key: 'restartBudget',
+    flag: 'restart-budget',
+    valueName: 'MS',
+    yaml: ['restartBudgetMs'],
+    type: 'int',
+    schema: int(100, 600_000, ' (ms)'),
+    default: () => 2500,
+    defaultText: '2500',
+    description:
+      'On SIGHUP (systemctl reload), exit for a hitless restart only when at least this long is left before the fence deadline (the new process must adopt the lease before it; it waits up to one TTL for an ack to get there); otherwise drain as on SIGTERM. Needs leaseTtlSeconds ≥ 4 at the default.',
   },
 ];
 

@@ -43,6 +43,7 @@ metricsListen: 127.0.0.1:9477 # or "off"
 stateDir: /var/lib/clusterip-ha
 logLevel: info
 shutdownTimeoutMs: 10000
+restartBudgetMs: 2500         # SIGHUP: hitless restart only with this much left before the fence deadline
 `;
 
 const SPEC_EXAMPLE = `# cluster spec — stored in etcd by \`clusterip-ha apply\`

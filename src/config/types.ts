@@ -78,4 +78,6 @@ export interface NodeConfig {
   logLevel: LogLevel;
   /** Graceful shutdown (drain, wait for handoff) bound; after it the agent releases everything itself. */
   shutdownTimeoutMs: number;
+  /** SIGHUP exits for a hitless restart only with at least this much left before the fence deadline. */
+  restartBudgetMs: number;
 }

@@ -194,6 +194,12 @@ export function attachAgentMetrics(
     registers: [registry],
   });
   const drains = new Counter({ name: `${P}drain_requests_total`, help: 'Drain requests seen', registers: [registry] });
+  const restarts = new Counter({
+    name: `${P}restarts_total`,
+    help: 'SIGHUP restarts: planned (hitless) or drained instead, by reason',
+    labelNames: ['mode', 'reason'],
+    registers: [registry],
+  });
   const swept = new Counter({
     name: `${P}swept_keys_total`,
     help: 'Keys the leader deleted because they blocked the cluster, by reason',
@@ -286,6 +292,11 @@ export function attachAgentMetrics(
         return;
       case 'swept':
         swept.inc({ reason: ev.reason });
+        return;
+      case 'adoptFailed':
+        return;
+      case 'restart':
+        restarts.inc({ mode: ev.mode, reason: ev.reason });
         return;
       case 'stateError':
         return;

@@ -1,10 +1,12 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bucketOf } from '../../src/hash/index.js';
 import type { VipSpec } from '../../src/config/types.js';
+import { writeRestartRecord } from '../../src/agent/restartRecord.js';
+import { restartRecord } from '../helpers/fixtures.js';
 import { runCli } from './cliRun.js';
 
 // The CLI's contract without a cluster: help, exit codes, offline whois, and etcd that does not answer.
@@ -155,6 +157,27 @@ describe('clusterip-ha fence', () => {
       const again = await runCli(['fence', '--backend', 'file', '--backend-dir', dir, '--node-id', 'n1']);
       expect(again.code).toBe(0);
       expect(again.stdout).toContain('removed nothing');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('after a planned restart it leaves the kernel alone once, then fences again', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cipha-cli-fence-'));
+    try {
+      const state = join(dir, 'state');
+      await mkdir(state);
+      await writeFile(join(dir, '10.77.0.100'), '1,3\n');
+      // What an agent leaves on SIGHUP (src/agent/restartRecord.ts).
+      await writeRestartRecord(state, restartRecord({ cluster: 'default', deadlineAt: Date.now() + 60_000 }));
+      const args = ['fence', '--backend', 'file', '--backend-dir', dir, '--state-dir', state, '--node-id', 'n1'];
+      const skipped = await runCli(args);
+      expect(skipped.code, skipped.stderr).toBe(0);
+      expect(skipped.stdout).toContain('planned restart');
+      expect(await readFile(join(dir, '10.77.0.100'), 'utf8')).toBe('1,3\n');
+      const fenced = await runCli(args);
+      expect(fenced.stdout).toContain('removed 10.77.0.100 1,3');
+      expect(await readFile(join(dir, '10.77.0.100'), 'utf8')).toBe('');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -10,7 +10,7 @@ import { defaultFenceMarginMs, fenceDeadline } from '../../src/agent/session.js'
 import type { ClusterSpec } from '../../src/config/types.js';
 import { keysFor, parseKey } from '../../src/etcd/keys.js';
 import { chunk, MAX_TXN_OPS } from '../../src/agent/rebalancer.js';
-import { applyDelete, applyPut, emptyClusterState } from '../../src/etcd/store.js';
+import { NODE_WITHOUT_LEASE, applyDelete, applyPut, emptyClusterState } from '../../src/etcd/store.js';
 
 const spec: ClusterSpec = {
   vips: [
@@ -216,7 +216,7 @@ describe('store fold', () => {
     const st = emptyClusterState();
     const node = JSON.stringify({ v: 1, address: 'h', weight: 1, draining: false, version: '1', startedAt: 'x' });
     expect(applyPut(st, keys, kv(keys.node('n1'), node, '2', '7')).ok).toBe(true);
-    expect(applyPut(st, keys, kv(keys.node('n1'), '{bad', '3')).ok).toBe(false);
+    expect(applyPut(st, keys, kv(keys.node('n1'), '{bad', '3', '7')).ok).toBe(false);
     expect(st.nodes.get('n1')?.lease).toBe('7');
     expect(st.badValues.map((b) => b.key)).toEqual([keys.node('n1')]);
     applyPut(st, keys, kv(keys.node('n1'), node, '4', '8'));
@@ -231,6 +231,20 @@ describe('store fold', () => {
     applyDelete(st, keys, keys.claim('10.0.0.1', 3));
     expect(st.claims.size).toBe(0);
     expect(applyPut(st, keys, kv(`${keys.prefix}odd/key`, 'x')).ok).toBe(false);
+  });
+
+  it('a node key outside any lease is no node; garbage over a claim leaves the bucket unclaimed', () => {
+    const st = emptyClusterState();
+    const node = JSON.stringify({ v: 1, address: 'h', weight: 1, draining: false, version: '1', startedAt: 'x' });
+    applyPut(st, keys, kv(keys.node('n1'), node, '2', '7'));
+    // A put without a lease detaches the key: it would outlive its agent and count as live forever.
+    expect(applyPut(st, keys, kv(keys.node('n1'), node, '3', '0')).ok).toBe(false);
+    expect(st.nodes.has('n1')).toBe(false);
+    expect(st.badValues).toEqual([{ key: keys.node('n1'), error: NODE_WITHOUT_LEASE, modRevision: '3' }]);
+    applyPut(st, keys, kv(keys.claim('10.0.0.1', 3), 'n1', '5', '8'));
+    expect(applyPut(st, keys, kv(keys.claim('10.0.0.1', 3), '{bad', '6', '8')).ok).toBe(false);
+    // Its former owner must let go in the kernel (kernel ⊆ claims): the picture holds no claim for it.
+    expect(st.claims.get('10.0.0.1')?.has(3)).toBe(false);
   });
 
   it('drops a candidate not under the lease its key names, in a fresh fold and over a good value alike', () => {

@@ -65,6 +65,7 @@ describe('node config defaults', () => {
       stateDir: '/var/lib/clusterip-ha',
       logLevel: 'info',
       shutdownTimeoutMs: 10000,
+      restartBudgetMs: 2500,
     } satisfies NodeConfig);
   });
 

@@ -3,6 +3,7 @@ import { addNodeConfigOptions, loadNodeConfig } from '../../config/index.js';
 import type { CliIo } from '../io.js';
 import { CliError } from '../errors.js';
 import { ranges } from '../table.js';
+import { takeFenceSkip } from '../../agent/restartRecord.js';
 
 export function registerFence(program: Command, io: CliIo): void {
   const cmd = program
@@ -12,7 +13,8 @@ export function registerFence(program: Command, io: CliIo): void {
       'after',
       `
 Run after the agent stopped (crash or not) so a node whose agent is gone holds nothing. It never contacts etcd:
-the claims vanish with the agent's lease.
+the claims vanish with the agent's lease. After a planned restart (SIGHUP, systemctl reload) it leaves the kernel
+alone once, so the next agent adopts it without moving a bucket.
 
 Examples:
   clusterip-ha fence --config /etc/clusterip-ha/node.yaml
@@ -24,6 +26,16 @@ Examples:
     const opts = cmd.opts<Record<string, unknown>>();
     const configFile = (opts.config as string | undefined) ?? io.env.CLUSTERIP_HA_CONFIG;
     const cfg = await loadNodeConfig({ flags: opts, env: io.env, ...(configFile !== undefined ? { configFile } : {}) });
+    // The agent just exited for a hitless restart (SIGHUP): its successor adopts the kernel. Once only, and only
+    // before the deadline it recorded; every other stop fences.
+    if (await takeFenceSkip(cfg.stateDir, cfg.cluster, cfg.nodeId)) {
+      io.out(
+        opts.json === true
+          ? `${JSON.stringify({ backend: cfg.backend.kind, skipped: 'plannedRestart' })}\n`
+          : 'not fenced: the agent exited for a planned restart; the next start adopts its kernel state\n',
+      );
+      return;
+    }
     const { fenceNode } = await import('../../backends/fence.js');
     const r = await fenceNode(cfg);
     const removed = [...r.removed].map(([vip, b]) => `${vip} ${ranges([...b])}`);
