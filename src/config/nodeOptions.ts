@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { NODE_ID_RE } from '../etcd/values.js';
+import { checksSchema } from './checks.js';
 import { expected } from './issues.js';
 import { BACKEND_KINDS, type BackendKind, type LogLevel } from './types.js';
 
@@ -11,7 +12,7 @@ export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] a
 export const ENV_PREFIX = 'CLUSTERIP_HA_';
 
 /** How a value written as text (flag, environment) becomes a typed value. */
-export type OptionType = 'string' | 'int' | 'boolean' | 'list' | 'argv';
+export type OptionType = 'string' | 'int' | 'boolean' | 'list' | 'argv' | 'json';
 
 /** What a default may depend on: values already resolved for other options. */
 export interface DefaultContext {
@@ -64,7 +65,10 @@ export type NodeOptionKey =
   | 'metricsListen'
   | 'stateDir'
   | 'logLevel'
-  | 'shutdownTimeout';
+  | 'shutdownTimeout'
+  | 'checks'
+  | 'maintenanceFile'
+  | 'healthHold';
 
 export function envVarFor(flag: string): string {
   return ENV_PREFIX + flag.toUpperCase().replaceAll('-', '_');
@@ -442,6 +446,40 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     default: () => 10_000,
     defaultText: '10000',
     description: 'On SIGTERM, hand buckets over for at most this long, then release everything and exit.',
+  },
+  {
+    key: 'checks',
+    flag: 'checks',
+    valueName: 'JSON',
+    yaml: ['checks'],
+    type: 'json',
+    schema: checksSchema,
+    default: () => [],
+    defaultText: 'none',
+    description:
+      'Service checks (exec, tcp, http, https); a failing one drains the node (reason `unhealthy:<name>`). See "Service checks" below; in flags and the environment a JSON list.',
+  },
+  {
+    key: 'maintenanceFile',
+    flag: 'maintenance-file',
+    valueName: 'FILE',
+    yaml: ['maintenanceFile'],
+    type: 'string',
+    schema: nonEmpty('a file path'),
+    defaultText: 'none',
+    description: "While this file exists the node drains (reason `maintenance`), like keepalived's track_file.",
+  },
+  {
+    key: 'healthHold',
+    flag: 'health-hold',
+    valueName: 'MS',
+    yaml: ['healthHoldMs'],
+    type: 'int',
+    schema: int(0, 3_600_000, ' (ms)'),
+    default: () => 10_000,
+    defaultText: '10000',
+    description:
+      'A node drained by its checks or maintenance file takes buckets again no sooner than this: a flapping service moves buckets at most once per hold.',
   },
 ];
 
