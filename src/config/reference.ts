@@ -13,7 +13,7 @@ function checksTable(): string {
     '| `name` | all | required | Unique per node; names the check in the drain reason `unhealthy:<name>`, metrics and status. |',
     `| \`type\` | all | required | ${CHECK_TYPES.map((t) => `\`${t}\``).join(', ')}. |`,
     '| `target` | all | required | exec: the command as an argv list (no shell unless you write `["sh", "-c", "..."]`); tcp: `HOST:PORT`; http(s): a URL. |',
-    '| `intervalMs` | all | `1000` | Time from the end of one run to the start of the next (10..3600000). |',
+    '| `intervalMs` | all | `1000` | Time from the start of one run to the start of the next (10..3600000). |',
     '| `timeoutMs` | all | `intervalMs` | A run that takes longer fails; an exec check is killed (SIGKILL to its process group). At most `intervalMs`. |',
     '| `rise` | all | `1` | Consecutive successes that make a down check up (1..100). |',
     '| `fall` | all | `1` | Consecutive failures that make an up check down (1..100). |',

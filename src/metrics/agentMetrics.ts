@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AgentEvent } from '../agent/events.js';
+import { attachHealthMetrics } from './healthMetrics.js';
 
 // Every AgentEvent becomes metrics here (and nowhere else), so the names below are the whole metric surface of
 // an agent. Labels are closed sets (reasons) or VIPs (few), never buckets or node ids.
@@ -195,6 +196,7 @@ export function attachAgentMetrics(
   });
   const drains = new Counter({ name: `${P}drain_requests_total`, help: 'Drain requests seen', registers: [registry] });
 
+  const health = attachHealthMetrics(registry);
   const setOwned = (vip: string) => bucketsOwned.set({ vip }, held.get(vip)?.size ?? 0);
 
   const observe = (ev: AgentEvent): void => {
@@ -285,6 +287,13 @@ export function attachAgentMetrics(
         return;
       case 'shutdown':
         if (ev.phase === 'released' || ev.phase === 'done') isLeader.set(0);
+        return;
+      case 'checkResult':
+      case 'checkTransition':
+      case 'maintenance':
+      case 'healthDrain':
+      case 'healthPanic':
+        health(ev);
         return;
       default: {
         const never: never = ev;

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { candidateKey } from '../../src/agent/election.js';
 import { loadClusterState } from '../../src/etcd/store.js';
 import { hashIdentity } from '../../src/hash/identity.js';
-import { VIP, events, sleep, specYaml, startHarness, type Harness } from './agent-harness.js';
+import { VIP, events, sleep, specYaml, startHarness, waitFor, type Harness } from './agent-harness.js';
 
 const run = promisify(execFile);
 const TTL = 2;
@@ -19,20 +19,6 @@ afterEach(async () => {
   await h?.stop();
   h = undefined;
 });
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | null | undefined | false>,
-  timeoutMs: number,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 const nodeValue = JSON.stringify({
   v: 1,
