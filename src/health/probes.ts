@@ -55,20 +55,28 @@ const pass = (t0: bigint, output: string): ProbeResult => ({
   output: lastLine(output),
 });
 
+/** `what` (exit 3, timed out...) and the last line the command printed. */
+function withTail(what: string, out: Bounded): string {
+  const tail = lastLine(out.text());
+  return tail === '' ? what : lastLine(`${what}; ${tail}`);
+}
+
 /** Run argv without a shell in its own process group; SIGKILL the group at the timeout. */
 export function execProbe(argv: readonly string[], timeoutMs: number): Promise<ProbeResult> {
   const t0 = process.hrtime.bigint();
   return new Promise((resolve) => {
     const out = new Bounded();
     let done = false;
-    const finish = (r: ProbeResult): void => {
+    let closeTimer: NodeJS.Timeout | undefined;
+    const finish = (failure: CheckFailure | null, what: string): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       clearTimeout(closeTimer);
       child.stdout?.destroy();
       child.stderr?.destroy();
-      resolve(r);
+      const output = failure === null ? lastLine(out.text()) : withTail(what, out);
+      resolve(failure === null ? pass(t0, output) : fail(t0, failure, output));
     };
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -78,7 +86,6 @@ export function execProbe(argv: readonly string[], timeoutMs: number): Promise<P
     });
     child.stdout?.on('data', (b: Buffer) => out.add(b));
     child.stderr?.on('data', (b: Buffer) => out.add(b));
-    let closeTimer: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => {
       // The group: `sh -c` and whatever it started die with it.
       try {
@@ -86,28 +93,17 @@ export function execProbe(argv: readonly string[], timeoutMs: number): Promise<P
       } catch {
         // Already gone.
       }
-      finish(fail(t0, 'timeout', `timed out after ${timeoutMs} ms; ${out.text()}`));
+      finish('timeout', `timed out after ${timeoutMs} ms`);
     }, timeoutMs);
-    child.on('error', (err) => finish(fail(t0, 'error', err.message)));
+    child.on('error', (err) => finish('error', err.message));
     child.on('exit', (code, signal) => {
-      const result =
-        code === 0
-          ? pass(t0, out.text())
-          : signal !== null
-            ? fail(t0, 'signal', `killed by ${signal}; ${out.text()}`)
-            : fail(t0, 'exitCode', `exit ${code}; ${out.text()}`);
+      const [failure, what]: [CheckFailure | null, string] =
+        code === 0 ? [null, ''] : signal !== null ? ['signal', `killed by ${signal}`] : ['exitCode', `exit ${code}`];
       // Let the pipes drain, but a grandchild that keeps them open must not hold the result back.
-      child.on('close', () => finish({ ...result, output: lastLineOf(result, out) }));
-      closeTimer = setTimeout(() => finish(result), 50);
+      child.on('close', () => finish(failure, what));
+      closeTimer = setTimeout(() => finish(failure, what), 50);
     });
   });
-}
-
-function lastLineOf(r: ProbeResult, out: Bounded): string {
-  if (r.ok) return lastLine(out.text());
-  const prefix = r.output.split(';')[0] ?? '';
-  const tail = lastLine(out.text());
-  return tail === '' ? prefix : lastLine(`${prefix}; ${tail}`);
 }
 
 export function tcpProbe(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
