@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadClusterState } from '../../src/etcd/store.js';
+import { runCli } from '../e2e/cliRun.js';
+import { statusJsonSchema } from '../e2e/statusSchema.js';
 import { events, sleep, startHarness, waitFor, type Harness } from './agent-harness.js';
 
 const run = promisify(execFile);
@@ -126,6 +128,24 @@ describe('service health checks', () => {
     );
     // fall × interval, one interval of phase, then one handoff: generous for a loaded 2-core machine.
     expect(drainMs).toBeLessThan(FALL * INTERVAL + INTERVAL + 1500);
+
+    // `status --json` (the documented schema) and the table show the drain, the check and its last output.
+    const conn = ['--etcd-endpoints', h.etcd.endpoints.join(','), '--cluster', h.cluster];
+    const doc = await waitFor(
+      'status showing the down check',
+      async () => {
+        const d = statusJsonSchema.parse(JSON.parse((await runCli(['status', '--json', ...conn])).stdout));
+        return d.nodes.find((n) => n.id === 'n2')?.checks?.[0]?.state === 'down' ? d : null;
+      },
+      5000,
+    );
+    const n2 = doc.nodes.find((n) => n.id === 'n2')!;
+    expect(n2.health).toBe('unhealthy:web');
+    expect(n2.checks![0]!.last).toMatchObject({ ok: false, failure: 'refused' });
+    expect(n2.checks![0]!.last!.output).toContain('ECONNREFUSED');
+    expect(doc.anomalies.map((a) => a.kind)).toContain('unhealthy');
+    const table = (await runCli(['status', ...conn])).stdout;
+    expect(table).toMatch(/CHECKS[\s\S]*n2\s+web\s+tcp\s+down/);
 
     // Bring it back: rise successes, no sooner than the hold, then the join policy gives buckets back.
     const backAt = Date.now();
