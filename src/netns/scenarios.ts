@@ -17,7 +17,8 @@ import { NetnsError } from './run.js';
 // real dataplane, probed continuously from before the fault until the survivors have served every one of the
 // victim's sources for a while. Returns measurements; tests assert on them, the benchmark reports them.
 
-export type TakeoverKind = 'kill' | 'cut' | 'drain';
+/** `service`: kill the node's server only; its agent's checks must drain it (DESIGN §14). */
+export type TakeoverKind = 'kill' | 'cut' | 'drain' | 'service';
 
 export interface TakeoverOptions {
   kind: TakeoverKind;
@@ -137,6 +138,8 @@ async function inject(dp: Dataplane, kind: TakeoverKind, victim: string): Promis
     }
     case 'cut':
       return dp.cutControl(victim, 'blackhole');
+    case 'service':
+      return dp.stopServer(victim);
     case 'drain': {
       const r = await execa(
         process.execPath,
