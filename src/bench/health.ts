@@ -10,9 +10,8 @@ import { keysFor } from '../etcd/keys.js';
 import { startLocalEtcd } from '../etcd/localEtcd.js';
 import { writeSpec } from '../etcd/spec.js';
 import { agentMainPath, spawnAgent, type AgentProcess } from '../localcluster/agentProcess.js';
-import { SERVER_TCP_PORT } from '../netns/addressing.js';
 import { buildDataplane } from '../netns/dataplane.js';
-import { runTakeover } from '../netns/scenarios.js';
+import { runTakeover, serviceCheckArgs } from '../netns/scenarios.js';
 import { procStat } from './agent.js';
 import { summarize, type BenchContext, type BenchRow, type BenchSuite } from './types.js';
 
@@ -37,20 +36,7 @@ async function serviceDeath(ctx: BenchContext, deaths: number): Promise<BenchRow
     sources: 90,
     leaseTtlSeconds: 2,
     agentArgs: [
-      '--checks',
-      JSON.stringify([
-        {
-          name: 'echo',
-          type: 'tcp',
-          target: `10.77.0.100:${SERVER_TCP_PORT}`,
-          intervalMs: INTERVAL,
-          timeoutMs: 150,
-          rise: 2,
-          fall: FALL,
-        },
-      ]),
-      '--health-hold',
-      '500',
+      ...serviceCheckArgs({ vip: '10.77.0.100', intervalMs: INTERVAL, fall: FALL, holdMs: 500 }),
       '--log-level',
       'info',
     ],

@@ -8,6 +8,7 @@ import {
   type DoubleAnswer,
   type HandoffVerdict,
 } from './analysis.js';
+import { SERVER_TCP_PORT } from './addressing.js';
 import type { Dataplane } from './dataplane.js';
 import { startMonitor, type MonitorEnd } from './monitor.js';
 import type { ProbeOptions, ProbeResult } from './prober.js';
@@ -165,4 +166,24 @@ export function firstStable(
     else first = undefined;
   }
   return first;
+}
+
+/** Agent flags for a TCP check of the node's own server on the VIP (the `service` takeover, DESIGN §14). */
+export function serviceCheckArgs(o: {
+  vip: string;
+  intervalMs: number;
+  fall: number;
+  rise?: number;
+  holdMs: number;
+}): string[] {
+  const check = {
+    name: 'echo',
+    type: 'tcp',
+    target: `${o.vip}:${SERVER_TCP_PORT}`,
+    intervalMs: o.intervalMs,
+    timeoutMs: Math.min(150, o.intervalMs),
+    rise: o.rise ?? 2,
+    fall: o.fall,
+  };
+  return ['--checks', JSON.stringify([check]), '--health-hold', String(o.holdMs)];
 }

@@ -2,10 +2,9 @@ import { existsSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { agentMainPath } from '../../src/localcluster/agentProcess.js';
 import { checkExpected, doubleAnswers, foldLateReplies } from '../../src/netns/analysis.js';
-import { SERVER_TCP_PORT } from '../../src/netns/addressing.js';
 import { buildDataplane, type Dataplane } from '../../src/netns/dataplane.js';
 import { startMonitor } from '../../src/netns/monitor.js';
-import { runTakeover } from '../../src/netns/scenarios.js';
+import { runTakeover, serviceCheckArgs } from '../../src/netns/scenarios.js';
 import { netnsCapability, requireCapability } from '../helpers/privileged.js';
 
 // Service health on the real nftables dataplane (DESIGN §14, issue #12): each node's agent checks its own server
@@ -31,22 +30,7 @@ describe.skipIf(!enabled)('netns dataplane: service health checks', () => {
     dp = await buildDataplane({
       sources: SOURCES,
       leaseTtlSeconds: 2,
-      agentArgs: [
-        '--checks',
-        JSON.stringify([
-          {
-            name: 'echo',
-            type: 'tcp',
-            target: `10.77.0.100:${SERVER_TCP_PORT}`,
-            intervalMs: INTERVAL,
-            timeoutMs: 150,
-            rise: 2,
-            fall: FALL,
-          },
-        ]),
-        '--health-hold',
-        '500',
-      ],
+      agentArgs: serviceCheckArgs({ vip: '10.77.0.100', intervalMs: INTERVAL, fall: FALL, holdMs: 500 }),
     });
     expect(dp.vip.address).toBe('10.77.0.100');
     await dp.waitSettled({ timeoutMs: 45_000 });
