@@ -53,6 +53,15 @@ async function serviceDeath(ctx: BenchContext, deaths: number): Promise<BenchRow
       ctx.log(
         `  death ${i + 1}/${deaths} (${victim}): answered elsewhere after ${r.takeoverMs} ms, ${r.doubles.length} doubles`,
       );
+      if (r.takeoverMs === null || r.takeoverMs > 2 * FALL * INTERVAL) {
+        // An outlier: where did the time go? (the agents' log times, relative to the kill)
+        const steps = ['checkTransition', 'healthDrain', 'assignmentWritten', 'released', 'acquired', 'loopDelay'];
+        for (const [id, a] of dp.agents) {
+          const seen = a.logs().filter((l) => l.rxAt >= r.faultAt && steps.includes(String(l.event)));
+          const line = seen.map((l) => `${l.event}@${Date.parse(String(l.time)) - r.faultAt}`).join(' ');
+          if (line) ctx.log(`    ${id}: ${line.slice(0, 400)}`);
+        }
+      }
       await dp.startServer(victim);
       await dp.waitSettled({ timeoutMs: 20_000, owners: dp.nodes, stableMs: 500 });
     }
