@@ -99,7 +99,7 @@ export class HealthMonitor {
       }
     }
     if (this.o.health.maintenanceFile !== undefined) await this.pollMaintenance(false);
-    this.evaluate();
+    this.evaluate(true);
     for (const c of this.checks) this.schedule(c, 0);
   }
 
@@ -190,7 +190,7 @@ export class HealthMonitor {
     this.maintTimer.unref();
   }
 
-  private evaluate(): void {
+  private evaluate(initial = false): void {
     if (this.stopped) return;
     clearTimeout(this.holdTimer);
     const down = this.checks.filter((c) => c.state.state === 'down').map((c) => c.cfg.name);
@@ -200,6 +200,7 @@ export class HealthMonitor {
       maintenance: this.maintenance,
       now: monoNow(),
       holdMs: this.o.health.holdMs,
+      initial,
     });
     if (step.change === 'drain') this.drainWall = Date.now();
     this.drainState = step.next;

@@ -80,6 +80,8 @@ export interface DrainInput {
   now: number;
   /** Least time between a drain and the undrain that follows it. */
   holdMs: number;
+  /** The first evaluation (the agent's start): a node that never served has nothing to hold back. */
+  initial?: boolean;
 }
 
 export interface DrainStep {
@@ -104,7 +106,7 @@ export function decideDrain(prev: HealthDrain, i: DrainInput): DrainStep {
   if (!prev.drained) {
     return want === null
       ? { next: prev, change: 'none' }
-      : { next: { drained: true, reason: want, since: i.now }, change: 'drain' };
+      : { next: { drained: true, reason: want, since: i.initial ? i.now - i.holdMs : i.now }, change: 'drain' };
   }
   if (want !== null) {
     return want === prev.reason

@@ -118,6 +118,12 @@ describe('drain decision with hold time', () => {
     });
   });
 
+  it('a drain the node starts in (initial: down, maintenance file) has no hold: it serves once the checks pass', () => {
+    const a = decideDrain(none, { down: ['web'], maintenance: false, now: 50, holdMs: 10_000, initial: true });
+    expect(a.change).toBe('drain');
+    expect(decideDrain(a.next, { down: [], maintenance: false, now: 450, holdMs: 10_000 }).change).toBe('undrain');
+  });
+
   it('property: undrains never sooner than holdMs after the drain; drains follow the checks at once', () => {
     fc.assert(
       fc.property(
