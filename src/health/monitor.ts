@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { CheckConfig, HealthConfig } from '../config/types.js';
 import { monoNow } from '../agent/clock.js';
 import type { HealthEvent } from './events.js';
-import { probe, type ProbeOptions } from './probes.js';
+import { lastLine, probe, type ProbeOptions } from './probes.js';
 import {
   decideDrain,
   initialCheckState,
@@ -10,6 +10,7 @@ import {
   type CheckState,
   type HealthDrain,
   type HealthDrainReason,
+  type ProbeResult,
 } from './state.js';
 
 // Runs every check on its own timer (start to start, one probe at a time per check) and the maintenance-file
@@ -143,7 +144,13 @@ export class HealthMonitor {
 
   private async runOnce(c: Running): Promise<void> {
     const started = monoNow();
-    const r = await probe(c.cfg, c.opts);
+    // A probe that throws (spawn refusing its arguments, a URL node rejects) is a failed probe, never a crash.
+    const r: ProbeResult = await probe(c.cfg, c.opts).catch((err: unknown) => ({
+      ok: false,
+      durationMs: monoNow() - started,
+      failure: 'error',
+      output: lastLine(err instanceof Error ? err.message : String(err)),
+    }));
     if (this.stopped) return;
     const now = monoNow();
     const flipped = c.state.last === null || c.state.last.ok !== r.ok;
