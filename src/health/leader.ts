@@ -6,19 +6,30 @@ import { assignable, decidePanic, type HealthNode } from './panic.js';
 // The leader's view of node health: which nodes the planner may give buckets, with the panic threshold applied.
 // Emits healthPanic whenever the set of failing nodes kept serving changes (and once when the panic ends).
 
+function healthNodes(nodes: ClusterState['nodes']): HealthNode[] {
+  return [...nodes].map(([id, n]) => ({
+    id,
+    weight: n.value.weight,
+    draining: n.value.draining,
+    notReady: n.value.notReady !== undefined,
+    health: n.value.health,
+  }));
+}
+
+/** Node id → whether the leader may give it buckets (the panic threshold applied), for handoff targets. */
+export function assignableNodes(nodes: ClusterState['nodes'], minHealthyNodes: number): Map<string, boolean> {
+  const hn = healthNodes(nodes);
+  const d = decidePanic(hn, minHealthyNodes);
+  return new Map(hn.map((n) => [n.id, assignable(n, d)]));
+}
+
 export class PanicTracker {
   private last = '[]';
 
   constructor(private readonly emit: (e: HealthEvent) => void) {}
 
   plannerNodes(nodes: ClusterState['nodes'], minHealthyNodes: number): PlannerNode[] {
-    const hn: HealthNode[] = [...nodes].map(([id, n]) => ({
-      id,
-      weight: n.value.weight,
-      draining: n.value.draining,
-      notReady: n.value.notReady !== undefined,
-      health: n.value.health,
-    }));
+    const hn = healthNodes(nodes);
     const d = decidePanic(hn, minHealthyNodes);
     const key = JSON.stringify(d.panic ? d.kept : []);
     if (key !== this.last) {

@@ -199,7 +199,12 @@ describe('service health checks', () => {
       argsFor: (id) => ['--checks', tcpCheck(svc.get(id)!.port), '--health-hold', '500'],
     });
     await h.waitConverged(20_000);
-    for (const s of svc.values()) await s.stop();
+    const killedAt = Date.now();
+    // n1 first (its buckets go to n2, n3), then n2, then n3: the last one's buckets must go to n1, kept by panic.
+    for (const id of ['n1', 'n2', 'n3']) {
+      await svc.get(id)!.stop();
+      await waitFor(`${id} unhealthy`, async () => (await nodeHealth(id)) === 'unhealthy:web', 5000);
+    }
     await waitFor(
       'every node unhealthy',
       async () => {
@@ -216,6 +221,13 @@ describe('service health checks', () => {
       .waitForLog((l) => l.event === 'healthPanic' && l.reason === 'panicThreshold' && Array.isArray(l.kept), 3000);
     expect(panic.kept).toEqual(['n1']);
     expect(panic.level).toBe(50); // error: loud
+    // Every bucket moved by handoff, those to the panic-kept n1 included (never a plain delete + re-acquire).
+    const moved = ['n1', 'n2', 'n3'].flatMap((id) =>
+      events(h!.agent(id), 'released').filter((l) => l.rxAt >= killedAt),
+    );
+    expect(moved.length).toBeGreaterThan(0);
+    expect(moved.filter((l) => l.node === undefined)).toEqual([]);
+    expect(moved.some((l) => l.node === 'n1')).toBe(true);
 
     for (const s of svc.values()) await s.start();
     await waitFor(

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { assignableNodes } from '../../src/health/leader.js';
 import { assignable, decidePanic, type HealthNode } from '../../src/health/panic.js';
 import {
   decideDrain,
@@ -211,5 +212,40 @@ describe('panic threshold', () => {
         expect(decidePanic([...nodes].reverse(), min)).toEqual(d);
       }),
     );
+  });
+});
+
+describe('assignableNodes (handoff targets and the leader agree)', () => {
+  it('a failing node is a target only when the panic threshold keeps it', () => {
+    const entry = (health?: string, draining = false) => ({
+      value: {
+        v: 1 as const,
+        address: '',
+        weight: 1,
+        draining,
+        version: '0',
+        startedAt: '',
+        ...(health ? { health } : {}),
+      },
+      lease: '1',
+      modRevision: '1',
+    });
+    const nodes = new Map([
+      ['a', entry('unhealthy:web')],
+      ['b', entry('maintenance')],
+      ['c', entry(undefined, true)],
+    ]);
+    expect([...assignableNodes(nodes, 1)]).toEqual([
+      ['a', true],
+      ['b', false],
+      ['c', false],
+    ]);
+    nodes.set('d', entry());
+    expect([...assignableNodes(nodes, 1)]).toEqual([
+      ['a', false],
+      ['b', false],
+      ['c', false],
+      ['d', true],
+    ]);
   });
 });
