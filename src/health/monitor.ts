@@ -68,6 +68,7 @@ export class HealthMonitor {
   private maintTimer: NodeJS.Timeout | undefined;
   private holdTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private readonly abort = new AbortController();
 
   constructor(private readonly o: HealthMonitorOptions) {
     const now = monoNow();
@@ -106,6 +107,8 @@ export class HealthMonitor {
 
   stop(): void {
     this.stopped = true;
+    // No check process outlives the agent's stop.
+    this.abort.abort();
     for (const c of this.checks) clearTimeout(c.timer);
     clearTimeout(this.maintTimer);
     clearTimeout(this.holdTimer);
@@ -145,7 +148,7 @@ export class HealthMonitor {
   private async runOnce(c: Running): Promise<void> {
     const started = monoNow();
     // A probe that throws (spawn refusing its arguments, a URL node rejects) is a failed probe, never a crash.
-    const r: ProbeResult = await probe(c.cfg, c.opts).catch((err: unknown) => ({
+    const r: ProbeResult = await probe(c.cfg, { ...c.opts, signal: this.abort.signal }).catch((err: unknown) => ({
       ok: false,
       durationMs: monoNow() - started,
       failure: 'error',

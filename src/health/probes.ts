@@ -19,6 +19,8 @@ const CHECK_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export interface ProbeOptions {
   /** https: the CA bundle's contents, read once when the monitor starts. */
   ca?: string;
+  /** Aborted when the agent stops: an exec probe's process group is killed at once. */
+  signal?: AbortSignal;
 }
 
 /** The last non-empty line of a probe's output, cut for status and logs. */
@@ -62,7 +64,7 @@ function withTail(what: string, out: Bounded): string {
 }
 
 /** Run argv without a shell in its own process group; SIGKILL the group at the timeout. */
-export function execProbe(argv: readonly string[], timeoutMs: number): Promise<ProbeResult> {
+export function execProbe(argv: readonly string[], timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
   const t0 = process.hrtime.bigint();
   return new Promise((resolve) => {
     const out = new Bounded();
@@ -73,6 +75,7 @@ export function execProbe(argv: readonly string[], timeoutMs: number): Promise<P
       done = true;
       clearTimeout(timer);
       clearTimeout(closeTimer);
+      signal?.removeEventListener('abort', onAbort);
       child.stdout?.destroy();
       child.stderr?.destroy();
       const output = failure === null ? lastLine(out.text()) : withTail(what, out);
@@ -86,15 +89,24 @@ export function execProbe(argv: readonly string[], timeoutMs: number): Promise<P
     });
     child.stdout?.on('data', (b: Buffer) => out.add(b));
     child.stderr?.on('data', (b: Buffer) => out.add(b));
-    const timer = setTimeout(() => {
+    const killGroup = (): void => {
       // The group: `sh -c` and whatever it started die with it.
       try {
         if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
       } catch {
         // Already gone.
       }
+    };
+    const timer = setTimeout(() => {
+      killGroup();
       finish('timeout', `timed out after ${timeoutMs} ms`);
     }, timeoutMs);
+    const onAbort = (): void => {
+      killGroup();
+      finish('error', 'stopped');
+    };
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (err) => finish('error', err.message));
     child.on('exit', (code, signal) => {
       const [failure, what]: [CheckFailure | null, string] =
@@ -171,7 +183,7 @@ export function httpProbe(
 export function probe(c: CheckConfig, opts: ProbeOptions = {}): Promise<ProbeResult> {
   switch (c.type) {
     case 'exec':
-      return execProbe(c.target, c.timeoutMs);
+      return execProbe(c.target, c.timeoutMs, opts.signal);
     case 'tcp':
       return tcpProbe(c.target.host, c.target.port, c.timeoutMs);
     case 'http':

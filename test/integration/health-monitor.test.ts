@@ -1,14 +1,17 @@
 // The health monitor in process, with real exec checks and a real maintenance file: the node's drain wish follows
 // rise/fall and the file, and a probe that throws counts as a failure instead of crashing the agent.
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CheckConfig } from '../../src/config/types.js';
 import type { HealthEvent } from '../../src/health/events.js';
 import { HealthMonitor } from '../../src/health/monitor.js';
 import { sleep, waitFor } from './agent-harness.js';
 
+const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'cipha-monitor-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -89,5 +92,19 @@ describe('HealthMonitor', () => {
     } finally {
       m.stop();
     }
+  });
+
+  it('stop() kills a running exec probe with its process group', async () => {
+    const marker = `${(process.pid % 300) + 300}.${Date.now() % 10_000}`;
+    const { m } = monitor([exec('hang', ['sh', '-c', `sleep ${marker}; true`], { intervalMs: 5000, timeoutMs: 5000 })]);
+    await m.start();
+    const pgrep = () =>
+      run('pgrep', ['-f', `^(sh -c )?sleep ${marker}`]).then(
+        (r) => r.stdout.trim(),
+        () => '',
+      );
+    await waitFor('the probe running', async () => (await pgrep()) !== '', 2000, 20);
+    m.stop();
+    await waitFor('the probe gone', async () => (await pgrep()) === '', 2000, 20);
   });
 });
