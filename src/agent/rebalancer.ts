@@ -68,6 +68,7 @@ export class Rebalancer {
   reset(): void {
     this.written.clear();
     this.firstTrigger = null;
+    this.panic.forget();
   }
 
   private async run(): Promise<void> {

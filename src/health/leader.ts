@@ -28,6 +28,11 @@ export class PanicTracker {
 
   constructor(private readonly emit: (e: HealthEvent) => void) {}
 
+  /** Leadership changed hands: the next plan reports the panic afresh. */
+  forget(): void {
+    this.last = '[]';
+  }
+
   plannerNodes(nodes: ClusterState['nodes'], minHealthyNodes: number): PlannerNode[] {
     const hn = healthNodes(nodes);
     const d = decidePanic(hn, minHealthyNodes);

@@ -230,6 +230,7 @@ export function attachAgentMetrics(
         return;
       case 'deposed':
         isLeader.set(0);
+        health.notLeader();
         return;
       case 'assignmentWritten':
         assignments.inc({ vip: ev.vip });
@@ -293,7 +294,7 @@ export function attachAgentMetrics(
       case 'maintenance':
       case 'healthDrain':
       case 'healthPanic':
-        health(ev);
+        health.observe(ev);
         return;
       default: {
         const never: never = ev;

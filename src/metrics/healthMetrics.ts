@@ -6,7 +6,13 @@ import type { HealthEvent } from '../health/events.js';
 const P = 'clusterip_ha_';
 const CHECK_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-export function attachHealthMetrics(registry: Registry): (ev: HealthEvent) => void {
+export interface HealthMetrics {
+  observe(ev: HealthEvent): void;
+  /** This node no longer leads: its panic figures are the next leader's to report. */
+  notLeader(): void;
+}
+
+export function attachHealthMetrics(registry: Registry): HealthMetrics {
   const up = new Gauge({
     name: `${P}check_up`,
     help: '1 while the check is up (rise/fall state), 0 while down',
@@ -54,7 +60,7 @@ export function attachHealthMetrics(registry: Registry): (ev: HealthEvent) => vo
     registers: [registry],
   });
   let kept = 0;
-  return (ev) => {
+  const observe = (ev: HealthEvent): void => {
     switch (ev.event) {
       case 'checkResult':
         up.set({ check: ev.check }, ev.state === 'up' ? 1 : 0);
@@ -78,5 +84,12 @@ export function attachHealthMetrics(registry: Registry): (ev: HealthEvent) => vo
         panicKept.set(kept);
         return;
     }
+  };
+  return {
+    observe,
+    notLeader: () => {
+      kept = 0;
+      panicKept.set(0);
+    },
   };
 }

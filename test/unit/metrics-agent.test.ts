@@ -181,5 +181,9 @@ describe('service health metrics', () => {
     expect(p.get('clusterip_ha_health_panics_total')).toBe(1);
     emit({ event: 'healthPanic', panic: false, kept: [], healthy: 2, minHealthyNodes: 2 });
     expect((await scrape()).get('clusterip_ha_health_panic_nodes')).toBe(0);
+    // A deposed leader stops reporting the panic (the next leader reports it).
+    emit({ event: 'healthPanic', panic: true, kept: ['n1'], healthy: 0, minHealthyNodes: 1 });
+    emit({ event: 'deposed', reason: 'test' });
+    expect((await scrape()).get('clusterip_ha_health_panic_nodes')).toBe(0);
   });
 });
