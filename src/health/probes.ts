@@ -134,7 +134,13 @@ export function tcpProbe(host: string, port: number, timeoutMs: number): Promise
     sock.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       sock.destroy();
-      resolve(fail(t0, err.code === 'ECONNREFUSED' ? 'refused' : 'error', `connect ${host}:${port}: ${err.message}`));
+      resolve(
+        fail(
+          t0,
+          err.code === 'ECONNREFUSED' ? 'refused' : 'error',
+          `connect ${host}:${port}: ${err.code ?? err.message}`,
+        ),
+      );
     });
   });
 }
