@@ -232,6 +232,9 @@ describe('precedence flag > env > file > default', () => {
       'metrics-listen',
       'state-dir',
       'log-level',
+      'checks',
+      'maintenance-file',
+      'health-hold',
     ]) {
       expect(longs).toContain(`--${f}`);
     }
