@@ -9,6 +9,7 @@ import { cmpRevision, watchCluster, type ClusterState, type ClusterWatch, type S
 import type { NodeValue } from '../etcd/values.js';
 import { NodeIdInUseError, BackendError } from '../errors.js';
 import { hashIdentity } from '../hash/identity.js';
+import { HealthMonitor } from '../health/monitor.js';
 import { makeBackend } from './backendFactory.js';
 import { ClaimReconciler } from './claims.js';
 import { monoNow, sleep } from './clock.js';
@@ -70,6 +71,8 @@ export class Agent extends EventEmitter {
   private rebalancer!: Rebalancer;
   private reconciler!: ClaimReconciler;
   private status!: StatusWriter;
+  /** Service checks and the maintenance file (DESIGN §14): a failing node registers `health` and gets no buckets. */
+  private health!: HealthMonitor;
   private stopLoopDelay: (() => void) | undefined;
   private resync: NodeJS.Timeout | undefined;
   private phase: AgentPhase = { phase: 'starting' };
@@ -277,8 +280,16 @@ export class Agent extends EventEmitter {
         lastErrorAt: this.kernel.lastError?.at.toISOString() ?? null,
         lastApplyAt: this.kernel.lastApplyAt?.toISOString() ?? null,
         lastAckAt: this.session.lastAckAt?.toISOString() ?? null,
+        ...(this.health.enabled ? { health: this.health.snapshot() } : {}),
       }),
     });
+    this.health = new HealthMonitor({
+      health: this.cfg.health,
+      emit,
+      onDrain: () => this.reregister(),
+      onReport: () => this.status?.mark(),
+    });
+    await this.health.start();
     this.session = new NodeSession({
       etcd: this.etcd,
       keepaliveClients: this.keepaliveClients,
@@ -464,6 +475,12 @@ export class Agent extends EventEmitter {
     if (this.notReady?.message === next?.message) return;
     this.notReady = next;
     this.emitEvent({ event: 'readiness', ready: next === null, ...(next ? { reason: next.message } : {}) });
+    this.reregister();
+  }
+
+  /** What our node key says changed (readiness, health): write it again while running. */
+  private reregister(): void {
+    this.status?.mark();
     const leaseId = this.session?.leaseId;
     if (!leaseId || !this.session.isLive() || this.phase.phase !== 'running') return;
     void this.register(leaseId).catch((err: Error) =>
@@ -500,6 +517,7 @@ export class Agent extends EventEmitter {
         : this.catchingUp
           ? { notReady: 'catching up with etcd after a new lease' }
           : {}),
+      ...(this.health?.reason ? { health: this.health.reason } : {}),
     };
   }
 
@@ -797,6 +815,7 @@ export class Agent extends EventEmitter {
     this.rebalancer?.stop();
     this.reconciler?.stop();
     this.status?.stop();
+    this.health?.stop();
     // Each cleanup step runs under its own bound, never under the signal that got us here.
     let cleared = this.fence === undefined && this.kernel === undefined;
     if (this.fence) {

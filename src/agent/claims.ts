@@ -7,7 +7,7 @@ import { monoNow } from './clock.js';
 import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { AddRefusal, KernelGate } from './kernel.js';
-import { takesBuckets } from '../etcd/values.js';
+import { assignableNodes } from '../health/leader.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
 //   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
@@ -142,10 +142,12 @@ export class ClaimReconciler {
   private async passInner(): Promise<void> {
     const state = this.o.state();
     const leaseId = this.o.leaseId();
+    // A failing node the panic threshold keeps serving is a fine handoff target (the leader assigns it).
+    const ok = assignableNodes(state.nodes, state.spec?.spec.minHealthyNodes ?? 1);
     const plan = planClaims({
       me: this.o.nodeId,
       leaseId,
-      peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: !takesBuckets(n.value) }])),
+      peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: !(ok.get(id) ?? false) }])),
       spec: this.o.spec ? this.o.spec() : (state.spec?.spec ?? null),
       assignments: state.assignments,
       claims: this.claimsView(),

@@ -1,5 +1,6 @@
 import type { NodeConfig } from '../config/types.js';
 import { NodeIdInUseError } from '../errors.js';
+import { healthLogLine } from '../health/log.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Agent } from './agent.js';
 import type { AgentEvent } from './events.js';
@@ -177,6 +178,12 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
           };
     case 'shutdown':
       return { level: 'info', op: 'shutdown', fields: { reason: e.phase }, msg: `shutdown: ${e.phase}` };
+    case 'checkResult':
+    case 'checkTransition':
+    case 'maintenance':
+    case 'healthDrain':
+    case 'healthPanic':
+      return healthLogLine(e);
   }
 }
 

@@ -1,4 +1,6 @@
 import type { SweepReason } from './sweep.js';
+import type { HealthEvent } from '../health/events.js';
+
 // The agent library's events. The daemon turns them into log lines (src/agent/daemon.ts) and metrics
 // (src/metrics/agentMetrics.ts); tests and the chaos runner subscribe to them too.
 // Reasons are closed sets so they can label metrics.
@@ -67,7 +69,8 @@ export type AgentEvent =
     }
   /** The backend could (not) be set up for the spec: a node not ready registers so and is given no buckets. */
   | { event: 'readiness'; ready: boolean; reason?: string }
-  | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' };
+  | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' }
+  | HealthEvent;
 
 export type AgentEventName = AgentEvent['event'];
 

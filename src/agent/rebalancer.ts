@@ -1,7 +1,8 @@
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../etcd/keys.js';
 import type { ClusterState } from '../etcd/store.js';
-import { assignValueSchema, takesBuckets } from '../etcd/values.js';
+import { assignValueSchema } from '../etcd/values.js';
+import { PanicTracker } from '../health/leader.js';
 import { cmpRevision } from '../etcd/store.js';
 import { NotLeaderError } from '../errors.js';
 import { monoNow } from './clock.js';
@@ -46,6 +47,7 @@ export class Rebalancer {
   private sweepTimer: NodeJS.Timeout | undefined;
   /** Our last writes, until the picture catches up with them. */
   private readonly written = new Map<string, { revision: string; current: CurrentAssignment | null }>();
+  private readonly panic = new PanicTracker((e) => this.o.emit(e));
 
   constructor(private readonly o: RebalancerOptions) {}
 
@@ -76,6 +78,7 @@ export class Rebalancer {
   reset(): void {
     this.written.clear();
     this.firstTrigger = null;
+    this.panic.forget();
   }
 
   private async run(): Promise<void> {
@@ -117,7 +120,8 @@ export class Rebalancer {
       else current.delete(vip);
     }
     void this.sweep(state);
-    const nodes = [...state.nodes].map(([id, n]) => ({ id, weight: n.value.weight, draining: !takesBuckets(n.value) }));
+    // Draining, not ready and health-drained nodes take nothing, except those the panic threshold keeps serving.
+    const nodes = this.panic.plannerNodes(state.nodes, spec.minHealthyNodes ?? 1);
     const { joinMovesPerInterval: k, intervalMs } = spec.rebalance;
     // An assignment key holding garbage is repaired from the last good value we still have.
     const rewrite = new Set<string>();

@@ -186,7 +186,9 @@ async function gracefulGaps(ctx: BenchContext, rounds: number, etcdOnTmpfs: bool
   return gaps;
 }
 
-async function procStat(pid: number): Promise<{ rssMb: number; anonMb: number; pssMb: number; cpuTicks: number }> {
+export async function procStat(
+  pid: number,
+): Promise<{ rssMb: number; anonMb: number; pssMb: number; cpuTicks: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   const anonKb = Number(/RssAnon:\s+(\d+)/.exec(status)?.[1] ?? NaN);

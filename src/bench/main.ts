@@ -16,6 +16,7 @@ const SUITES: SuiteRef[] = [
   { name: 'dataplane', load: async () => (await import('../netns/bench.js')).dataplaneBench },
   { name: 'agent', load: async () => (await import('./agent.js')).agentBench },
   { name: 'scale', load: async () => (await import('./scale.js')).scaleBench },
+  { name: 'health', load: async () => (await import('./health.js')).healthBench },
 ];
 
 function parseArgs(argv: string[]): { quick: boolean; only?: Set<string>; out: string } {
@@ -28,7 +29,9 @@ function parseArgs(argv: string[]): { quick: boolean; only?: Set<string>; out: s
     else if (a === '--only') only = new Set((argv[++i] ?? '').split(',').filter(Boolean));
     else if (a === '--out') out = argv[++i] ?? out;
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--quick] [--only planner,backends,dataplane,agent,scale] [--out DIR]');
+      console.log(
+        'usage: npm run bench -- [--quick] [--only planner,backends,dataplane,agent,scale,health] [--out DIR]',
+      );
       process.exit(0);
     } else {
       console.error(`bench: unknown argument ${a}; see --help`);

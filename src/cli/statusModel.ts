@@ -1,4 +1,6 @@
 import type { ClusterState } from '../etcd/store.js';
+import type { HealthStatusValue } from '../etcd/values.js';
+import { decidePanic } from '../health/panic.js';
 
 // `status` as data: the stable JSON document (docs/status-json.md) built from one decoded ClusterState, with
 // the anomalies found in it. Pure (no etcd, no clock) so every anomaly rule is unit-tested.
@@ -18,6 +20,8 @@ export type AnomalyKind =
   | 'backendError' // a node's last backend operation failed
   | 'drainPending' // a draining node still owns buckets
   | 'notReady' // a live node whose backend could not be set up: it takes no buckets
+  | 'unhealthy' // a live node drained by its service checks or maintenance file
+  | 'healthPanic' // too few healthy nodes: failing ones keep serving (panic threshold, minHealthyNodes)
   | 'badValue'; // a value under the prefix failed validation and is ignored
 
 export type Severity = 'error' | 'warning';
@@ -50,6 +54,19 @@ export interface NodeStatus {
   /** Buckets it holds claims for, over every VIP. */
   claims: number;
   leader: boolean;
+  /** Its service checks drain it: `unhealthy:<check>` or `maintenance`; null = healthy (or no checks). */
+  health: string | null;
+  /** Failing its checks but kept serving by the panic threshold. */
+  panicKept: boolean;
+  /** Its checks as its status key last reported them; null when it has none or publishes no status. */
+  checks: HealthStatusValue['checks'] | null;
+}
+
+export interface PanicStatus {
+  /** Failing nodes kept serving, in the order the leader picks them. */
+  kept: string[];
+  healthy: number;
+  minHealthyNodes: number;
 }
 
 export interface BucketStatus {
@@ -78,6 +95,8 @@ export interface StatusReport {
   healthy: boolean;
   leader: string | null;
   specGeneration: number | null;
+  /** The panic threshold is holding failing nodes in service; null when not. */
+  panic: PanicStatus | null;
   anomalies: Anomaly[];
   nodes: NodeStatus[];
   vips: VipStatus[];
@@ -104,6 +123,19 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
   for (const m of state.claims.values())
     for (const c of m.values()) claimCount.set(c.owner, (claimCount.get(c.owner) ?? 0) + 1);
 
+  // The leader's own rule (src/health/panic.ts), so status names the nodes the leader keeps serving.
+  const minHealthyNodes = spec?.minHealthyNodes ?? 1;
+  const panicDecision = decidePanic(
+    [...state.nodes].map(([id, n]) => ({
+      id,
+      weight: n.value.weight,
+      draining: n.value.draining,
+      notReady: n.value.notReady !== undefined,
+      health: n.value.health,
+    })),
+    minHealthyNodes,
+  );
+  const kept = new Set(panicDecision.panic ? panicDecision.kept : []);
   const nodes: NodeStatus[] = [...ids].sort(byId).map((id) => {
     const n = state.nodes.get(id);
     const s = state.statuses.get(id);
@@ -123,10 +155,15 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       lastAckAt: s?.lastAckAt ?? null,
       claims: claimCount.get(id) ?? 0,
       leader: state.leader === id,
+      health: n?.value.health ?? null,
+      panicKept: kept.has(id),
+      checks: s?.health?.checks ?? null,
     };
   });
   const alive = nodes.filter((n) => n.alive);
-  const eligible = alive.filter((n) => !n.draining && n.notReady === null && (n.weight ?? 0) > 0);
+  const eligible = alive.filter(
+    (n) => !n.draining && n.notReady === null && (n.health === null || n.panicKept) && (n.weight ?? 0) > 0,
+  );
 
   if (!spec)
     anomalies.push({
@@ -155,6 +192,15 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
         node: n.id,
         detail: `${n.id} takes no buckets: ${n.notReady}`,
       });
+    if (n.alive && n.health !== null) {
+      const down = (n.checks ?? []).filter((c) => c.state === 'down').map((c) => `${c.name}: ${c.last?.output ?? ''}`);
+      anomalies.push({
+        kind: 'unhealthy',
+        severity: 'warning',
+        node: n.id,
+        detail: `${n.id} ${n.panicKept ? 'fails its checks but is kept serving' : 'is drained'} (${n.health})${down.length > 0 ? `: ${down.join('; ')}` : ''}`,
+      });
+    }
     if (n.draining && n.claims > 0) {
       anomalies.push({
         kind: 'drainPending',
@@ -251,6 +297,13 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     };
   });
 
+  if (panicDecision.panic)
+    anomalies.push({
+      kind: 'healthPanic',
+      severity: 'error',
+      detail: `panic threshold: ${panicDecision.healthy} healthy node(s) < minHealthyNodes ${minHealthyNodes}; keeping failing ${panicDecision.kept.join(', ')} serving`,
+    });
+
   for (const bv of state.badValues)
     anomalies.push({ kind: 'badValue', severity: 'warning', detail: `${bv.key}: ${bv.error}` });
 
@@ -262,6 +315,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     healthy: !anomalies.some((a) => a.severity === 'error'),
     leader: state.leader,
     specGeneration: state.spec?.generation ?? null,
+    panic: panicDecision.panic ? { kept: panicDecision.kept, healthy: panicDecision.healthy, minHealthyNodes } : null,
     anomalies,
     nodes,
     vips,

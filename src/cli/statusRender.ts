@@ -33,7 +33,13 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
       n.leader ? `${n.id}*` : n.id,
       n.alive ? paint(io, 'green', 'yes') : paint(io, 'red', 'no'),
       n.weight === null ? '-' : String(n.weight),
-      n.draining ? paint(io, 'yellow', 'yes') : n.notReady !== null ? paint(io, 'red', 'not ready') : 'no',
+      n.draining
+        ? paint(io, 'yellow', 'yes')
+        : n.notReady !== null
+          ? paint(io, 'red', 'not ready')
+          : n.health !== null
+            ? paint(io, n.panicKept ? 'red' : 'yellow', n.panicKept ? `panic-kept (${n.health})` : n.health)
+            : 'no',
       n.leaseTtlLeft === null ? '-' : `${n.leaseTtlLeft}s`,
       n.fenced === null ? '-' : n.fenced ? paint(io, 'red', 'yes') : 'no',
       String(n.claims),
@@ -43,6 +49,21 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
     ]);
   }
   out.push(r.nodes.length === 0 ? 'no nodes' : formatTable(rows, io.isTTY).trimEnd());
+  const checkRows: string[][] = [['NODE', 'CHECK', 'TYPE', 'STATE', 'SINCE', 'LAST', 'OUTPUT']];
+  for (const n of r.nodes) {
+    for (const c of n.checks ?? []) {
+      checkRows.push([
+        n.id,
+        c.name,
+        c.type,
+        c.state === 'up' ? paint(io, 'green', 'up') : paint(io, 'red', 'down'),
+        c.since,
+        c.last === null ? '-' : `${c.last.ok ? 'ok' : (c.last.failure ?? 'failed')} ${c.last.durationMs}ms`,
+        truncate(c.last?.output ?? '', 60) || '-',
+      ]);
+    }
+  }
+  if (checkRows.length > 1) out.push('', paint(io, 'bold', 'CHECKS'), formatTable(checkRows, io.isTTY).trimEnd());
   for (const v of r.vips) {
     out.push(
       '',

@@ -129,6 +129,8 @@ const rebalanceSchema = z.strictObject({
     .default(1000),
 });
 
+const minHealthyWhat = 'an integer 0..1000 (nodes kept serving when every check fails; 0 = drain them all)';
+
 /** The document schema (no cross-field checks; those need every VIP at once and the backend). */
 export const clusterSpecSchema = z.strictObject(
   {
@@ -136,6 +138,12 @@ export const clusterSpecSchema = z.strictObject(
       .array(vipSchema, { error: expected('a list of VIPs') })
       .max(MAX_VIPS, { error: `at most ${MAX_VIPS} VIPs` }),
     rebalance: rebalanceSchema.default({ joinMovesPerInterval: 1, intervalMs: 1000 }),
+    minHealthyNodes: z
+      .number({ error: expected(minHealthyWhat) })
+      .int({ error: expected(minHealthyWhat) })
+      .min(0, { error: expected(minHealthyWhat) })
+      .max(1000, { error: expected(minHealthyWhat) })
+      .default(1),
   },
   {
     error: (iss) =>
@@ -200,7 +208,12 @@ function finish(parsed: ParsedSpec): ClusterSpec {
     sticky: v.sticky,
   }));
   const rebalance: RebalancePolicy = { ...parsed.rebalance };
-  return { vips, rebalance } satisfies ClusterSpec;
+  // Absent means the default (1), so specs written in code and older stored values compare equal.
+  return {
+    vips,
+    rebalance,
+    ...(parsed.minHealthyNodes !== 1 ? { minHealthyNodes: parsed.minHealthyNodes } : {}),
+  } satisfies ClusterSpec;
 }
 
 function validate(raw: unknown, loc: Locator, opts: ClusterSpecOptions, pre: InputIssue[] = []): ClusterSpec {

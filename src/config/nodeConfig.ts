@@ -16,7 +16,7 @@ import {
   type NodeOptionKey,
   type OptionType,
 } from './nodeOptions.js';
-import type { BackendConfig, BackendKind, LogLevel, NodeConfig } from './types.js';
+import type { BackendConfig, BackendKind, CheckConfig, LogLevel, NodeConfig } from './types.js';
 import { parseYamlSource, type YamlSource } from './yamlSource.js';
 
 // Node config resolution: for every option of NODE_OPTIONS the first of flag > environment > file > default
@@ -105,6 +105,12 @@ export function fromText(type: OptionType, raw: unknown): Coerced {
           .map((p) => p.trim())
           .filter((p) => p !== ''),
       };
+    case 'json':
+      try {
+        return { ok: true, value: JSON.parse(s) as unknown };
+      } catch (err) {
+        return { ok: false, message: `expected JSON, got invalid JSON (${(err as Error).message})` };
+      }
     case 'argv': {
       if (!s.startsWith('[')) return { ok: true, value: [s] };
       try {
@@ -303,6 +309,19 @@ function crossFieldIssues(r: ReadonlyMap<NodeOptionKey, Resolved>, input: Resolv
     );
   }
 
+  const checks = (at('checks').value ?? []) as CheckConfig[];
+  checks.forEach((c, i) => {
+    if (c.type !== 'https' || c.ca === undefined) return;
+    const kind = input.fileKind(c.ca);
+    if (kind === 'file') return;
+    const issue = issueAt(opt('checks'), at('checks').source, '');
+    out.push({
+      ...issue,
+      path: issue.path !== '' ? `${issue.path}[${i}].ca` : '',
+      message: `${issue.path !== '' ? '' : `[${i}].ca: `}${kind === 'missing' ? 'file not found' : 'not a regular file'}: ${c.ca}`,
+    });
+  });
+
   // The fence must fire before the lease can expire with room to spare: margin < TTL/2.
   const ttl = at('leaseTtl').value as number | undefined;
   const margin = at('fenceMargin').value as number | undefined;
@@ -365,6 +384,11 @@ function build(r: ReadonlyMap<NodeOptionKey, Resolved>): NodeConfig {
     logLevel: v<LogLevel>('logLevel'),
     shutdownTimeoutMs: v('shutdownTimeout'),
     restartBudgetMs: v('restartBudget'),
+    health: {
+      checks: v('checks'),
+      ...(opt('maintenanceFile') !== undefined ? { maintenanceFile: opt<string>('maintenanceFile')! } : {}),
+      holdMs: v('healthHold'),
+    },
   } satisfies NodeConfig;
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { NODE_ID_RE } from '../etcd/values.js';
+import { checksSchema } from './checks.js';
 import { expected } from './issues.js';
 import { BACKEND_KINDS, type BackendKind, type LogLevel } from './types.js';
 
@@ -11,7 +12,7 @@ export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] a
 export const ENV_PREFIX = 'CLUSTERIP_HA_';
 
 /** How a value written as text (flag, environment) becomes a typed value. */
-export type OptionType = 'string' | 'int' | 'boolean' | 'list' | 'argv';
+export type OptionType = 'string' | 'int' | 'boolean' | 'list' | 'argv' | 'json';
 
 /** What a default may depend on: values already resolved for other options. */
 export interface DefaultContext {
@@ -65,7 +66,10 @@ export type NodeOptionKey =
   | 'stateDir'
   | 'logLevel'
   | 'shutdownTimeout'
-  | 'restartBudget';
+  | 'restartBudget'
+  | 'checks'
+  | 'maintenanceFile'
+  | 'healthHold';
 
 export function envVarFor(flag: string): string {
   return ENV_PREFIX + flag.toUpperCase().replaceAll('-', '_');
@@ -455,6 +459,40 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     defaultText: '2500',
     description:
       'On SIGHUP (systemctl reload), exit for a hitless restart only when at least this long is left before the fence deadline (the new process must adopt the lease before it; it waits up to one TTL for an ack to get there); otherwise drain as on SIGTERM. Needs leaseTtlSeconds ≥ 4 at the default.',
+  },
+  {
+    key: 'checks',
+    flag: 'checks',
+    valueName: 'JSON',
+    yaml: ['checks'],
+    type: 'json',
+    schema: checksSchema,
+    default: () => [],
+    defaultText: 'none',
+    description:
+      'Service checks (exec, tcp, http, https); a failing one drains the node (reason `unhealthy:<name>`). See "Service checks" below; in flags and the environment a JSON list.',
+  },
+  {
+    key: 'maintenanceFile',
+    flag: 'maintenance-file',
+    valueName: 'FILE',
+    yaml: ['maintenanceFile'],
+    type: 'string',
+    schema: nonEmpty('a file path'),
+    defaultText: 'none',
+    description: "While this file exists the node drains (reason `maintenance`), like keepalived's track_file.",
+  },
+  {
+    key: 'healthHold',
+    flag: 'health-hold',
+    valueName: 'MS',
+    yaml: ['healthHoldMs'],
+    type: 'int',
+    schema: int(0, 3_600_000, ' (ms)'),
+    default: () => 10_000,
+    defaultText: '10000',
+    description:
+      'A node drained by its checks or maintenance file takes buckets again no sooner than this: a flapping service moves buckets at most once per hold.',
   },
 ];
 

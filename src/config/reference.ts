@@ -1,10 +1,28 @@
 import { CONFIG_ENV, CONFIG_FLAG, NODE_OPTIONS, envVarFor } from './nodeOptions.js';
-import { BACKEND_KINDS, HASH_MODES, MAX_BUCKETS } from './types.js';
+import { BACKEND_KINDS, CHECK_TYPES, HASH_MODES, HTTP_METHODS, MAX_BUCKETS } from './types.js';
 
 // docs/configuration.md is this function's output (a unit test fails when they differ), so the reference
 // cannot drift from the option table. Regenerate: npm run build && node dist/config/writeReference.js
 
 const cell = (s: string) => s.replaceAll('|', '\\|');
+
+function checksTable(): string {
+  return [
+    '| field | types | default | meaning |',
+    '|---|---|---|---|',
+    '| `name` | all | required | Unique per node; names the check in the drain reason `unhealthy:<name>`, metrics and status. |',
+    `| \`type\` | all | required | ${CHECK_TYPES.map((t) => `\`${t}\``).join(', ')}. |`,
+    '| `target` | all | required | exec: the command as an argv list (no shell unless you write `["sh", "-c", "..."]`); tcp: `HOST:PORT`; http(s): a URL. |',
+    '| `intervalMs` | all | `1000` | Time from the start of one run to the start of the next (10..3600000). |',
+    '| `timeoutMs` | all | `intervalMs` | A run that takes longer fails; an exec check is killed (SIGKILL to its process group). At most `intervalMs`. |',
+    '| `rise` | all | `1` | Consecutive successes that make a down check up (1..100). |',
+    '| `fall` | all | `1` | Consecutive failures that make an up check down (1..100). |',
+    "| `initial` | all | `up` | State before the first `rise`/`fall` results; `down` is keepalived's `init_fail`. |",
+    `| \`method\` | http, https | \`GET\` | ${HTTP_METHODS.join(', ')}. |`,
+    '| `expectStatus` | http, https | any 2xx or 3xx | List of status codes that count as success. |',
+    '| `ca` | https | system CAs | CA bundle (PEM) that signed the service certificate; the file must exist. |',
+  ].join('\n');
+}
 
 function nodeTable(): string {
   const rows = NODE_OPTIONS.map(
@@ -44,6 +62,25 @@ stateDir: /var/lib/clusterip-ha
 logLevel: info
 shutdownTimeoutMs: 10000
 restartBudgetMs: 2500         # SIGHUP: hitless restart only with this much left before the fence deadline
+checks:                       # a failing check drains the node (reason unhealthy:<name>)
+  - name: web
+    type: tcp                 # exec | tcp | http | https
+    target: 127.0.0.1:80
+    intervalMs: 1000
+    timeoutMs: 500
+    rise: 2
+    fall: 2
+  - name: api
+    type: https
+    target: https://127.0.0.1:8443/healthz
+    method: GET
+    expectStatus: [200, 204]
+    ca: /etc/clusterip-ha/api-ca.pem
+  - name: dns
+    type: exec
+    target: ["/usr/bin/dig", "+time=1", "+tries=1", "@127.0.0.1", "health.example.", "A"]
+maintenanceFile: /etc/clusterip-ha/maintenance   # exists = drain (reason maintenance)
+healthHoldMs: 10000
 `;
 
 const SPEC_EXAMPLE = `# cluster spec — stored in etcd by \`clusterip-ha apply\`
@@ -58,6 +95,7 @@ vips:
 rebalance:
   joinMovesPerInterval: 1     # 0 = never move buckets of live nodes
   intervalMs: 1000
+minHealthyNodes: 1            # keep this many serving even when every node's checks fail
 `;
 
 function specTable(): string {
@@ -74,6 +112,7 @@ function specTable(): string {
     '| `vips[].sticky` | no, `false` | Keep established TCP on the old owner when a bucket moves (not with the clusterip backend). |',
     '| `rebalance.joinMovesPerInterval` | no, `1` | Buckets of live nodes moved per interval after a join; 0 = never. |',
     '| `rebalance.intervalMs` | no, `1000` | The interval, in milliseconds (10..3600000). |',
+    '| `minHealthyNodes` | no, `1` | Panic threshold: when fewer live nodes pass their checks, the leader keeps this many of the failing ones serving (in node id order) and says so in status, events and metrics; 0 = drain them all. |',
   ].join('\n');
 }
 
@@ -105,6 +144,17 @@ ${nodeTable()}
 Checks across fields: the fence margin must be below half the lease TTL; \`--etcd-cert\` and \`--etcd-key\` go
 together, as do \`--etcd-user\` and \`--etcd-password\`; TLS files must exist and need \`https://\` endpoints;
 the exec backend needs \`--exec-command\`.
+
+### Service checks
+
+Each entry of \`checks\` (DESIGN §14; keepalived's \`vrrp_script\` defaults). A node whose check is down, or whose
+\`maintenanceFile\` exists, drains through the graceful path (its node key says why: \`unhealthy:<name>\` or
+\`maintenance\`); it takes buckets again once every check is up and the maintenance file is gone, but no sooner than
+\`healthHoldMs\` after it drained. An operator's \`clusterip-ha drain\` is kept apart and is never undone by a check.
+Exec checks run without a shell, with an empty environment except \`PATH\` (no etcd credentials), and their output
+is cut at 4 KiB. Names are unique; each check runs one probe at a time and never blocks the event loop that keeps the lease.
+
+${checksTable()}
 
 \`\`\`yaml
 ${NODE_EXAMPLE}\`\`\`

@@ -40,6 +40,11 @@ export interface RebalancePolicy {
 export interface ClusterSpec {
   vips: VipSpec[];
   rebalance: RebalancePolicy;
+  /**
+   * Panic threshold of the service checks (DESIGN §14): the leader keeps at least this many nodes serving even
+   * when their checks fail. Absent means 1 (the schema leaves the default out).
+   */
+  minHealthyNodes?: number;
 }
 
 export type BackendConfig =
@@ -57,6 +62,48 @@ export interface EtcdConfig {
   password?: string;
   /** Deadline for a single etcd call. */
   requestTimeoutMs: number;
+}
+
+export const CHECK_TYPES = ['exec', 'tcp', 'http', 'https'] as const;
+export type CheckType = (typeof CHECK_TYPES)[number];
+
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'OPTIONS'] as const;
+export type HttpMethod = (typeof HTTP_METHODS)[number];
+
+interface CheckCommon {
+  /** Names the check in reasons (`unhealthy:<name>`), metrics and status; unique per node. */
+  name: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive successes that make a down check up. */
+  rise: number;
+  /** Consecutive failures that make an up check down. */
+  fall: number;
+  /** The state before the first `rise`/`fall` results (keepalived's `init_fail` is `initial: down`). */
+  initial: 'up' | 'down';
+}
+
+/** One service check of the node config (DESIGN §14); `target` is typed per `type`. */
+export type CheckConfig =
+  | (CheckCommon & { type: 'exec'; target: string[] })
+  | (CheckCommon & { type: 'tcp'; target: { host: string; port: number } })
+  | (CheckCommon & {
+      type: 'http' | 'https';
+      /** The URL as written. */
+      target: string;
+      method: HttpMethod;
+      /** Status codes that count as success; empty = any 2xx or 3xx. */
+      expectStatus: number[];
+      /** https: a CA bundle (PEM) that signed the service's certificate, instead of the system CAs. */
+      ca?: string;
+    });
+
+export interface HealthConfig {
+  checks: CheckConfig[];
+  /** While this file exists the node drains (reason `maintenance`). */
+  maintenanceFile?: string;
+  /** Least time a health drain lasts before the node may take buckets again (flap control). */
+  holdMs: number;
 }
 
 export type ListenAddress = { host: string; port: number } | 'off';
@@ -80,4 +127,5 @@ export interface NodeConfig {
   shutdownTimeoutMs: number;
   /** SIGHUP exits for a hitless restart only with at least this much left before the fence deadline. */
   restartBudgetMs: number;
+  health: HealthConfig;
 }

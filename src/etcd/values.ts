@@ -16,13 +16,45 @@ export const nodeValueSchema = z.strictObject({
   startedAt: z.string().max(40),
   /** Why the node cannot take buckets now (its backend could not be set up); absent = ready. */
   notReady: z.string().max(500).optional(),
+  /**
+   * Drained by its own service checks (DESIGN §14): `unhealthy:<check>` or `maintenance`; absent = healthy. Kept
+   * apart from `draining` (the operator's and the shutdown's) so a check recovering never undoes `drain`.
+   */
+  health: z.string().max(100).optional(),
 });
 export type NodeValue = z.infer<typeof nodeValueSchema>;
 
-/** Whether the leader may give the node buckets: neither draining nor unable to apply them. */
+/** Whether the leader may give the node buckets: not draining, able to apply them, its checks passing. */
 export function takesBuckets(v: NodeValue): boolean {
-  return !v.draining && v.notReady === undefined;
+  return !v.draining && v.notReady === undefined && v.health === undefined;
 }
+
+const checkStatusSchema = z.strictObject({
+  name: z.string().max(63),
+  type: z.enum(['exec', 'tcp', 'http', 'https']),
+  state: z.enum(['up', 'down']),
+  since: z.string().max(40),
+  last: z
+    .strictObject({
+      ok: z.boolean(),
+      at: z.string().max(40),
+      durationMs: z.number().nonnegative(),
+      output: z.string().max(400),
+      failure: z.string().max(32).optional(),
+    })
+    .nullable(),
+  transitions: z.number().int().nonnegative(),
+  flaps: z.number().int().nonnegative(),
+});
+
+/** The node's service checks as its monitor last saw them (status/<node>). */
+export const healthStatusSchema = z.strictObject({
+  checks: z.array(checkStatusSchema).max(32),
+  drain: z.string().max(100).nullable(),
+  drainSince: z.string().max(40).nullable(),
+  maintenance: z.boolean(),
+});
+export type HealthStatusValue = z.infer<typeof healthStatusSchema>;
 
 export const assignValueSchema = z.strictObject({
   v: z.literal(1),
@@ -59,6 +91,8 @@ export const statusValueSchema = z.strictObject({
   lastApplyAt: z.string().max(40).nullable(),
   /** Wall-clock time of the last acknowledged keepalive (ISO). */
   lastAckAt: z.string().max(40).nullable(),
+  /** Absent when the node has no checks and no maintenance file. */
+  health: healthStatusSchema.optional(),
   updatedAt: z.string().max(40),
 });
 export type StatusValue = z.infer<typeof statusValueSchema>;

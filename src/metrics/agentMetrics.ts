@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AgentEvent } from '../agent/events.js';
+import { attachHealthMetrics } from './healthMetrics.js';
 
 // Every AgentEvent becomes metrics here (and nowhere else), so the names below are the whole metric surface of
 // an agent. Labels are closed sets (reasons) or VIPs (few), never buckets or node ids.
@@ -207,6 +208,7 @@ export function attachAgentMetrics(
     registers: [registry],
   });
 
+  const health = attachHealthMetrics(registry);
   const setOwned = (vip: string) => bucketsOwned.set({ vip }, held.get(vip)?.size ?? 0);
 
   const observe = (ev: AgentEvent): void => {
@@ -240,6 +242,7 @@ export function attachAgentMetrics(
         return;
       case 'deposed':
         isLeader.set(0);
+        health.notLeader();
         return;
       case 'assignmentWritten':
         assignments.inc({ vip: ev.vip });
@@ -305,6 +308,13 @@ export function attachAgentMetrics(
         return;
       case 'shutdown':
         if (ev.phase === 'released' || ev.phase === 'done') isLeader.set(0);
+        return;
+      case 'checkResult':
+      case 'checkTransition':
+      case 'maintenance':
+      case 'healthDrain':
+      case 'healthPanic':
+        health.observe(ev);
         return;
       default: {
         const never: never = ev;

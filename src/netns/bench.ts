@@ -100,8 +100,9 @@ async function takeoverRows(ctx: BenchContext): Promise<BenchRow[]> {
     kill: { takeover: [], victimLast: [], gap: [], doubles: 0 },
     cut: { takeover: [], victimLast: [], gap: [], doubles: 0 },
     drain: { takeover: [], victimLast: [], gap: [], doubles: 0 },
+    service: { takeover: [], victimLast: [], gap: [], doubles: 0 },
   };
-  const victims: Record<TakeoverKind, string> = { kill: 'n2', cut: 'n3', drain: 'n1' };
+  const victims: Record<TakeoverKind, string> = { kill: 'n2', cut: 'n3', drain: 'n1', service: 'n2' };
   for (let i = 0; i < reps; i++) {
     for (const kind of ['kill', 'cut', 'drain'] as const) {
       const dp = await buildDataplane({ sources: 90, leaseTtlSeconds: TTL_S });
@@ -126,6 +127,7 @@ async function takeoverRows(ctx: BenchContext): Promise<BenchRow[]> {
     kill: 'agent SIGKILL (node up)',
     cut: 'control link cut (node reachable by clients)',
     drain: 'clusterip-ha drain (from CLI process start)',
+    service: 'service death (server killed, agent checks it)',
   };
   for (const kind of ['kill', 'cut', 'drain'] as const) {
     const f = figures[kind];

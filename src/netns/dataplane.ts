@@ -88,6 +88,10 @@ export interface Dataplane {
   startAgent(node: string): AgentProcess;
   /** Signal the agent and wait (bounded) for it to exit. */
   stopAgent(node: string, sig: NodeJS.Signals, timeoutMs?: number): Promise<AgentExit>;
+  /** Kill the node's server (the service behind the VIP), leaving its agent running. */
+  stopServer(node: string): Promise<void>;
+  /** Start the node's server again (after stopServer). */
+  startServer(node: string): Promise<void>;
   bucketOfSource(source: string): number;
   /** source → owner predicted from the claims in etcd and the nftables hash (unclaimed buckets absent). */
   expectedOwners(claims?: Map<number, string>): Promise<Map<string, string>>;
@@ -291,6 +295,24 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       if (!a) throw new NetnsError(`no agent ${node}`);
       a.signal(sig);
       return a.waitExit(timeoutMs);
+    },
+    async stopServer(node) {
+      const i = servers.findIndex((x) => x.node === node);
+      if (i < 0) throw new NetnsError(`no server on ${node}`);
+      await servers[i]!.stop();
+      servers.splice(i, 1);
+    },
+    async startServer(node) {
+      if (servers.some((x) => x.node === node && !x.exited())) throw new NetnsError(`server on ${node} is running`);
+      servers.push(
+        await startNodeServer({
+          ns: topo.nsOf(node),
+          node,
+          vip: vip.address,
+          udpPort: SERVER_UDP_PORT,
+          tcpPort: SERVER_TCP_PORT,
+        }),
+      );
     },
     bucketOfSource,
     async expectedOwners(claims) {

@@ -8,6 +8,7 @@ import {
   type DoubleAnswer,
   type HandoffVerdict,
 } from './analysis.js';
+import { SERVER_TCP_PORT } from './addressing.js';
 import type { Dataplane } from './dataplane.js';
 import { startMonitor, type MonitorEnd } from './monitor.js';
 import type { ProbeOptions, ProbeResult } from './prober.js';
@@ -17,7 +18,8 @@ import { NetnsError } from './run.js';
 // real dataplane, probed continuously from before the fault until the survivors have served every one of the
 // victim's sources for a while. Returns measurements; tests assert on them, the benchmark reports them.
 
-export type TakeoverKind = 'kill' | 'cut' | 'drain';
+/** `service`: kill the node's server only; its agent's checks must drain it (DESIGN §14). */
+export type TakeoverKind = 'kill' | 'cut' | 'drain' | 'service';
 
 export interface TakeoverOptions {
   kind: TakeoverKind;
@@ -137,6 +139,8 @@ async function inject(dp: Dataplane, kind: TakeoverKind, victim: string): Promis
     }
     case 'cut':
       return dp.cutControl(victim, 'blackhole');
+    case 'service':
+      return dp.stopServer(victim);
     case 'drain': {
       const r = await execa(
         process.execPath,
@@ -162,4 +166,24 @@ export function firstStable(
     else first = undefined;
   }
   return first;
+}
+
+/** Agent flags for a TCP check of the node's own server on the VIP (the `service` takeover, DESIGN §14). */
+export function serviceCheckArgs(o: {
+  vip: string;
+  intervalMs: number;
+  fall: number;
+  rise?: number;
+  holdMs: number;
+}): string[] {
+  const check = {
+    name: 'echo',
+    type: 'tcp',
+    target: `${o.vip}:${SERVER_TCP_PORT}`,
+    intervalMs: o.intervalMs,
+    timeoutMs: Math.min(150, o.intervalMs),
+    rise: o.rise ?? 2,
+    fall: o.fall,
+  };
+  return ['--checks', JSON.stringify([check]), '--health-hold', String(o.holdMs)];
 }

@@ -17,6 +17,9 @@ const anomaly = z.strictObject({
     'fenced',
     'backendError',
     'drainPending',
+    'notReady',
+    'unhealthy',
+    'healthPanic',
     'badValue',
   ]),
   severity: z.enum(['error', 'warning']),
@@ -24,6 +27,24 @@ const anomaly = z.strictObject({
   bucket: z.number().int().positive().optional(),
   node: z.string().optional(),
   detail: z.string(),
+});
+
+const check = z.strictObject({
+  name: z.string(),
+  type: z.enum(['exec', 'tcp', 'http', 'https']),
+  state: z.enum(['up', 'down']),
+  since: z.string(),
+  last: z
+    .strictObject({
+      ok: z.boolean(),
+      at: z.string(),
+      durationMs: z.number().nonnegative(),
+      output: z.string(),
+      failure: z.string().optional(),
+    })
+    .nullable(),
+  transitions: z.number().int().nonnegative(),
+  flaps: z.number().int().nonnegative(),
 });
 
 const node = z.strictObject({
@@ -41,6 +62,15 @@ const node = z.strictObject({
   lastAckAt: z.string().nullable(),
   claims: z.number().int().nonnegative(),
   leader: z.boolean(),
+  health: z.string().nullable(),
+  panicKept: z.boolean(),
+  checks: z.array(check).nullable(),
+});
+
+const panic = z.strictObject({
+  kept: z.array(z.string()),
+  healthy: z.number().int().nonnegative(),
+  minHealthyNodes: z.number().int().nonnegative(),
 });
 
 const bucket = z.strictObject({
@@ -66,6 +96,7 @@ export const statusJsonSchema = z.strictObject({
   healthy: z.boolean(),
   leader: z.string().nullable(),
   specGeneration: z.number().int().nullable(),
+  panic: panic.nullable(),
   anomalies: z.array(anomaly),
   nodes: z.array(node),
   vips: z.array(vip),
@@ -78,6 +109,8 @@ export const DOCUMENTED_OBJECTS = {
   Node: node,
   Vip: vip,
   Bucket: bucket,
+  Check: check,
+  Panic: panic,
 };
 
 /** `## Section` → the field names of its table in docs/status-json.md. */

@@ -41,6 +41,8 @@ export interface HarnessOptions {
   proxied?: string[];
   unownedBoundMs?: number;
   extraArgs?: string[];
+  /** More arguments for one agent (after extraArgs). */
+  argsFor?: (id: string) => string[];
 }
 
 export interface Harness {
@@ -136,7 +138,7 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
         cluster,
         backendDir: dir,
         leaseTtlSeconds: o.ttl,
-        extraArgs: o.extraArgs ?? [],
+        extraArgs: [...(o.extraArgs ?? []), ...(o.argsFor?.(id) ?? [])],
         logFile: join(base, `${id}.log`),
       });
       agents.set(id, a);
@@ -237,13 +239,14 @@ export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | null | undefined | false>,
   timeoutMs: number,
+  pollMs = 50,
 ): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (v) return v;
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
+    await sleep(pollMs);
   }
 }
 

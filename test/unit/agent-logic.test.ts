@@ -310,3 +310,27 @@ describe('daemon log vocabulary', () => {
     expect(logLineFor(evs[4]!).fields).toMatchObject({ key: 'k', reason: 'badValue' });
   });
 });
+
+describe('daemon log vocabulary: service health', () => {
+  it('health events log with op check/health, a reason, and a loud level for a panic', () => {
+    const down = logLineFor({ event: 'checkTransition', check: 'web', state: 'down', flap: false, output: 'refused' });
+    expect(down).toMatchObject({ level: 'warn', op: 'check', fields: { check: 'web', state: 'down' } });
+    const failed = logLineFor({
+      event: 'checkResult',
+      check: 'web',
+      ok: false,
+      state: 'up',
+      failure: 'timeout',
+      durationMs: 500,
+      output: '',
+    });
+    expect(failed).toMatchObject({ level: 'debug', op: 'check', fields: { reason: 'timeout' } });
+    expect(logLineFor({ event: 'healthDrain', change: 'drain', reason: 'maintenance' })).toMatchObject({
+      level: 'warn',
+      op: 'health',
+      fields: { change: 'drain', reason: 'maintenance' },
+    });
+    const panic = logLineFor({ event: 'healthPanic', panic: true, kept: ['n1'], healthy: 0, minHealthyNodes: 1 });
+    expect(panic).toMatchObject({ level: 'error', op: 'health', fields: { reason: 'panicThreshold', kept: ['n1'] } });
+  });
+});

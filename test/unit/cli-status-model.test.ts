@@ -164,3 +164,52 @@ describe('whoisOnline', () => {
     expect(withPort[0]!.bucket).toBe(bucketOf(two.vips[1]!, 'clusterip', { saddr: '192.0.2.9', sport: 4000 }));
   });
 });
+
+describe('buildStatus: service health', () => {
+  const check = (state: 'up' | 'down', output: string) => ({
+    name: 'web',
+    type: 'tcp' as const,
+    state,
+    since: '2026-01-01T00:00:00.000Z',
+    last: { ok: state === 'up', at: '2026-01-01T00:00:01.000Z', durationMs: 0.3, output },
+    transitions: 1,
+    flaps: 0,
+  });
+  const withHealth = (s: ClusterState, id: string, health: string | undefined, state: 'up' | 'down', output = '') => {
+    const n = s.nodes.get(id)!;
+    s.nodes.set(id, { ...n, value: { ...n.value, ...(health !== undefined ? { health } : {}) } });
+    const st = s.statuses.get(id)!;
+    s.statuses.set(id, {
+      ...st,
+      health: { checks: [check(state, output)], drain: health ?? null, drainSince: null, maintenance: false },
+    });
+  };
+
+  it('shows a health-drained node as a warning with its failing check, and its checks per node', () => {
+    const s = healthy();
+    withHealth(s, 'n1', undefined, 'up', 'connected');
+    withHealth(s, 'n2', 'unhealthy:web', 'down', 'connect ECONNREFUSED');
+    const r = buildStatus({ cluster: 'c', state: s });
+    expect(r.panic).toBeNull();
+    expect(r.nodes.map((n) => [n.id, n.health, n.panicKept, n.checks?.[0]?.state])).toEqual([
+      ['n1', null, false, 'up'],
+      ['n2', 'unhealthy:web', false, 'down'],
+    ]);
+    expect(r.anomalies.find((a) => a.kind === 'unhealthy')).toMatchObject({
+      severity: 'warning',
+      node: 'n2',
+      detail: 'n2 is drained (unhealthy:web): web: connect ECONNREFUSED',
+    });
+  });
+
+  it('every node failing: the panic threshold is an error naming the node kept serving', () => {
+    const s = healthy();
+    withHealth(s, 'n1', 'unhealthy:web', 'down');
+    withHealth(s, 'n2', 'maintenance', 'up');
+    const r = buildStatus({ cluster: 'c', state: s });
+    expect(r.panic).toEqual({ kept: ['n1'], healthy: 0, minHealthyNodes: 1 });
+    expect(r.healthy).toBe(false);
+    expect(r.nodes.map((n) => n.panicKept)).toEqual([true, false]);
+    expect(kinds(s)).toContain('healthPanic');
+  });
+});

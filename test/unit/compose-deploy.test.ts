@@ -153,6 +153,8 @@ describe('deploy/', () => {
     const cfg = await loadNodeConfig({ flags: {}, env: {}, configFile: join(ROOT, 'deploy/examples/node.yaml') });
     expect(cfg).toMatchObject({ nodeId: 'node-a', cluster: 'prod-web', leaseTtlSeconds: 2 });
     expect(cfg.etcd.endpoints).toHaveLength(3);
+    expect(cfg.health.checks.map((c) => [c.name, c.type, c.rise, c.fall])).toEqual([['web', 'http', 2, 2]]);
+    expect(cfg.health.maintenanceFile).toBe('/etc/clusterip-ha/maintenance');
     const spec = await loadClusterSpecFile(join(ROOT, 'deploy/examples/cluster.yaml'), { backend: 'clusterip' });
     expect(spec.vips.length).toBeGreaterThan(0);
     expect(parseClusterSpecYaml(DEMO_SPEC_YAML, 'demo', { backend: 'file' }).vips).toHaveLength(2);

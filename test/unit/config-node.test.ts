@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, type InputIssue } from '../../src/errors.js';
+import { parseClusterSpecYaml } from '../../src/config/clusterSpec.js';
 import {
   addNodeConfigOptions,
   envVarFor,
@@ -66,6 +67,7 @@ describe('node config defaults', () => {
       logLevel: 'info',
       shutdownTimeoutMs: 10000,
       restartBudgetMs: 2500,
+      health: { checks: [], holdMs: 10000 },
     } satisfies NodeConfig);
   });
 
@@ -231,6 +233,9 @@ describe('precedence flag > env > file > default', () => {
       'metrics-listen',
       'state-dir',
       'log-level',
+      'checks',
+      'maintenance-file',
+      'health-hold',
     ]) {
       expect(longs).toContain(`--${f}`);
     }
@@ -460,6 +465,186 @@ describe('node config cross-field checks', () => {
     );
     expect(issues.map((i) => `${i.where}|${i.line ?? ''}|${i.path}`).sort()).toEqual(
       ['--log-level||', 'CLUSTERIP_HA_SHUTDOWN_TIMEOUT||', `${f}|1|weight`, `${f}|2|bogus`].sort(),
+    );
+  });
+});
+
+async function linesOf(p: Promise<unknown>): Promise<string[]> {
+  return (await messageOf(p)).split('\n');
+}
+
+describe('checks in the node config', () => {
+  it('reads every type with keepalived defaults filled in', async () => {
+    const ca = file('not really a pem\n');
+    const f = file(`checks:
+  - name: web
+    type: tcp
+    target: 127.0.0.1:80
+    intervalMs: 2000
+    timeoutMs: 700
+    rise: 3
+    fall: 2
+  - name: api
+    type: https
+    target: https://127.0.0.1:8443/healthz
+    expectStatus: [200, 204]
+    ca: ${ca}
+  - name: plain
+    type: http
+    target: http://[::1]:8080/
+    method: HEAD
+  - name: dns
+    type: exec
+    target: [/usr/bin/dig, "@127.0.0.1", health.example.]
+    initial: down
+maintenanceFile: /etc/clusterip-ha/maintenance
+healthHoldMs: 2500
+`);
+    const cfg = await loadNodeConfig({ flags: {}, env: {}, configFile: f });
+    expect(cfg.health).toEqual({
+      checks: [
+        {
+          name: 'web',
+          type: 'tcp',
+          target: { host: '127.0.0.1', port: 80 },
+          intervalMs: 2000,
+          timeoutMs: 700,
+          rise: 3,
+          fall: 2,
+          initial: 'up',
+        },
+        {
+          name: 'api',
+          type: 'https',
+          target: 'https://127.0.0.1:8443/healthz',
+          intervalMs: 1000,
+          timeoutMs: 1000,
+          rise: 1,
+          fall: 1,
+          initial: 'up',
+          method: 'GET',
+          expectStatus: [200, 204],
+          ca,
+        },
+        {
+          name: 'plain',
+          type: 'http',
+          target: 'http://[::1]:8080/',
+          intervalMs: 1000,
+          timeoutMs: 1000,
+          rise: 1,
+          fall: 1,
+          initial: 'up',
+          method: 'HEAD',
+          expectStatus: [],
+        },
+        {
+          name: 'dns',
+          type: 'exec',
+          target: ['/usr/bin/dig', '@127.0.0.1', 'health.example.'],
+          intervalMs: 1000,
+          timeoutMs: 1000,
+          rise: 1,
+          fall: 1,
+          initial: 'down',
+        },
+      ],
+      maintenanceFile: '/etc/clusterip-ha/maintenance',
+      holdMs: 2500,
+    });
+  });
+
+  it('takes the flag and the environment variables of the issue (JSON list of checks)', async () => {
+    const json = JSON.stringify([{ name: 'w', type: 'tcp', target: 'localhost:81' }]);
+    const a = await loadNodeConfig({
+      flags: { checks: json },
+      env: { CLUSTERIP_HA_MAINTENANCE_FILE: '/run/m' },
+    });
+    expect(a.health.checks.map((c) => [c.name, c.target])).toEqual([['w', { host: 'localhost', port: 81 }]]);
+    expect(a.health.maintenanceFile).toBe('/run/m');
+    const b = await loadNodeConfig({ flags: { maintenanceFile: '/run/f' }, env: { CLUSTERIP_HA_CHECKS: json } });
+    expect(b.health.maintenanceFile).toBe('/run/f');
+    expect(b.health.checks).toHaveLength(1);
+  });
+
+  it('names file:line and field for every bad check field at once', async () => {
+    const f = file(`checks:
+  - name: web
+    type: tcp
+    target: 127.0.0.1
+  - name: web
+    type: exec
+    target: "pgrep nginx"
+  - name: x
+    type: udp
+    target: 1.2.3.4:5
+  - name: h
+    type: http
+    target: https://x/
+    intervalMs: 100
+    timeoutMs: 200
+    expectStatus: [700]
+    bogus: 1
+  - name: s
+    type: https
+    target: https://x/
+    ca: ${join(dir, 'missing.pem')}
+`);
+    expect(await linesOf(loadNodeConfig({ flags: {}, env: {}, configFile: f }))).toEqual([
+      `${f}:4: checks[0].target: expected HOST:PORT like 127.0.0.1:80 or [::1]:80, got "127.0.0.1"`,
+      `${f}:7: checks[1].target: expected a command as a list of its argv, like ["/usr/bin/pgrep", "-x", "nginx"], got "pgrep nginx"`,
+      `${f}:9: checks[2].type: expected type: one of exec, tcp, http, https, got "udp"`,
+      `${f}:13: checks[3].target: expected a http:// URL like http://127.0.0.1:8080/healthz, got "https://x/"`,
+      `${f}:15: checks[3].timeoutMs: timeoutMs 200 must not exceed intervalMs 100`,
+      `${f}:16: checks[3].expectStatus[0]: expected an integer 100..599, got 700`,
+      `${f}:17: checks[3].bogus: unknown field`,
+    ]);
+  });
+
+  it('cross-field: timeout within the interval, names unique, the CA file exists', async () => {
+    const f = file(`checks:
+  - {name: a, type: tcp, target: "h:1", intervalMs: 100, timeoutMs: 200}
+  - {name: a, type: tcp, target: "h:2"}
+`);
+    const g = file(`checks:
+  - {name: s, type: https, target: "https://x/", ca: ${join(dir, 'missing.pem')}}
+`);
+    expect(await linesOf(loadNodeConfig({ flags: {}, env: {}, configFile: g }))).toEqual([
+      `${g}:1: checks[0].ca: file not found: ${join(dir, 'missing.pem')}`,
+    ]);
+    expect(
+      await linesOf(
+        loadNodeConfig({
+          flags: { checks: JSON.stringify([{ name: 's', type: 'https', target: 'https://x/', ca: dir }]) },
+          env: {},
+        }),
+      ),
+    ).toEqual([`--checks: [0].ca: not a regular file: ${dir}`]);
+    expect(await linesOf(loadNodeConfig({ flags: {}, env: {}, configFile: f }))).toEqual([
+      `${f}:2: checks[0].timeoutMs: timeoutMs 200 must not exceed intervalMs 100`,
+      `${f}:3: checks[1].name: a is already the name of [0]`,
+    ]);
+    expect(await linesOf(loadNodeConfig({ flags: { checks: '[{"name": 1}' }, env: {} }))).toEqual([
+      expect.stringMatching(/^--checks: expected JSON, got invalid JSON/),
+    ]);
+    expect(
+      await linesOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_CHECKS: '[{"name":"a","type":"tcp"}]' } })),
+    ).toEqual(['CLUSTERIP_HA_CHECKS: [0]target: required: HOST:PORT like 127.0.0.1:80 or [::1]:80']);
+    expect(await linesOf(loadNodeConfig({ flags: { healthHold: '-1' }, env: {} }))).toEqual([
+      '--health-hold: expected an integer (ms) 0..3600000, got -1',
+    ]);
+  });
+});
+
+describe('minHealthyNodes in the cluster spec', () => {
+  const vips = 'vips:\n  - {address: 10.77.0.100, interface: eth0, buckets: 4, seed: 1}\n';
+  it('defaults to 1 (left out) and takes 0..1000', () => {
+    expect(parseClusterSpecYaml(vips, 's.yaml').minHealthyNodes).toBeUndefined();
+    expect(parseClusterSpecYaml(`${vips}minHealthyNodes: 1\n`, 's.yaml').minHealthyNodes).toBeUndefined();
+    expect(parseClusterSpecYaml(`${vips}minHealthyNodes: 0\n`, 's.yaml').minHealthyNodes).toBe(0);
+    expect(parseClusterSpecYaml(`${vips}minHealthyNodes: 3\n`, 's.yaml').minHealthyNodes).toBe(3);
+    expect(() => parseClusterSpecYaml(`${vips}minHealthyNodes: -1\n`, 's.yaml')).toThrow(
+      's.yaml:3: minHealthyNodes: expected an integer 0..1000 (nodes kept serving when every check fails; 0 = drain them all), got -1',
     );
   });
 });

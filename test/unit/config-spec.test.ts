@@ -187,7 +187,7 @@ unknownTop: 1
       'spec.yaml:15: vips[2].buckets: expected an integer 1..4096, got 0',
       'spec.yaml:17: rebalance.joinMovesPerInterval: expected an integer 0..4096 (0 = never move buckets of live nodes), got -1',
       'spec.yaml:18: rebalance.extra: unknown field; expected one of joinMovesPerInterval, intervalMs',
-      'spec.yaml:19: unknownTop: unknown field; expected one of vips, rebalance',
+      'spec.yaml:19: unknownTop: unknown field; expected one of vips, rebalance, minHealthyNodes',
     ]);
   });
 

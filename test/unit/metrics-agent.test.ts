@@ -142,3 +142,48 @@ describe('startMetricsServer', () => {
     expect(off.url).toBeNull();
   });
 });
+
+describe('service health metrics', () => {
+  it('check_up per check, transitions and flaps, durations by result, health drain and the panic gauge', async () => {
+    const { emit, scrape } = setup();
+    emit({ event: 'checkResult', check: 'web', ok: true, state: 'up', durationMs: 2, output: '' });
+    let p = await scrape();
+    expect(p.get('clusterip_ha_check_up', { check: 'web' })).toBe(1);
+    emit({
+      event: 'checkResult',
+      check: 'web',
+      ok: false,
+      state: 'down',
+      failure: 'refused',
+      durationMs: 1,
+      output: '',
+    });
+    emit({ event: 'checkTransition', check: 'web', state: 'down', flap: false, output: '' });
+    emit({ event: 'healthDrain', change: 'drain', reason: 'unhealthy:web' });
+    emit({ event: 'checkTransition', check: 'web', state: 'up', flap: true, output: '' });
+    emit({ event: 'healthDrain', change: 'hold', reason: 'unhealthy:web', holdLeftMs: 300 });
+    p = await scrape();
+    expect(p.get('clusterip_ha_check_up', { check: 'web' })).toBe(1);
+    expect(p.get('clusterip_ha_check_transitions_total', { check: 'web', to: 'down' })).toBe(1);
+    expect(p.get('clusterip_ha_check_transitions_total', { check: 'web', to: 'up' })).toBe(1);
+    expect(p.get('clusterip_ha_check_flaps_total', { check: 'web' })).toBe(1);
+    expect(p.get('clusterip_ha_check_duration_seconds_count', { check: 'web', result: 'refused' })).toBe(1);
+    expect(p.get('clusterip_ha_check_duration_seconds_count', { check: 'web', result: 'ok' })).toBe(1);
+    expect(p.get('clusterip_ha_health_drained')).toBe(1);
+    expect(p.get('clusterip_ha_health_drains_total', { change: 'hold' })).toBe(1);
+    emit({ event: 'healthDrain', change: 'undrain' });
+    expect((await scrape()).get('clusterip_ha_health_drained')).toBe(0);
+
+    emit({ event: 'healthPanic', panic: true, kept: ['n1'], healthy: 0, minHealthyNodes: 1 });
+    emit({ event: 'healthPanic', panic: true, kept: ['n1', 'n2'], healthy: 0, minHealthyNodes: 2 });
+    p = await scrape();
+    expect(p.get('clusterip_ha_health_panic_nodes')).toBe(2);
+    expect(p.get('clusterip_ha_health_panics_total')).toBe(1);
+    emit({ event: 'healthPanic', panic: false, kept: [], healthy: 2, minHealthyNodes: 2 });
+    expect((await scrape()).get('clusterip_ha_health_panic_nodes')).toBe(0);
+    // A deposed leader stops reporting the panic (the next leader reports it).
+    emit({ event: 'healthPanic', panic: true, kept: ['n1'], healthy: 0, minHealthyNodes: 1 });
+    emit({ event: 'deposed', reason: 'test' });
+    expect((await scrape()).get('clusterip_ha_health_panic_nodes')).toBe(0);
+  });
+});
