@@ -20,15 +20,19 @@ import { KernelGate } from './kernel.js';
 import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
-import { NodeSession, defaultFenceMarginMs } from './session.js';
+import { NodeSession } from './session.js';
+import { defaultFenceMarginMs } from '../config/index.js';
 import { restartRecordFile, takeRestartRecord, writeRestartRecord, type RestartRecord } from './restartRecord.js';
 import { StatusWriter } from './status.js';
+import { backoffMs } from '../backoff.js';
+import { packageVersion } from '../version.js';
 
 // The agent: one session (lease + fence), one watched picture of the cluster, the election and the leader's
 // rebalancer, the claim reconciler and the status writer, composed. It emits AgentEvents ('event') and never
 // logs; the daemon (daemon.ts) turns events into log lines and metrics and maps signals to shutdown().
 
-export const AGENT_VERSION = '0.1.0';
+/** Written into the node key, for operators. */
+export const AGENT_VERSION = packageVersion();
 const RESYNC_MS = 5000;
 /** How long our own watch may take to deliver our registration before the watch is reloaded. */
 const CATCH_UP_MS = 1000;
@@ -37,10 +41,6 @@ const APPLY_FAILURES_NOT_READY = 3;
 
 /** Why a node takes no buckets: its set-up failed (retried on its own backoff), or its applies keep failing. */
 type NotReady = { cause: 'ensureFailed' | 'applyFailing'; message: string };
-
-function backoffMs(attempt: number, baseMs: number, maxMs: number): number {
-  return Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 16));
-}
 
 export type AgentPhase =
   | { phase: 'starting' }

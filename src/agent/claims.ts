@@ -8,6 +8,7 @@ import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } f
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { AddRefusal, KernelGate } from './kernel.js';
 import { assignableNodes } from '../health/leader.js';
+import { backoffMs } from '../backoff.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
 //   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
@@ -267,7 +268,7 @@ export class ClaimReconciler {
     } catch (err) {
       // Could not apply: hold no claim for it (the kernel gate already undid the adds).
       this.backendFailures++;
-      const wait = Math.min(5000, 100 * 2 ** Math.min(this.backendFailures, 6));
+      const wait = backoffMs(this.backendFailures, 100, 5000);
       this.backendBlockedUntil = monoNow() + wait;
       for (const r of toAdd) this.noteBlocked(r, 'backendFailed');
       // Release the claims of what the kernel does not hold; one it still holds keeps its claim until a later

@@ -2,6 +2,7 @@ import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveRespo
 import { monoNow, sleep } from './clock.js';
 import type { AgentEvent, FenceReason } from './events.js';
 import type { FencedMessage } from './fence.js';
+import { backoffMs } from '../backoff.js';
 
 // The node's one lease (DESIGN §5), like etcd's concurrency.Session but with a fence: keepalives run on our own
 // stream so we know when each acknowledged keepalive was SENT (monotonic); the lease cannot expire on the server
@@ -60,10 +61,6 @@ export interface AdoptLease {
 
 /** Keep at least this much time before the deadline when (re)arming, or stay fenced. */
 const MIN_HEADROOM_MS = 50;
-
-export function defaultFenceMarginMs(ttlSeconds: number): number {
-  return Math.max(250, (ttlSeconds * 1000) / 4);
-}
 
 /** Deadline arithmetic, pure: margin is clamped so a short TTL still leaves half of it usable. */
 export function fenceDeadline(tSend: number, ttlSeconds: number, marginMs: number): number {
@@ -154,7 +151,7 @@ export class NodeSession {
         return true;
       } catch (err) {
         this.o.emit({ event: 'etcdError', op: 'adoptLease', error: (err as Error).message });
-        await sleep(registerBackoffMs(attempt), this.abort.signal).catch(() => undefined);
+        await sleep(backoffMs(attempt), this.abort.signal).catch(() => undefined);
       }
     }
     this.o.emit({ event: 'adoptFailed', leaseId: a.leaseId });
@@ -209,7 +206,7 @@ export class NodeSession {
         this.o.emit({ event: 'etcdError', op: 'leaseGrant', error: (err as Error).message });
         // The agent closed the client (shutdown raced start-up): retrying can never succeed.
         if (/client was already closed/.test((err as Error).message)) return;
-        await sleep(Math.min(1000, 50 * 2 ** attempt), this.abort.signal);
+        await sleep(backoffMs(attempt), this.abort.signal);
       }
     }
   }
@@ -232,7 +229,7 @@ export class NodeSession {
         // granting another here would clobber its lease and stop its keepalives.
         if (this.lease?.id !== id) return 'superseded';
         if (isLeaseNotFound(msg)) return 'leaseGone';
-        await sleep(registerBackoffMs(attempt), this.abort.signal);
+        await sleep(backoffMs(attempt), this.abort.signal);
       }
     }
   }
@@ -438,7 +435,7 @@ export class NodeSession {
   private async clearUntilConfirmed(still: () => boolean): Promise<boolean> {
     for (let attempt = 0; !this.abort.signal.aborted && still(); attempt++) {
       if (await this.o.hooks.clearKernel().catch(() => false)) return true;
-      await sleep(registerBackoffMs(attempt), this.abort.signal).catch(() => undefined);
+      await sleep(backoffMs(attempt), this.abort.signal).catch(() => undefined);
     }
     return false;
   }
@@ -461,11 +458,6 @@ export class NodeSession {
 }
 
 export type RegisterOutcome = 'registered' | 'leaseGone' | 'superseded' | 'aborted';
-
-/** Backoff between registration attempts: 50 ms doubling to 1 s, so a healed etcd sees us within a second. */
-export function registerBackoffMs(attempt: number): number {
-  return Math.min(1000, 50 * 2 ** Math.min(attempt, 10));
-}
 
 /** etcd's answer when a put names a lease that expired or was revoked. */
 export function isLeaseNotFound(message: string): boolean {

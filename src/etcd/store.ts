@@ -13,6 +13,7 @@ import {
   type NodeValue,
   type StatusValue,
 } from './values.js';
+import { backoffMs } from '../backoff.js';
 
 // The narrow read side of etcd: one decoded picture of a cluster's prefix, built from a range read and kept
 // current from one prefix watch. Shared by the agent (claims, leader), the CLI's status and the observer.
@@ -410,7 +411,7 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
           return;
         } catch (err) {
           opts.onError?.(err as Error);
-          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+          await new Promise((r) => setTimeout(r, backoffMs(attempt)));
         }
       }
     } finally {

@@ -1,18 +1,8 @@
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import type { CliIo } from '../io.js';
+import { packageVersion } from '../../version.js';
 
-/** The package version, read from package.json next to dist/ (also in node_modules installs). */
-export function packageVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
+export { packageVersion };
 
 export function registerVersion(program: Command, io: CliIo): void {
   program
