@@ -19,6 +19,7 @@ import { KernelGate } from './kernel.js';
 import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
+import { EventRecorder } from './recorder.js';
 import { NodeSession, defaultFenceMarginMs } from './session.js';
 import { StatusWriter } from './status.js';
 
@@ -67,6 +68,7 @@ export class Agent extends EventEmitter {
   private session!: NodeSession;
   private election!: Election;
   private rebalancer!: Rebalancer;
+  private recorder?: EventRecorder;
   private reconciler!: ClaimReconciler;
   private status!: StatusWriter;
   private stopLoopDelay: (() => void) | undefined;
@@ -229,15 +231,16 @@ export class Agent extends EventEmitter {
     this.throwIfStopping();
 
     this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
-    this.rebalancer = new Rebalancer({
+    const leaderDeps = {
       etcd: this.etcd,
       keys: this.keys,
       nodeId: this.nodeId,
       election: this.election,
       state: () => this.watch.state,
       emit,
-      onNotLeader: () => void this.recampaign(),
-    });
+    };
+    this.rebalancer = new Rebalancer({ ...leaderDeps, onNotLeader: () => void this.recampaign() });
+    this.recorder = new EventRecorder(leaderDeps);
     this.reconciler = new ClaimReconciler({
       etcd: this.etcd,
       keys: this.keys,
@@ -611,6 +614,7 @@ export class Agent extends EventEmitter {
       void this.recampaign();
     }
     if (this.election.isLeader) this.rebalancer.trigger(seenAt);
+    this.recorder?.observe();
     this.reconciler.noteChange(change, seenAt);
     this.reconciler.trigger();
   }
@@ -696,6 +700,7 @@ export class Agent extends EventEmitter {
     if (this.starting) await withTimeout(this.starting, stepTimeoutMs * 3).catch(() => undefined);
     if (this.resync) clearInterval(this.resync);
     this.rebalancer?.stop();
+    this.recorder?.stop();
     this.reconciler?.stop();
     this.status?.stop();
     // Each cleanup step runs under its own bound, never under the signal that got us here.

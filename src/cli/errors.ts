@@ -2,8 +2,8 @@ import { CommanderError } from 'commander';
 import { ClusterIpHaError, ConfigError, ConflictError, EtcdUnavailableError } from '../errors.js';
 
 // Exit codes are part of the CLI's contract (monitoring scripts test them): 0 ok, 1 error, 2 usage or invalid
-// input, 3 unhealthy (`status --check`).
-export const EXIT = { ok: 0, error: 1, usage: 2, unhealthy: 3 } as const;
+// input, 3 unhealthy (`status --check`), 4 degraded (`status --check`: serving, but a known node is down).
+export const EXIT = { ok: 0, error: 1, usage: 2, unhealthy: 3, degraded: 4 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /** A bad flag combination or argument the parser could not catch. */
