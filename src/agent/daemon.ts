@@ -207,7 +207,15 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   if (cfg.metricsListen !== 'off') {
     try {
       const m = await import('../metrics/index.js');
-      const metrics = m.attachAgentMetrics(agent);
+      const metrics = m.attachAgentMetrics(agent, undefined, {
+        view: () => {
+          try {
+            return agent.state;
+          } catch {
+            return undefined; // before the agent's first read of etcd
+          }
+        },
+      });
       const health = m.trackHealth(agent);
       const srv = await m.startMetricsServer(cfg.metricsListen, metrics.registry, health);
       closeMetrics = () => srv.close();

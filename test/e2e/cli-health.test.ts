@@ -2,9 +2,10 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
+import { freePort, startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
 import { spawnAgent, type AgentProcess } from '../../src/localcluster/agentProcess.js';
 import { runCli, startCli } from './cliRun.js';
+import { parsePromText } from './promText.js';
 import { statusJsonSchema, type StatusJson } from './statusSchema.js';
 
 // Health that means what it says, against real etcd and real agents (file backend, lease TTL 2 s): `--check`
@@ -42,6 +43,7 @@ describe('status that tells the truth', () => {
   const cluster = `health${process.pid}`;
   let conn: string[];
   const agents = new Map<string, AgentProcess>();
+  const metricsPort = new Map<string, number>();
 
   const status = async (): Promise<StatusJson> => {
     const r = await runCli(['status', '--json', '--no-settle', ...conn]);
@@ -70,7 +72,13 @@ describe('status that tells the truth', () => {
   const start = async (id: string) => {
     const backendDir = join(dir, id);
     await mkdir(backendDir, { recursive: true });
-    agents.set(id, spawnAgent({ nodeId: id, endpoints: etcd.endpoints, cluster, backendDir, leaseTtlSeconds: 2 }));
+    const port = await freePort();
+    metricsPort.set(id, port);
+    const extraArgs = ['--metrics-listen', `127.0.0.1:${port}`];
+    agents.set(
+      id,
+      spawnAgent({ nodeId: id, endpoints: etcd.endpoints, cluster, backendDir, leaseTtlSeconds: 2, extraArgs }),
+    );
   };
 
   beforeAll(async () => {
@@ -155,6 +163,16 @@ describe('status that tells the truth', () => {
 
     // forget: refused for a live node, accepted for the dead one; then the cluster is healthy again.
     const live = doc.nodes.find((n) => n.alive)!.id;
+    // The survivors' metrics say the same: one known member down (what ClusterIpHaDegraded alerts on).
+    const metrics = async () =>
+      parsePromText(await (await fetch(`http://127.0.0.1:${metricsPort.get(live)}/metrics`)).text());
+    let m = await metrics();
+    expect(m.get('clusterip_ha_cluster_members', { state: 'down' })).toBe(1);
+    expect(m.get('clusterip_ha_cluster_members', { state: 'up' })).toBe(2);
+    expect(m.get('clusterip_ha_cluster_leader_present')).toBe(1);
+    expect(m.get('clusterip_ha_cluster_unowned_buckets', { vip: VIP })).toBe(0);
+    expect(m.get('clusterip_ha_cluster_eligible_nodes')).toBe(2);
+
     const refused = await runCli(['forget', live, ...conn]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain(`${live} is alive`);
@@ -164,6 +182,8 @@ describe('status that tells the truth', () => {
     const after = await runCli(['status', '--check', '--json', ...conn]);
     expect(after.code, after.stderr).toBe(0);
     expect(statusJsonSchema.parse(JSON.parse(after.stdout)).nodes.map((n) => n.id)).not.toContain(victim);
+    m = await metrics();
+    expect(m.get('clusterip_ha_cluster_members', { state: 'down' })).toBe(0);
   });
 
   it('draining the last node that can take buckets needs --force; then the VIP is unhealthy at once', async () => {
