@@ -17,6 +17,7 @@ export const CONNECTION_FLAGS = [
   '--etcd-key',
   '--etcd-user',
   '--etcd-password',
+  '--etcd-password-file',
   '--cluster',
 ] as const;
 
@@ -30,7 +31,8 @@ export function addConnectionOptions(cmd: Command): Command {
     .option('--etcd-cert <file>', 'client certificate for etcd TLS (env CLUSTERIP_HA_ETCD_CERT)')
     .option('--etcd-key <file>', 'client key for etcd TLS (env CLUSTERIP_HA_ETCD_KEY)')
     .option('--etcd-user <name>', 'etcd user name (env CLUSTERIP_HA_ETCD_USER)')
-    .option('--etcd-password <pw>', 'etcd password (env CLUSTERIP_HA_ETCD_PASSWORD)')
+    .option('--etcd-password <pw>', 'etcd password (env CLUSTERIP_HA_ETCD_PASSWORD); prefer --etcd-password-file')
+    .option('--etcd-password-file <file>', 'file holding the etcd password (env CLUSTERIP_HA_ETCD_PASSWORD_FILE)')
     .option('--cluster <name>', 'cluster name: keys live under /clusterip-ha/<name>/ (env CLUSTERIP_HA_CLUSTER)')
     .option('--timeout <ms>', 'give up on etcd after this long', parseMs, DEFAULT_TIMEOUT_MS);
 }
@@ -57,7 +59,16 @@ export interface ConnectionTarget {
   timeoutMs: number;
 }
 
-const PICK = ['etcdEndpoints', 'etcdCa', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPassword', 'cluster'] as const;
+const PICK = [
+  'etcdEndpoints',
+  'etcdCa',
+  'etcdCert',
+  'etcdKey',
+  'etcdUser',
+  'etcdPassword',
+  'etcdPasswordFile',
+  'cluster',
+] as const;
 
 /** Resolve the connection flags with the node config's precedence (flag > env > file > default). */
 export async function resolveConnection(
