@@ -12,6 +12,12 @@ export interface CliIo {
 
 export function processIo(): CliIo {
   const isTTY = process.stdout.isTTY === true;
+  // A closed pipe (`clusterip-ha events | head`) ends the command quietly, as every Unix tool does.
+  for (const s of [process.stdout, process.stderr])
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
   return {
     out: (s) => void process.stdout.write(s),
     err: (s) => void process.stderr.write(s),

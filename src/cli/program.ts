@@ -12,6 +12,7 @@ import { registerWhois } from './commands/whois.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEvents } from './commands/events.js';
 import { registerForget } from './commands/forget.js';
+import { registerSpec } from './commands/spec.js';
 
 export function buildProgram(io: CliIo): Command {
   const program = new Command('clusterip-ha')
@@ -44,6 +45,7 @@ Examples:
   registerAgent(program, io);
   registerFence(program, io);
   registerApply(program, io);
+  registerSpec(program, io);
   registerStatus(program, io);
   registerDrain(program, io);
   registerForget(program, io);

@@ -1,4 +1,11 @@
-import { Range, type Etcd3, type IKeyValue, type Watcher } from 'etcd3';
+import {
+  EtcdAuthenticationFailedError,
+  EtcdPermissionDeniedError,
+  Range,
+  type Etcd3,
+  type IKeyValue,
+  type Watcher,
+} from 'etcd3';
 import type { ClusterSpec } from '../config/types.js';
 import { EtcdUnavailableError } from '../errors.js';
 import { parseKey, type Keys } from './keys.js';
@@ -266,6 +273,8 @@ export async function loadClusterState(etcd: Etcd3, keys: Keys, pageKeys = READ_
     try {
       return await readPages(etcd, keys, range, pageKeys);
     } catch (err) {
+      // Refused (role, credentials) is not unreachable: the caller says so in words.
+      if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError) throw err;
       lastError = err;
       // The revision we were reading at was compacted between pages: start over at a new one.
       if (!/compacted/i.test((err as Error).message)) break;

@@ -4,6 +4,7 @@ import { addConnectionOptions, connect, resolveConnection, tidyGrpcMessage, type
 import { UsageError, EXIT } from '../errors.js';
 import { paint, type CliIo } from '../io.js';
 import { renderEventLines } from '../eventsRender.js';
+import { clusterHint } from './spec.js';
 import { buildStatus, nextSettleInMs, settle, ANOMALY_GRACE_MS, type StatusReport } from '../statusModel.js';
 import { renderStatus } from '../statusRender.js';
 
@@ -38,6 +39,10 @@ until they outlast it); a one-shot status watches for up to ${Math.max(...Object
         return;
       }
       const report = await settledSnapshot(c, !opts.json && !opts.check ? io : null, opts.settle !== false);
+      // A cluster name with nothing under it is most often a typo: say which clusters exist.
+      const noSpec = report.anomalies.find((a) => a.kind === 'noSpec');
+      if (noSpec && report.nodes.length === 0)
+        noSpec.detail = `cluster ${c.cluster} has no spec; ${await clusterHint(c)}`;
       if (opts.check) {
         if (report.health !== 'healthy') {
           const counted = report.anomalies.filter(
