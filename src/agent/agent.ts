@@ -272,6 +272,8 @@ export class Agent extends EventEmitter {
         lastErrorAt: this.kernel.lastError?.at.toISOString() ?? null,
         lastApplyAt: this.kernel.lastApplyAt?.toISOString() ?? null,
         lastAckAt: this.session.lastAckAt?.toISOString() ?? null,
+        leaseTtlRequested: this.cfg.leaseTtlSeconds,
+        leaseTtlGranted: this.session.grantedTtlSeconds,
       }),
     });
     this.session = new NodeSession({

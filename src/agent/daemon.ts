@@ -24,6 +24,7 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds },
         msg: 'lease granted',
       };
+
     case 'keepaliveAck':
       return {
         level: 'trace',
@@ -165,6 +166,12 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   agent.on('event', (e: AgentEvent) => {
     const l = logLineFor(e);
     log[l.level]({ op: l.op, event: e.event, ...l.fields }, l.msg);
+    // etcd raises a TTL below its minimum without an error: say so once per lease, loudly.
+    if (e.event === 'sessionStarted' && e.ttlSeconds !== cfg.leaseTtlSeconds)
+      log.warn(
+        { op: 'lease', event: 'ttlRaised', requestedTtlSeconds: cfg.leaseTtlSeconds, ttlSeconds: e.ttlSeconds },
+        `etcd granted a ${e.ttlSeconds} s lease for the ${cfg.leaseTtlSeconds} s asked (its minimum TTL): failover and fencing follow ${e.ttlSeconds} s`,
+      );
   });
 
   const hurry = new AbortController();
@@ -216,7 +223,24 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
           }
         },
       });
-      const health = m.trackHealth(agent);
+      const events = m.trackHealth(agent);
+      const health = () =>
+        m.withRegistration(events(), {
+          leaseId: agent.sessionState.state === 'live' ? BigInt(agent.sessionState.leaseId).toString() : null,
+          node: (() => {
+            try {
+              const n = agent.state.nodes.get(cfg.nodeId);
+              return (
+                n && {
+                  lease: BigInt(n.lease).toString(),
+                  ...(n.value.notReady !== undefined ? { notReady: n.value.notReady } : {}),
+                }
+              );
+            } catch {
+              return undefined;
+            }
+          })(),
+        });
       const srv = await m.startMetricsServer(cfg.metricsListen, metrics.registry, health);
       closeMetrics = () => srv.close();
       log.info({ op: 'metrics', url: srv.url }, 'metrics listening');

@@ -84,6 +84,9 @@ export interface NodeStatus {
   lastError: string | null;
   lastErrorAt: string | null;
   lastAckAt: string | null;
+  /** Lease TTL (s) the node asked for, and the one etcd granted; null when it does not publish them. */
+  leaseTtlRequested: number | null;
+  leaseTtlGranted: number | null;
   /** Buckets it holds claims for, over every VIP. */
   claims: number;
   leader: boolean;
@@ -167,6 +170,8 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       lastError: s?.lastError ?? null,
       lastErrorAt: s?.lastErrorAt ?? null,
       lastAckAt: s?.lastAckAt ?? null,
+      leaseTtlRequested: s?.leaseTtlRequested ?? null,
+      leaseTtlGranted: s?.leaseTtlGranted ?? null,
       claims: claimCount.get(id) ?? 0,
       leader: state.leader === id,
     };

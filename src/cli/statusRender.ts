@@ -1,5 +1,5 @@
 import { paint, type CliIo } from './io.js';
-import type { Severity, StatusReport } from './statusModel.js';
+import type { NodeStatus, Severity, StatusReport } from './statusModel.js';
 import { formatTable, ranges } from './table.js';
 
 // The human form of `status`: anomalies first (what needs attention), then leader and nodes, then per VIP the
@@ -45,7 +45,7 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
       n.state === 'up' ? paint(io, 'green', 'UP') : paint(io, 'red', n.member ? 'DOWN' : 'gone'),
       n.weight === null ? '-' : String(n.weight),
       n.draining ? paint(io, 'yellow', 'yes') : n.notReady !== null ? paint(io, 'red', 'not ready') : 'no',
-      n.leaseTtlLeft === null ? '-' : `${n.leaseTtlLeft}s`,
+      `${n.leaseTtlLeft === null ? '-' : `${n.leaseTtlLeft}s`}${ttlNote(n)}`,
       n.fenced === null ? '-' : n.fenced ? paint(io, 'red', 'yes') : 'no',
       String(n.claims),
       n.backendKind ?? '-',
@@ -81,5 +81,11 @@ const SEVERITY_TAG: Record<Severity, (io: Pick<CliIo, 'color' | 'isTTY'>) => str
   degraded: (io) => paint(io, 'yellow', 'degraded'),
   warning: (io) => paint(io, 'yellow', 'warning '),
 };
+
+/** etcd raised the TTL the node asked for: show both, it changes the failover time. */
+const ttlNote = (n: NodeStatus): string =>
+  n.leaseTtlGranted !== null && n.leaseTtlRequested !== null && n.leaseTtlGranted !== n.leaseTtlRequested
+    ? ` (TTL ${n.leaseTtlGranted}s, asked ${n.leaseTtlRequested}s)`
+    : '';
 
 const truncate = (s: string, n: number) => (s.length <= n ? s : `${s.slice(0, n - 1)}…`);

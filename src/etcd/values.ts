@@ -59,6 +59,9 @@ export const statusValueSchema = z.strictObject({
   lastApplyAt: z.string().max(40).nullable(),
   /** Wall-clock time of the last acknowledged keepalive (ISO). */
   lastAckAt: z.string().max(40).nullable(),
+  /** The lease TTL the node asked for and the one etcd granted (etcd raises a TTL below its minimum). */
+  leaseTtlRequested: z.number().int().positive().optional(),
+  leaseTtlGranted: z.number().int().positive().optional(),
   updatedAt: z.string().max(40),
 });
 export type StatusValue = z.infer<typeof statusValueSchema>;

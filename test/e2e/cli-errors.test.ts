@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
+import { freePort, startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
+import { spawnAgent, type AgentProcess } from '../../src/localcluster/agentProcess.js';
+import { statusJsonSchema } from './statusSchema.js';
 import { CLI_MAIN, cleanEnv, runCli } from './cliRun.js';
 
 // Errors an operator meets, against a real etcd with auth enabled: a read-only user and a wrong password are
@@ -52,7 +54,10 @@ describe('errors in words', () => {
       c.close();
     }
   });
+  const agents: AgentProcess[] = [];
   afterAll(async () => {
+    for (const a of agents) a.signal('SIGKILL');
+    await Promise.all(agents.map((a) => a.waitExit(10_000).catch(() => undefined)));
     await etcd?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -129,6 +134,53 @@ describe('errors in words', () => {
     const s = await runCli(['spec', ...asRoot(), '--cluster', 'typo-cluster']);
     expect(s.code).toBe(1);
     expect(s.stderr).toContain(`clusters with a spec in this etcd: ${cluster}`);
+  });
+
+  it('an agent etcd will not let register is not ready; a raised lease TTL is warned about and shown', async () => {
+    const start = async (id: string, user: string[]) => {
+      const port = await freePort();
+      const a = spawnAgent({
+        nodeId: id,
+        endpoints: etcd.endpoints,
+        cluster,
+        backendDir: join(dir, id),
+        leaseTtlSeconds: 1,
+        extraArgs: [...user, '--metrics-listen', `127.0.0.1:${port}`],
+      });
+      agents.push(a);
+      return { a, readyz: `http://127.0.0.1:${port}/readyz` };
+    };
+    const probe = async (url: string) => {
+      for (let i = 0; i < 50; i++) {
+        const r = await fetch(url).catch(() => null);
+        if (r) return { status: r.status, body: await r.text() };
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      throw new Error(`${url} never answered`);
+    };
+    await writeFile(join(dir, 'cluster.yaml'), SPEC);
+    expect((await runCli(['apply', '-f', join(dir, 'cluster.yaml'), '--force', ...asRoot()])).code).toBe(0);
+    const ro = await start('ro1', ['--etcd-user', 'viewer', '--etcd-password', 'viewpw']);
+    const rw = await start('rw1', ['--etcd-user', 'root', '--etcd-password-file', rootPw]);
+    // Default etcd raises a 1 s TTL to 2 s: a warning at start, both TTLs in status.
+    const warn = await rw.a.waitForLog((l) => l.event === 'ttlRaised', 20_000);
+    expect(warn).toMatchObject({ level: 40, requestedTtlSeconds: 1, ttlSeconds: 2 });
+    let doc;
+    for (let i = 0; i < 100; i++) {
+      doc = statusJsonSchema.parse(JSON.parse((await runCli(['status', '--json', '--no-settle', ...asRoot()])).stdout));
+      if (doc.nodes.some((n) => n.id === 'rw1' && n.leaseTtlGranted !== null)) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(doc!.nodes.find((n) => n.id === 'rw1')).toMatchObject({ leaseTtlRequested: 1, leaseTtlGranted: 2 });
+    expect((await runCli(['status', ...asRoot()])).stdout).toMatch(/\(TTL 2s, asked 1s\)/);
+    let rwReady = await probe(rw.readyz);
+    for (let i = 0; i < 50 && rwReady.status !== 200; i++) rwReady = await probe(rw.readyz);
+    expect(rwReady.status).toBe(200);
+    // The read-only agent holds a lease but etcd refuses its registration: never ready, and it says why.
+    await ro.a.waitForLog((l) => l.event === 'sessionStarted', 20_000);
+    const roReady = await probe(ro.readyz);
+    expect(roReady.status).toBe(503);
+    expect(roReady.body).toMatch(/notRegistered/);
   });
 
   it('a closed pipe ends every command quietly (fence --help | head)', async () => {

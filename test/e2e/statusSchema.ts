@@ -45,6 +45,8 @@ const node = z.strictObject({
   lastError: z.string().nullable(),
   lastErrorAt: z.string().nullable(),
   lastAckAt: z.string().nullable(),
+  leaseTtlRequested: z.number().int().nullable(),
+  leaseTtlGranted: z.number().int().nullable(),
   claims: z.number().int().nonnegative(),
   leader: z.boolean(),
 });
