@@ -74,20 +74,13 @@ export function foldPicture(t: ChangeTracker, state: ClusterState, nowMs: number
 
   const nodes = new Map<string, NodeSeen>();
   for (const [id, n] of state.nodes) nodes.set(id, { lease: n.lease, draining: n.value.draining });
-  // In the baseline too: a node without a member record has just joined (the first leader sees itself so).
-  if (baseline)
-    for (const id of nodes.keys())
-      if (!state.members.has(id)) draft({ kind: 'nodeJoined', node: id, detail: `${id} joined the cluster` });
+  // A node without a member record has joined: the recorder writes nodeJoined with the record, exactly once.
   if (!baseline) {
     for (const [id, n] of nodes) {
       const p = prevNodes.get(id);
       if (!p || p.lease !== n.lease) {
-        const known = state.members.has(id) || p !== undefined;
-        draft({
-          kind: known ? 'nodeBack' : 'nodeJoined',
-          node: id,
-          detail: known ? `${id} registered again (new lease)` : `${id} joined the cluster`,
-        });
+        if (state.members.has(id) || p !== undefined)
+          draft({ kind: 'nodeBack', node: id, detail: `${id} registered again (new lease)` });
       } else if (p.draining !== n.draining) {
         draft({
           kind: n.draining ? 'nodeDraining' : 'nodeUndrained',

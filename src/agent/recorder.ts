@@ -5,9 +5,10 @@ import { flushMoves, foldPicture, newChangeTracker, nextFlushInMs, type ChangeDr
 import type { RebalancerOptions } from './rebalancer.js';
 
 // The leader's recorder: writes the change log (`events/<seq>`, at most MAX_EVENTS, the oldest trimmed in the
-// same txn) and a lease-free `members/<id>` record for every node it sees registered. Every agent folds every
-// picture (changeLog.ts) and keeps what it folded for a while, so the agent that wins an election after the
-// leader died records the old leader's death. Writes go through the election's fenced txn, like assignments.
+// same txn) and a lease-free `members/<id>` record for every node it sees registered, with its nodeJoined event
+// (so a node joins once, whoever leads). Every agent folds every picture (changeLog.ts) and keeps what it folded
+// for a while, so the agent that wins an election after the leader died records the old leader's death. Writes
+// go through the election's fenced txn, like assignments, after the failover's own writes (WRITE_DELAY_MS).
 
 export const MAX_EVENTS = 256;
 /** Drafts kept by a non-leader, for the day it leads. */
@@ -15,6 +16,9 @@ const MAX_PENDING = 64;
 /** Ops per txn stay well under etcd's 128. */
 const MAX_WRITES = 40;
 const RETRY_MS = [200, 500, 1000, 2000, 5000];
+const WRITE_DELAY_MS = 250;
+/** Pictures are folded at most this often: moves and failover times are measured to this granularity. */
+const FOLD_EVERY_MS = 50;
 
 /** What the rebalancer gets, less its own callbacks: both are the leader's writers. */
 export type RecorderOptions = Omit<RebalancerOptions, 'onNotLeader' | 'coalesceMs'>;
@@ -26,6 +30,8 @@ export class EventRecorder {
   private again = false;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
+  private writeTimer: NodeJS.Timeout | undefined;
+  private foldTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Members we wrote, until the picture shows them. */
   private readonly membersWritten = new Set<string>();
@@ -33,19 +39,37 @@ export class EventRecorder {
 
   constructor(private readonly o: RecorderOptions) {}
 
-  /** A new picture: fold it, and write if we lead. */
+  /** A new picture: fold it soon (coalesced: a failover is hundreds of watch batches), and write if we lead. */
   observe(): void {
+    if (this.stopped || this.foldTimer) return;
+    this.foldTimer = setTimeout(() => {
+      this.foldTimer = undefined;
+      this.fold();
+    }, FOLD_EVERY_MS);
+    this.foldTimer.unref();
+  }
+
+  private fold(): void {
     if (this.stopped) return;
     const state = this.o.state();
     this.keep(foldPicture(this.tracker, state, Date.now()));
     this.keep(flushMoves(this.tracker, Date.now(), state.revision));
     this.schedule();
-    void this.write();
+    // Off the failover's path: the rebalancer's assignment txn and the claims go first, a burst is one write.
+    if (this.o.election.isLeader && !this.writeTimer) {
+      this.writeTimer = setTimeout(() => {
+        this.writeTimer = undefined;
+        void this.write();
+      }, WRITE_DELAY_MS);
+      this.writeTimer.unref();
+    }
   }
 
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.writeTimer);
+    clearTimeout(this.foldTimer);
   }
 
   private keep(drafts: ChangeDraft[]): void {
@@ -60,7 +84,7 @@ export class EventRecorder {
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
-        this.observe();
+        this.fold();
       },
       Math.max(100, due),
     );
@@ -91,7 +115,16 @@ export class EventRecorder {
     const now = new Date().toISOString();
     const ops = [];
     let seq = maxSeq;
-    for (const d of drafts) {
+    const joined: ChangeDraft[] = newMembers
+      .slice(0, MAX_WRITES)
+      .map(([id]) => ({
+        kind: 'nodeJoined',
+        atMs: Date.now(),
+        revision: state.revision,
+        node: id,
+        detail: `${id} joined the cluster`,
+      }));
+    for (const d of [...joined, ...drafts]) {
       const value: ClusterEvent = { v: 1, ...toEvent(d), leader: nodeId };
       if (!clusterEventSchema.safeParse(value).success) continue; // never write what readers reject
       ops.push(etcd.put(keys.event(++seq)).value(JSON.stringify(value)));
