@@ -30,8 +30,7 @@ export class EventRecorder {
   private again = false;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
-  private writeTimer: NodeJS.Timeout | undefined;
-  private foldTimer: NodeJS.Timeout | undefined;
+  private readonly timers = new Map<'fold' | 'write', NodeJS.Timeout>();
   private stopped = false;
   /** Members we wrote, until the picture shows them. */
   private readonly membersWritten = new Set<string>();
@@ -41,12 +40,19 @@ export class EventRecorder {
 
   /** A new picture: fold it soon (coalesced: a failover is hundreds of watch batches), and write if we lead. */
   observe(): void {
-    if (this.stopped || this.foldTimer) return;
-    this.foldTimer = setTimeout(() => {
-      this.foldTimer = undefined;
-      this.fold();
-    }, FOLD_EVERY_MS);
-    this.foldTimer.unref();
+    if (this.stopped) return;
+    this.once('fold', FOLD_EVERY_MS, () => this.fold());
+  }
+
+  /** Run `fn` in `ms` unless a timer of that name is already pending. */
+  private once(name: 'fold' | 'write', ms: number, fn: () => void): void {
+    if (this.timers.has(name)) return;
+    const t = setTimeout(() => {
+      this.timers.delete(name);
+      fn();
+    }, ms);
+    t.unref();
+    this.timers.set(name, t);
   }
 
   private fold(): void {
@@ -56,20 +62,13 @@ export class EventRecorder {
     this.keep(flushMoves(this.tracker, Date.now(), state.revision));
     this.schedule();
     // Off the failover's path: the rebalancer's assignment txn and the claims go first, a burst is one write.
-    if (this.o.election.isLeader && !this.writeTimer) {
-      this.writeTimer = setTimeout(() => {
-        this.writeTimer = undefined;
-        void this.write();
-      }, WRITE_DELAY_MS);
-      this.writeTimer.unref();
-    }
+    if (this.o.election.isLeader) this.once('write', WRITE_DELAY_MS, () => void this.write());
   }
 
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearTimeout(this.writeTimer);
-    clearTimeout(this.foldTimer);
+    for (const t of this.timers.values()) clearTimeout(t);
   }
 
   private keep(drafts: ChangeDraft[]): void {
@@ -115,15 +114,13 @@ export class EventRecorder {
     const now = new Date().toISOString();
     const ops = [];
     let seq = maxSeq;
-    const joined: ChangeDraft[] = newMembers
-      .slice(0, MAX_WRITES)
-      .map(([id]) => ({
-        kind: 'nodeJoined',
-        atMs: Date.now(),
-        revision: state.revision,
-        node: id,
-        detail: `${id} joined the cluster`,
-      }));
+    const joined: ChangeDraft[] = newMembers.slice(0, MAX_WRITES).map(([id]) => ({
+      kind: 'nodeJoined',
+      atMs: Date.now(),
+      revision: state.revision,
+      node: id,
+      detail: `${id} joined the cluster`,
+    }));
     for (const d of [...joined, ...drafts]) {
       const value: ClusterEvent = { v: 1, ...toEvent(d), leader: nodeId };
       if (!clusterEventSchema.safeParse(value).success) continue; // never write what readers reject
