@@ -134,6 +134,8 @@ export async function watchStatus(
   io: CliIo,
   json: boolean,
   until: Promise<unknown> = untilSignal(),
+  /** Lines kept under every redraw on a terminal (the demo's endpoint and hints, which a redraw would clear). */
+  footer = '',
 ): Promise<void> {
   const initial = await c.call('reading the cluster', () => loadClusterState(c.etcd, c.keys));
   const firstSeen = new Map<string, number>();
@@ -156,7 +158,7 @@ export async function watchStatus(
   };
   const show = (report: StatusReport): void => {
     if (json) io.out(`${JSON.stringify(report)}\n`);
-    else if (io.isTTY) io.out(`\u001b[H\u001b[2J${render(report)}\n(watching etcd; Ctrl-C to stop)\n`);
+    else if (io.isTTY) io.out(`\u001b[H\u001b[2J${render(report)}\n${footer}(watching etcd; Ctrl-C to stop)\n`);
     else io.out(`--- ${new Date().toISOString()}\n${render(report)}`);
   };
   const draw = async (state: ClusterState): Promise<void> => {
