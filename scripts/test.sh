@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-need_pkgs=(etcd-server nftables iproute2 iptables qemu-system-x86 busybox-static xz-utils)
+need_pkgs=(etcd-server nftables iproute2 iptables qemu-system-x86 busybox-static xz-utils prometheus util-linux)
 missing=()
 for p in "${need_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -23,6 +23,7 @@ import { Rebalancer } from './rebalancer.js';
 import { NodeSession } from './session.js';
 import { defaultFenceMarginMs } from '../config/index.js';
 import { restartRecordFile, takeRestartRecord, writeRestartRecord, type RestartRecord } from './restartRecord.js';
+import { EventRecorder } from './recorder.js';
 import { StatusWriter } from './status.js';
 import { backoffMs } from '../backoff.js';
 import { packageVersion } from '../version.js';
@@ -69,6 +70,7 @@ export class Agent extends EventEmitter {
   private session!: NodeSession;
   private election!: Election;
   private rebalancer!: Rebalancer;
+  private recorder?: EventRecorder;
   private reconciler!: ClaimReconciler;
   private status!: StatusWriter;
   /** Service checks and the maintenance file (DESIGN §14): a failing node registers `health` and gets no buckets. */
@@ -238,17 +240,21 @@ export class Agent extends EventEmitter {
     this.throwIfStopping();
 
     this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
-    this.rebalancer = new Rebalancer({
+    const leaderDeps = {
       etcd: this.etcd,
       keys: this.keys,
       nodeId: this.nodeId,
       election: this.election,
       state: () => this.watch.state,
       emit,
+    };
+    this.rebalancer = new Rebalancer({
+      ...leaderDeps,
       onNotLeader: () => void this.recampaign(),
       // Longer than any state the protocol passes through under one lease (a registration, an expiry).
       sweepHoldMs: this.cfg.leaseTtlSeconds * 1000 + 1000,
     });
+    this.recorder = new EventRecorder(leaderDeps);
     this.reconciler = new ClaimReconciler({
       etcd: this.etcd,
       keys: this.keys,
@@ -281,6 +287,8 @@ export class Agent extends EventEmitter {
         lastApplyAt: this.kernel.lastApplyAt?.toISOString() ?? null,
         lastAckAt: this.session.lastAckAt?.toISOString() ?? null,
         ...(this.health.enabled ? { health: this.health.snapshot() } : {}),
+        leaseTtlRequested: this.cfg.leaseTtlSeconds,
+        leaseTtlGranted: this.session.grantedTtlSeconds,
       }),
     });
     this.health = new HealthMonitor({
@@ -656,6 +664,7 @@ export class Agent extends EventEmitter {
       void this.recampaign();
     }
     if (this.election.isLeader) this.rebalancer.trigger(seenAt);
+    this.recorder?.observe();
     this.reconciler.noteChange(change, seenAt);
     this.reconciler.trigger();
   }
@@ -813,6 +822,7 @@ export class Agent extends EventEmitter {
     if (this.starting) await withTimeout(this.starting, stepTimeoutMs * 3).catch(() => undefined);
     if (this.resync) clearInterval(this.resync);
     this.rebalancer?.stop();
+    this.recorder?.stop();
     this.reconciler?.stop();
     this.status?.stop();
     this.health?.stop();

@@ -40,6 +40,7 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         msg:
           e.mode === 'planned' ? 'exiting for a hitless restart' : `restart requested, draining instead (${e.reason})`,
       };
+
     case 'keepaliveAck':
       return {
         level: 'trace',
@@ -194,6 +195,12 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   agent.on('event', (e: AgentEvent) => {
     const l = logLineFor(e);
     log[l.level]({ op: l.op, event: e.event, ...l.fields }, l.msg);
+    // etcd raises a TTL below its minimum without an error: say so once per lease, loudly.
+    if (e.event === 'sessionStarted' && e.ttlSeconds !== cfg.leaseTtlSeconds)
+      log.warn(
+        { op: 'lease', event: 'ttlRaised', requestedTtlSeconds: cfg.leaseTtlSeconds, ttlSeconds: e.ttlSeconds },
+        `etcd granted a ${e.ttlSeconds} s lease for the ${cfg.leaseTtlSeconds} s asked (its minimum TTL): failover and fencing follow ${e.ttlSeconds} s`,
+      );
   });
 
   const hurry = new AbortController();
@@ -244,8 +251,33 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   if (cfg.metricsListen !== 'off') {
     try {
       const m = await import('../metrics/index.js');
-      const metrics = m.attachAgentMetrics(agent);
-      const health = m.trackHealth(agent);
+      const metrics = m.attachAgentMetrics(agent, undefined, {
+        view: () => {
+          try {
+            return agent.state;
+          } catch {
+            return undefined; // before the agent's first read of etcd
+          }
+        },
+      });
+      const events = m.trackHealth(agent);
+      const health = () =>
+        m.withRegistration(events(), {
+          leaseId: agent.sessionState.state === 'live' ? BigInt(agent.sessionState.leaseId).toString() : null,
+          node: (() => {
+            try {
+              const n = agent.state.nodes.get(cfg.nodeId);
+              return (
+                n && {
+                  lease: BigInt(n.lease).toString(),
+                  ...(n.value.notReady !== undefined ? { notReady: n.value.notReady } : {}),
+                }
+              );
+            } catch {
+              return undefined;
+            }
+          })(),
+        });
       const srv = await m.startMetricsServer(cfg.metricsListen, metrics.registry, health);
       closeMetrics = () => srv.close();
       log.info({ op: 'metrics', url: srv.url }, 'metrics listening');

@@ -4,7 +4,8 @@ import type { StatusValue } from '../etcd/values.js';
 import type { AgentEvent } from './events.js';
 
 // Writes `status/<node>` under the node's lease when what it reports changes, at most once per `minIntervalMs`
-// (trailing write, so the last change is always published). The keepalive time alone is not a change.
+// (trailing write, so the last change is always published). The keepalive time alone is not a change, but it is
+// published again every `ackRefreshMs`, so `lastAckAt` of a live node is never older than that (plus one write).
 
 export interface StatusWriterOptions {
   etcd: Etcd3;
@@ -14,12 +15,17 @@ export interface StatusWriterOptions {
   snapshot: () => Omit<StatusValue, 'v' | 'updatedAt'>;
   emit: (e: AgentEvent) => void;
   minIntervalMs?: number;
+  ackRefreshMs?: number;
 }
+
+export const ACK_REFRESH_MS = 5000;
 
 export class StatusWriter {
   private lastKey = '';
   private lastWrite = 0;
+  private lastAck: string | null = null;
   private timer: NodeJS.Timeout | undefined;
+  private refresh: NodeJS.Timeout | undefined;
   private writing = false;
   private pending = false;
   private stopped = false;
@@ -42,6 +48,7 @@ export class StatusWriter {
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.refresh);
   }
 
   private async write(): Promise<void> {
@@ -54,12 +61,18 @@ export class StatusWriter {
     const snap = this.o.snapshot();
     const { lastAckAt: _ack, ...rest } = snap;
     const key = JSON.stringify(rest);
-    if (key === this.lastKey) return;
+    const ackRefreshMs = this.o.ackRefreshMs ?? ACK_REFRESH_MS;
+    const ackStale = snap.lastAckAt !== this.lastAck && Date.now() - this.lastWrite >= ackRefreshMs;
+    if (key === this.lastKey && !ackStale) {
+      this.armRefresh(ackRefreshMs);
+      return;
+    }
     this.writing = true;
     try {
       const value: StatusValue = { v: 1, ...snap, updatedAt: new Date().toISOString() };
       await this.o.etcd.put(this.o.keys.status(this.o.nodeId)).value(JSON.stringify(value)).lease(leaseId);
       this.lastKey = key;
+      this.lastAck = snap.lastAckAt;
       this.lastWrite = Date.now();
     } catch (err) {
       this.o.emit({ event: 'etcdError', op: 'status', error: (err as Error).message });
@@ -67,10 +80,18 @@ export class StatusWriter {
       this.pending = true;
     } finally {
       this.writing = false;
+      this.armRefresh(ackRefreshMs);
       if (this.pending) {
         this.pending = false;
         this.mark();
       }
     }
+  }
+
+  private armRefresh(ms: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.refresh);
+    this.refresh = setTimeout(() => this.mark(), ms);
+    this.refresh.unref();
   }
 }

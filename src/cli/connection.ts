@@ -17,6 +17,7 @@ export const CONNECTION_FLAGS = [
   '--etcd-key',
   '--etcd-user',
   '--etcd-password',
+  '--etcd-password-file',
   '--cluster',
 ] as const;
 
@@ -30,7 +31,8 @@ export function addConnectionOptions(cmd: Command): Command {
     .option('--etcd-cert <file>', 'client certificate for etcd TLS (env CLUSTERIP_HA_ETCD_CERT)')
     .option('--etcd-key <file>', 'client key for etcd TLS (env CLUSTERIP_HA_ETCD_KEY)')
     .option('--etcd-user <name>', 'etcd user name (env CLUSTERIP_HA_ETCD_USER)')
-    .option('--etcd-password <pw>', 'etcd password (env CLUSTERIP_HA_ETCD_PASSWORD)')
+    .option('--etcd-password <pw>', 'etcd password (env CLUSTERIP_HA_ETCD_PASSWORD); prefer --etcd-password-file')
+    .option('--etcd-password-file <file>', 'file holding the etcd password (env CLUSTERIP_HA_ETCD_PASSWORD_FILE)')
     .option('--cluster <name>', 'cluster name: keys live under /clusterip-ha/<name>/ (env CLUSTERIP_HA_CLUSTER)')
     .option('--timeout <ms>', 'give up on etcd after this long', parseMs, DEFAULT_TIMEOUT_MS);
 }
@@ -57,7 +59,16 @@ export interface ConnectionTarget {
   timeoutMs: number;
 }
 
-const PICK = ['etcdEndpoints', 'etcdCa', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPassword', 'cluster'] as const;
+const PICK = [
+  'etcdEndpoints',
+  'etcdCa',
+  'etcdCert',
+  'etcdKey',
+  'etcdUser',
+  'etcdPassword',
+  'etcdPasswordFile',
+  'cluster',
+] as const;
 
 /** Resolve the connection flags with the node config's precedence (flag > env > file > default). */
 export async function resolveConnection(
@@ -108,6 +119,23 @@ export function tidyGrpcMessage(msg: string): string {
     .replace(/[.\s]+$/, '');
 }
 
+export type Refusal = 'permissionDenied' | 'authFailed';
+
+/** etcd answered, and said no: wrapped or not (a store read keeps the cause), by class or by grpc text. */
+export function refusal(err: unknown): Refusal | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof EtcdPermissionDeniedError || /permission denied/i.test(e.message)) return 'permissionDenied';
+    if (
+      e instanceof EtcdAuthenticationFailedError ||
+      /authentication failed|invalid auth token|user name or password/i.test(e.message)
+    )
+      return 'authFailed';
+  }
+  return null;
+}
+
+const write = (what: string) => /^(writing|deleting|creating)/.test(what);
+
 export function connect(target: ConnectionTarget): Connection {
   const etcd = createEtcdClient(target.etcd);
   const endpoints = target.etcd.endpoints;
@@ -128,13 +156,19 @@ export function connect(target: ConnectionTarget): Connection {
         return await Promise.race([op(), deadline]);
       } catch (err) {
         if (err === late) throw err;
-        if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError) {
+        const refused = refusal(err);
+        if (refused === 'permissionDenied')
           throw new CliError(
-            `etcd at ${where} refused ${what}: ${err.message}`,
-            "check --etcd-user/--etcd-password and the role's permissions on /clusterip-ha/",
+            `permission denied by etcd at ${where} (${what})`,
+            `grant the user's role ${write(what) ? 'readwrite' : 'read'} on /clusterip-ha/${target.cluster}/`,
             { cause: err },
           );
-        }
+        if (refused === 'authFailed')
+          throw new CliError(
+            `etcd at ${where} rejected the credentials (${what}): wrong user or password`,
+            'check --etcd-user and --etcd-password-file (or CLUSTERIP_HA_ETCD_USER / _PASSWORD_FILE)',
+            { cause: err },
+          );
         if (err instanceof EtcdUnavailableError || isEtcdTransportError(err)) {
           throw new EtcdUnavailableError(
             `cannot reach etcd at ${where} (${what}): ${tidyGrpcMessage((err as Error).message)}`,

@@ -38,3 +38,15 @@ export function describeProgress(node: string, p: DrainProgress): string {
       return `${node} still owns ${p.owned} bucket(s) and no other live, undrained node with weight > 0 can take them`;
   }
 }
+
+export type DrainVerdict = { ok: true } | { ok: false; reason: 'lastNode'; vips: number };
+
+/** Draining `node` would leave no node that can take buckets while the spec has VIPs: the VIPs go dark. */
+export function drainVerdict(state: ClusterState, node: string): DrainVerdict {
+  const vips = state.spec?.spec.vips.length ?? 0;
+  if (vips === 0) return { ok: true };
+  const others = [...state.nodes.entries()].filter(
+    ([id, n]) => id !== node && takesBuckets(n.value) && n.value.weight > 0,
+  );
+  return others.length > 0 ? { ok: true } : { ok: false, reason: 'lastNode', vips };
+}

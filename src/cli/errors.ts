@@ -2,8 +2,8 @@ import { CommanderError } from 'commander';
 import { ClusterIpHaError, ConfigError, ConflictError, EtcdUnavailableError } from '../errors.js';
 
 // Exit codes are part of the CLI's contract (monitoring scripts test them): 0 ok, 1 error, 2 usage or invalid
-// input, 3 unhealthy (`status --check`).
-export const EXIT = { ok: 0, error: 1, usage: 2, unhealthy: 3 } as const;
+// input, 3 unhealthy (`status --check`), 4 degraded (`status --check`: serving, but a known node is down).
+export const EXIT = { ok: 0, error: 1, usage: 2, unhealthy: 3, degraded: 4 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /** A bad flag combination or argument the parser could not catch. */
@@ -53,6 +53,8 @@ export function describeError(err: unknown, command = 'clusterip-ha'): ErrorRepo
     // Every issue at once, still on one line, so a script's log keeps them together.
     return { exitCode: EXIT.usage, line: `invalid input: ${oneLine(err.message)} — fix the named fields and retry` };
   }
+  const tls = tlsProblem(err);
+  if (tls) return { exitCode: EXIT.error, line: tls };
   if (err instanceof ConflictError) {
     return {
       exitCode: EXIT.error,
@@ -73,4 +75,20 @@ export function describeError(err: unknown, command = 'clusterip-ha'): ErrorRepo
     exitCode: EXIT.error,
     line: `${oneLine(msg)} — rerun with --log-level debug, or report a bug with this line`,
   };
+}
+
+/** OpenSSL's codes (`error:05800074:x509 certificate routines::key values mismatch`) in words, or null. */
+export function tlsProblem(err: unknown): string | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const m = e.message;
+    if (/key values mismatch/i.test(m))
+      return 'the client certificate and key do not belong together — check --etcd-cert and --etcd-key (etcd.cert, etcd.key)';
+    if (/no start line|PEM routines|bad base64|wrong tag/i.test(m))
+      return 'a TLS file is not a PEM certificate or key — check --etcd-ca, --etcd-cert and --etcd-key';
+    if (/self[- ]signed|unable to (get|verify)|certificate verify failed|UNABLE_TO_VERIFY/i.test(m))
+      return "etcd's certificate is not signed by the CA given — check --etcd-ca (etcd.ca) and the etcd server's certificate";
+    if (/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME_INVALID|altnames/i.test(m))
+      return "etcd's certificate does not name the endpoint's host — use a host or IP its certificate lists (SAN)";
+  }
+  return null;
 }

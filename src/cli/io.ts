@@ -12,9 +12,20 @@ export interface CliIo {
 
 export function processIo(): CliIo {
   const isTTY = process.stdout.isTTY === true;
+  // A closed pipe (`clusterip-ha events | head`, `demo | tee` after Ctrl-C) ends the command quietly, as every
+  // Unix tool does: output stops, a command waiting for a signal stops the way SIGTERM stops it (cleaning up what
+  // it started), and one that is already stopping or finishing goes on to its end.
+  let closed = false;
+  for (const s of [process.stdout, process.stderr])
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      if (closed) return;
+      closed = true;
+      if (process.listenerCount('SIGTERM') > 0) process.emit('SIGTERM', 'SIGTERM');
+    });
   return {
-    out: (s) => void process.stdout.write(s),
-    err: (s) => void process.stderr.write(s),
+    out: (s) => void (closed || process.stdout.write(s)),
+    err: (s) => void (closed || process.stderr.write(s)),
     isTTY,
     color: isTTY && !process.env.NO_COLOR && process.env.TERM !== 'dumb',
     env: process.env,

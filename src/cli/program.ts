@@ -10,6 +10,9 @@ import { registerStatus } from './commands/status.js';
 import { registerDrain } from './commands/drain.js';
 import { registerWhois } from './commands/whois.js';
 import { registerDemo } from './commands/demo.js';
+import { registerEvents } from './commands/events.js';
+import { registerForget } from './commands/forget.js';
+import { registerSpec } from './commands/spec.js';
 
 export function buildProgram(io: CliIo): Command {
   const program = new Command('clusterip-ha')
@@ -29,7 +32,7 @@ export function buildProgram(io: CliIo): Command {
     .addHelpText(
       'after',
       `
-Exit codes: 0 ok, 1 error, 2 usage or invalid input, 3 unhealthy.
+Exit codes: 0 ok, 1 error, 2 usage or invalid input, 3 unhealthy, 4 degraded (status --check).
 Every command that talks to etcd takes --etcd-endpoints, --etcd-ca/-cert/-key, --etcd-user/-password,
 --cluster, --config and --timeout (or the CLUSTERIP_HA_* environment variables).
 
@@ -42,8 +45,11 @@ Examples:
   registerAgent(program, io);
   registerFence(program, io);
   registerApply(program, io);
+  registerSpec(program, io);
   registerStatus(program, io);
   registerDrain(program, io);
+  registerForget(program, io);
+  registerEvents(program, io);
   registerWhois(program, io);
   registerDemo(program, io);
   registerChaos(program, io);

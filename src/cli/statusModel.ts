@@ -22,23 +22,63 @@ export type AnomalyKind =
   | 'notReady' // a live node whose backend could not be set up: it takes no buckets
   | 'unhealthy' // a live node drained by its service checks or maintenance file
   | 'healthPanic' // too few healthy nodes: failing ones keep serving (panic threshold, minHealthyNodes)
+  | 'nodeDown' // a known member (members/<id>) without a live lease: capacity is lost
   | 'badValue'; // a value under the prefix failed validation and is ignored
 
-export type Severity = 'error' | 'warning';
+/** error: unhealthy (`--check` exit 3); degraded: serving with less capacity (exit 4); warning: informational. */
+export type Severity = 'error' | 'degraded' | 'warning';
+
+export type Health = 'healthy' | 'degraded' | 'unhealthy';
+
+/**
+ * How long each kind may last before it counts (docs/status-json.md): states the protocol passes through are
+ * not anomalies until they outlast this. A handoff (claimNotAssigned), a backend one watch hop behind its claim
+ * or a status write behind a handoff (backendNotClaim, doubleBackend), start-up (notReady until the node's watch
+ * saw its registration, unowned until the first claims), a failover (unowned within the lease TTL), an election.
+ */
+export const ANOMALY_GRACE_MS: Record<AnomalyKind, number> = {
+  noSpec: 0,
+  noNodes: 0,
+  noLeader: 10_000,
+  unowned: 10_000,
+  unassigned: 10_000,
+  claimNotAssigned: 5_000,
+  backendNotClaim: 3_000,
+  doubleBackend: 3_000,
+  fenced: 5_000,
+  backendError: 5_000,
+  drainPending: 0,
+  notReady: 5_000,
+  // A health drain or the panic threshold is a decision already held for fall × interval (and the hold).
+  unhealthy: 0,
+  healthPanic: 0,
+  nodeDown: 0,
+  badValue: 0,
+};
 
 export interface Anomaly {
   kind: AnomalyKind;
   severity: Severity;
+  /** How long it may last before it counts; 0 = at once (an unowned bucket nobody can take has none). */
+  graceMs: number;
+  /** How long this command has seen it (0 on its first picture). */
+  seenForMs: number;
   vip?: string;
   bucket?: number;
   node?: string;
   detail: string;
 }
 
+export type NodeState = 'up' | 'down';
+
 export interface NodeStatus {
   id: string;
+  /** up: its lease-bound node key exists; down: a known member (members/<id>) without one. */
+  state: NodeState;
   /** Its lease-bound node key exists. */
   alive: boolean;
+  /** It has a member record: it stays listed (DOWN) when it dies, until `clusterip-ha forget`. */
+  member: boolean;
   draining: boolean;
   /** Why a live node takes no buckets (its backend could not be set up); null = ready. */
   notReady: string | null;
@@ -51,6 +91,9 @@ export interface NodeStatus {
   lastError: string | null;
   lastErrorAt: string | null;
   lastAckAt: string | null;
+  /** Lease TTL (s) the node asked for, and the one etcd granted; null when it does not publish them. */
+  leaseTtlRequested: number | null;
+  leaseTtlGranted: number | null;
   /** Buckets it holds claims for, over every VIP. */
   claims: number;
   leader: boolean;
@@ -93,11 +136,15 @@ export interface StatusReport {
   cluster: string;
   revision: string;
   healthy: boolean;
+  health: Health;
   leader: string | null;
   specGeneration: number | null;
   /** The panic threshold is holding failing nodes in service; null when not. */
   panic: PanicStatus | null;
+  /** Anomalies that count: past their grace. */
   anomalies: Anomaly[];
+  /** Anomalies still within their grace (a handoff, start-up, a failover in progress). */
+  settling: Anomaly[];
   nodes: NodeStatus[];
   vips: VipStatus[];
 }
@@ -113,10 +160,13 @@ const byId = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusReport {
   const anomalies: Anomaly[] = [];
+  const add = (a: Omit<Anomaly, 'graceMs' | 'seenForMs'> & { graceMs?: number }): void => {
+    anomalies.push({ ...a, graceMs: a.graceMs ?? ANOMALY_GRACE_MS[a.kind], seenForMs: 0 });
+  };
   const spec = state.spec?.spec ?? null;
 
   // Nodes: every id known from any family, so a dead node that still has claims or assignments shows up.
-  const ids = new Set<string>([...state.nodes.keys(), ...state.statuses.keys()]);
+  const ids = new Set<string>([...state.nodes.keys(), ...state.statuses.keys(), ...state.members.keys()]);
   for (const m of state.claims.values()) for (const c of m.values()) ids.add(c.owner);
   for (const a of state.assignments.values()) for (const o of Object.values(a.value.owners)) ids.add(o);
   const claimCount = new Map<string, number>();
@@ -142,7 +192,9 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
     const ttl = n ? leaseTtls?.get(n.lease) : undefined;
     return {
       id,
+      state: n !== undefined ? 'up' : 'down',
       alive: n !== undefined,
+      member: state.members.has(id),
       draining: n?.value.draining ?? false,
       notReady: n?.value.notReady ?? null,
       weight: n?.value.weight ?? null,
@@ -153,6 +205,8 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       lastError: s?.lastError ?? null,
       lastErrorAt: s?.lastErrorAt ?? null,
       lastAckAt: s?.lastAckAt ?? null,
+      leaseTtlRequested: s?.leaseTtlRequested ?? null,
+      leaseTtlGranted: s?.leaseTtlGranted ?? null,
       claims: claimCount.get(id) ?? 0,
       leader: state.leader === id,
       health: n?.value.health ?? null,
@@ -166,27 +220,33 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
   );
 
   if (!spec)
-    anomalies.push({
+    add({
       kind: 'noSpec',
       severity: 'error',
       detail: 'no cluster spec applied: run `clusterip-ha apply -f cluster.yaml`',
     });
-  if (alive.length === 0) anomalies.push({ kind: 'noNodes', severity: 'error', detail: 'no live agent is registered' });
+  if (alive.length === 0) add({ kind: 'noNodes', severity: 'error', detail: 'no live agent is registered' });
   else if (state.leader === null)
-    anomalies.push({
+    add({
       kind: 'noLeader',
       severity: 'error',
       detail: 'agents are live but none leads: nothing reassigns buckets',
     });
 
   for (const n of nodes) {
+    if (!n.alive && n.member)
+      add({
+        kind: 'nodeDown',
+        severity: 'degraded',
+        node: n.id,
+        detail: `${n.id} is DOWN (known member without a lease): start it, or \`clusterip-ha forget ${n.id}\``,
+      });
     if (n.fenced === true)
-      anomalies.push({ kind: 'fenced', severity: 'error', node: n.id, detail: `${n.id} is fenced and holds nothing` });
+      add({ kind: 'fenced', severity: 'error', node: n.id, detail: `${n.id} is fenced and holds nothing` });
     const errNow = n.lastError !== null && (state.statuses.get(n.id)?.lastApplyAt ?? '') <= (n.lastErrorAt ?? '');
-    if (errNow)
-      anomalies.push({ kind: 'backendError', severity: 'error', node: n.id, detail: `${n.id}: ${n.lastError}` });
+    if (errNow) add({ kind: 'backendError', severity: 'error', node: n.id, detail: `${n.id}: ${n.lastError}` });
     if (n.alive && n.notReady !== null)
-      anomalies.push({
+      add({
         kind: 'notReady',
         severity: 'error',
         node: n.id,
@@ -194,7 +254,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       });
     if (n.alive && n.health !== null) {
       const down = (n.checks ?? []).filter((c) => c.state === 'down').map((c) => `${c.name}: ${c.last?.output ?? ''}`);
-      anomalies.push({
+      add({
         kind: 'unhealthy',
         severity: 'warning',
         node: n.id,
@@ -202,7 +262,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       });
     }
     if (n.draining && n.claims > 0) {
-      anomalies.push({
+      add({
         kind: 'drainPending',
         severity: 'warning',
         node: n.id,
@@ -244,17 +304,27 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       buckets.push({ bucket: b, owner, assigned, backend });
       const at = { vip: address, bucket: b };
       if (!vs) continue; // a VIP removed from the spec: its leftovers are reported once below
-      if (owner === null && eligible.length > 0)
-        anomalies.push({ kind: 'unowned', severity: 'error', ...at, detail: `${address}#${b} has no owner` });
+      // Dark: nobody serves its clients. With no node that can take it nothing will fix it, so no grace.
+      if (owner === null)
+        add({
+          kind: 'unowned',
+          severity: 'error',
+          ...at,
+          ...(eligible.length === 0 ? { graceMs: 0 } : {}),
+          detail:
+            eligible.length > 0
+              ? `${address}#${b} has no owner`
+              : `${address}#${b} has no owner and no live, undrained, ready node can take it`,
+        });
       if (assigned === null && eligible.length > 0)
-        anomalies.push({
+        add({
           kind: 'unassigned',
           severity: 'error',
           ...at,
           detail: `${address}#${b} is assigned to nobody`,
         });
       if (owner !== null && assigned !== null && owner !== assigned) {
-        anomalies.push({
+        add({
           kind: 'claimNotAssigned',
           severity: 'error',
           ...at,
@@ -263,7 +333,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
         });
       }
       if (hs.length > 1) {
-        anomalies.push({
+        add({
           kind: 'doubleBackend',
           severity: 'error',
           ...at,
@@ -271,7 +341,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
         });
       } else if (backend !== owner && (owner === null || state.statuses.has(owner))) {
         // Only judge a claim owner that publishes a status; an owner without one is reported as unknown, not wrong.
-        anomalies.push({
+        add({
           kind: 'backendNotClaim',
           severity: 'error',
           ...at,
@@ -281,7 +351,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       }
     }
     if (!vs && spec)
-      anomalies.push({
+      add({
         kind: 'badValue',
         severity: 'warning',
         vip: address,
@@ -298,31 +368,75 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
   });
 
   if (panicDecision.panic)
-    anomalies.push({
+    add({
       kind: 'healthPanic',
       severity: 'error',
       detail: `panic threshold: ${panicDecision.healthy} healthy node(s) < minHealthyNodes ${minHealthyNodes}; keeping failing ${panicDecision.kept.join(', ')} serving`,
     });
 
-  for (const bv of state.badValues)
-    anomalies.push({ kind: 'badValue', severity: 'warning', detail: `${bv.key}: ${bv.error}` });
+  for (const bv of state.badValues) add({ kind: 'badValue', severity: 'warning', detail: `${bv.key}: ${bv.error}` });
 
   anomalies.sort((a, b) => severityRank(a.severity) - severityRank(b.severity));
+  const health = healthOf(anomalies);
   return {
     schema: STATUS_SCHEMA_VERSION,
     cluster,
     revision: state.revision,
-    healthy: !anomalies.some((a) => a.severity === 'error'),
+    healthy: health === 'healthy',
+    health,
     leader: state.leader,
     specGeneration: state.spec?.generation ?? null,
     panic: panicDecision.panic ? { kept: panicDecision.kept, healthy: panicDecision.healthy, minHealthyNodes } : null,
     anomalies,
+    settling: [],
     nodes,
     vips,
   };
 }
 
-const severityRank = (s: Severity) => (s === 'error' ? 0 : 1);
+const severityRank = (s: Severity) => (s === 'error' ? 0 : s === 'degraded' ? 1 : 2);
+
+function healthOf(counted: readonly Anomaly[]): Health {
+  if (counted.some((a) => a.severity === 'error')) return 'unhealthy';
+  if (counted.some((a) => a.severity === 'degraded')) return 'degraded';
+  return 'healthy';
+}
+
+/** One anomaly's identity across pictures. */
+export const anomalyKey = (a: Anomaly): string => `${a.kind}|${a.vip ?? ''}|${a.bucket ?? ''}|${a.node ?? ''}`;
+
+/**
+ * Judge a raw report (every anomaly counts, as buildStatus returns it) against what this observer saw before:
+ * `firstSeen` (anomaly key → ms) is updated in place, an anomaly counts once it was seen for its grace, and the
+ * rest is `settling`. Pure: the caller owns the clock and the map.
+ */
+export function settle(raw: StatusReport, firstSeen: Map<string, number>, nowMs: number): StatusReport {
+  const all = [...raw.anomalies, ...raw.settling];
+  const present = new Set<string>();
+  const counted: Anomaly[] = [];
+  const settling: Anomaly[] = [];
+  for (const a of all) {
+    const k = anomalyKey(a);
+    present.add(k);
+    const since = firstSeen.get(k) ?? nowMs;
+    firstSeen.set(k, since);
+    const judged = { ...a, seenForMs: nowMs - since };
+    (judged.seenForMs >= a.graceMs ? counted : settling).push(judged);
+  }
+  for (const k of [...firstSeen.keys()]) if (!present.has(k)) firstSeen.delete(k);
+  const health = healthOf(counted);
+  return { ...raw, anomalies: counted, settling, health, healthy: health === 'healthy' };
+}
+
+/** Ms until the next settling anomaly would count (null when none settles). */
+export function nextSettleInMs(r: StatusReport): number | null {
+  let best: number | null = null;
+  for (const a of r.settling) {
+    const left = Math.max(0, a.graceMs - a.seenForMs);
+    best = best === null ? left : Math.min(best, left);
+  }
+  return best;
+}
 
 export function compareIp(a: string, b: string): number {
   const n = (s: string) => s.split('.').reduce((acc, p) => acc * 256 + (Number(p) || 0), 0);

@@ -1,5 +1,5 @@
 import { paint, type CliIo } from './io.js';
-import type { StatusReport } from './statusModel.js';
+import type { NodeStatus, Severity, StatusReport } from './statusModel.js';
 import { formatTable, ranges } from './table.js';
 
 // The human form of `status`: anomalies first (what needs attention), then leader and nodes, then per VIP the
@@ -11,27 +11,38 @@ const MAX_ANOMALY_LINES = 40;
 export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>): string {
   const out: string[] = [];
   const errors = r.anomalies.filter((a) => a.severity === 'error').length;
-  const headline = r.healthy
-    ? paint(io, 'green', 'HEALTHY')
-    : paint(io, 'red', `UNHEALTHY (${errors} problem${errors === 1 ? '' : 's'})`);
-  out.push(`cluster ${r.cluster}  ${headline}  revision ${r.revision}  spec generation ${r.specGeneration ?? '-'}`);
+  const down = r.nodes.filter((n) => n.state === 'down').length;
+  const headline =
+    r.health === 'healthy'
+      ? paint(io, 'green', 'HEALTHY')
+      : r.health === 'degraded'
+        ? paint(io, 'yellow', `DEGRADED (${down} node${down === 1 ? '' : 's'} down)`)
+        : paint(io, 'red', `UNHEALTHY (${errors} problem${errors === 1 ? '' : 's'})`);
+  const settling = r.settling.length > 0 ? `  (${r.settling.length} settling)` : '';
+  out.push(
+    `cluster ${r.cluster}  ${headline}${settling}  revision ${r.revision}  spec generation ${r.specGeneration ?? '-'}`,
+  );
   if (r.anomalies.length > 0) {
     out.push('', paint(io, 'bold', 'ANOMALIES'));
-    for (const a of r.anomalies.slice(0, MAX_ANOMALY_LINES)) {
-      const tag = a.severity === 'error' ? paint(io, 'red', 'error  ') : paint(io, 'yellow', 'warning');
-      out.push(`  ${tag} ${a.kind}: ${a.detail}`);
-    }
+    for (const a of r.anomalies.slice(0, MAX_ANOMALY_LINES))
+      out.push(`  ${SEVERITY_TAG[a.severity](io)} ${a.kind}: ${a.detail}`);
     if (r.anomalies.length > MAX_ANOMALY_LINES)
       out.push(`  … ${r.anomalies.length - MAX_ANOMALY_LINES} more (see --json)`);
   }
+  if (r.settling.length > 0) {
+    out.push('', `${paint(io, 'bold', 'SETTLING')} (within their grace: a move, start-up or failover in progress)`);
+    for (const a of r.settling.slice(0, MAX_ANOMALY_LINES / 4))
+      out.push(`  ${a.kind}: ${a.detail} (${a.seenForMs} of ${a.graceMs} ms)`);
+    if (r.settling.length > MAX_ANOMALY_LINES / 4) out.push(`  … ${r.settling.length - MAX_ANOMALY_LINES / 4} more`);
+  }
   out.push('', `${paint(io, 'bold', 'LEADER')} ${r.leader ?? paint(io, 'red', 'none')}`, '');
   const rows: string[][] = [
-    ['NODE', 'ALIVE', 'WEIGHT', 'DRAINING', 'LEASE', 'FENCED', 'BUCKETS', 'BACKEND', 'VERSION', 'LAST ERROR'],
+    ['NODE', 'STATE', 'WEIGHT', 'DRAINING', 'LEASE', 'FENCED', 'BUCKETS', 'BACKEND', 'VERSION', 'LAST ERROR'],
   ];
   for (const n of r.nodes) {
     rows.push([
       n.leader ? `${n.id}*` : n.id,
-      n.alive ? paint(io, 'green', 'yes') : paint(io, 'red', 'no'),
+      n.state === 'up' ? paint(io, 'green', 'UP') : paint(io, 'red', n.member ? 'DOWN' : 'gone'),
       n.weight === null ? '-' : String(n.weight),
       n.draining
         ? paint(io, 'yellow', 'yes')
@@ -40,7 +51,7 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
           : n.health !== null
             ? paint(io, n.panicKept ? 'red' : 'yellow', n.panicKept ? `panic-kept (${n.health})` : n.health)
             : 'no',
-      n.leaseTtlLeft === null ? '-' : `${n.leaseTtlLeft}s`,
+      `${n.leaseTtlLeft === null ? '-' : `${n.leaseTtlLeft}s`}${ttlNote(n)}`,
       n.fenced === null ? '-' : n.fenced ? paint(io, 'red', 'yes') : 'no',
       String(n.claims),
       n.backendKind ?? '-',
@@ -85,5 +96,17 @@ export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>
   }
   return out.join('\n') + '\n';
 }
+
+const SEVERITY_TAG: Record<Severity, (io: Pick<CliIo, 'color' | 'isTTY'>) => string> = {
+  error: (io) => paint(io, 'red', 'error   '),
+  degraded: (io) => paint(io, 'yellow', 'degraded'),
+  warning: (io) => paint(io, 'yellow', 'warning '),
+};
+
+/** etcd raised the TTL the node asked for: show both, it changes the failover time. */
+const ttlNote = (n: NodeStatus): string =>
+  n.leaseTtlGranted !== null && n.leaseTtlRequested !== null && n.leaseTtlGranted !== n.leaseTtlRequested
+    ? ` (TTL ${n.leaseTtlGranted}s, asked ${n.leaseTtlRequested}s)`
+    : '';
 
 const truncate = (s: string, n: number) => (s.length <= n ? s : `${s.slice(0, n - 1)}…`);

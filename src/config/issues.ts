@@ -28,6 +28,27 @@ export function expected(what: string) {
     iss.input === undefined ? `required: ${what}` : `expected ${what}, got ${show(iss.input)}`;
 }
 
+/** Like expected, for a secret: the value is never shown. */
+export function expectedSecret(what: string) {
+  return (iss: { input?: unknown }): string =>
+    iss.input === undefined
+      ? `required: ${what}`
+      : `expected ${what} (a string; quote it in YAML), got ${typeof iss.input === 'string' ? 'an empty one' : `a ${typeof iss.input}`} (not shown)`;
+}
+
+/** Like expected, with credentials in a URL (`//user:password@`) blanked. */
+export function expectedRedacted(what: string) {
+  return (iss: { input?: unknown }): string =>
+    iss.input === undefined
+      ? `required: ${what}`
+      : `expected ${what}, got ${show(typeof iss.input === 'string' ? redactUrl(iss.input) : iss.input)}`;
+}
+
+/** `scheme://user:pass@host` → `scheme://***@host`, anywhere in a string. */
+export function redactUrl(s: string): string {
+  return s.replace(/(\/\/)[^/@\s]*@/g, '$1***@');
+}
+
 export interface Locator {
   where: string;
   lineOf?: (path: readonly PropertyKey[]) => number | undefined;

@@ -277,7 +277,7 @@ function crossFieldIssues(r: ReadonlyMap<NodeOptionKey, Resolved>, input: Resolv
     }
   }
 
-  for (const k of ['etcdCa', 'etcdCert', 'etcdKey'] as const) {
+  for (const k of ['etcdCa', 'etcdCert', 'etcdKey', 'etcdPasswordFile'] as const) {
     const v = at(k).value;
     if (typeof v !== 'string') continue;
     const kind = input.fileKind(v);
@@ -288,14 +288,26 @@ function crossFieldIssues(r: ReadonlyMap<NodeOptionKey, Resolved>, input: Resolv
   const pairs: [NodeOptionKey, NodeOptionKey][] = [
     ['etcdCert', 'etcdKey'],
     ['etcdKey', 'etcdCert'],
-    ['etcdUser', 'etcdPassword'],
     ['etcdPassword', 'etcdUser'],
+    ['etcdPasswordFile', 'etcdUser'],
   ];
+  const missing = (k: NodeOptionKey) => at(k).value === undefined && at(k).source.kind === 'default';
   for (const [a, b] of pairs) {
-    if (given(a) && at(b).value === undefined && at(b).source.kind === 'default') {
+    if (given(a) && missing(b))
       out.push(issueAt(opt(a), at(a).source, `needs ${nameIn(opt(b), at(a).source)} as well`));
-    }
   }
+  if (given('etcdUser') && missing('etcdPassword') && missing('etcdPasswordFile'))
+    out.push(
+      issueAt(
+        opt('etcdUser'),
+        at('etcdUser').source,
+        `needs ${nameIn(opt('etcdPasswordFile'), at('etcdUser').source)} (or ${nameIn(opt('etcdPassword'), at('etcdUser').source)}) as well`,
+      ),
+    );
+  if (given('etcdPassword') && given('etcdPasswordFile'))
+    out.push(
+      issueAt(opt('etcdPasswordFile'), at('etcdPasswordFile').source, 'give the password or its file, not both'),
+    );
   const endpoints = at('etcdEndpoints').value as string[] | undefined;
   const tls = (['etcdCa', 'etcdCert'] as const).find((k) => given(k));
   if (tls && endpoints?.some((e) => e.startsWith('http://'))) {
@@ -373,6 +385,7 @@ function build(r: ReadonlyMap<NodeOptionKey, Resolved>): NodeConfig {
       ...optional('etcdKey', 'key'),
       ...optional('etcdUser', 'user'),
       ...optional('etcdPassword', 'password'),
+      ...optional('etcdPasswordFile', 'passwordFile'),
       requestTimeoutMs: v('etcdRequestTimeout'),
     },
     cluster: v('cluster'),
@@ -423,13 +436,30 @@ export async function loadNodeConfig(input: LoadNodeConfigInput): Promise<NodeCo
       ]);
     }
   }
-  return resolveNodeConfig({
+  const cfg = resolveNodeConfig({
     flags: input.flags,
     env: input.env,
     ...(file ? { file } : {}),
     hostname: osHostname(),
     fileKind: fileKindOf,
   });
+  const pwFile = cfg.etcd.passwordFile;
+  if (pwFile === undefined) return cfg;
+  let password: string;
+  try {
+    password = (await readFile(pwFile, 'utf8')).replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new ConfigError([
+      {
+        where: 'etcd.passwordFile',
+        path: '',
+        message: `cannot read ${pwFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      },
+    ]);
+  }
+  if (password === '') throw new ConfigError([{ where: 'etcd.passwordFile', path: '', message: `${pwFile} is empty` }]);
+  const { passwordFile: _f, ...etcd } = cfg.etcd;
+  return { ...cfg, etcd: { ...etcd, password } };
 }
 
 /** Register every node option on `cmd` without commander defaults, so loadNodeConfig can apply precedence. */

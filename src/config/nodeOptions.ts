@@ -1,7 +1,8 @@
+import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { NODE_ID_RE } from '../etcd/values.js';
 import { checksSchema } from './checks.js';
-import { expected } from './issues.js';
+import { expected, expectedRedacted, expectedSecret } from './issues.js';
 import { BACKEND_KINDS, type BackendKind, type LogLevel } from './types.js';
 
 // The one table of node settings. It drives the commander options, the environment variables, the YAML file
@@ -48,6 +49,7 @@ export type NodeOptionKey =
   | 'etcdKey'
   | 'etcdUser'
   | 'etcdPassword'
+  | 'etcdPasswordFile'
   | 'etcdRequestTimeout'
   | 'cluster'
   | 'backend'
@@ -86,6 +88,12 @@ function nonEmpty(what: string): z.ZodType<string> {
   return z.string(e).min(1, e);
 }
 
+/** A secret: its messages never show the value (validation errors end up in logs and terminals). */
+function secret(what: string): z.ZodType<string> {
+  const e = { error: expectedSecret(what) };
+  return z.string(e).min(1, e);
+}
+
 const idWhat = 'letters, digits, ".", "_", "-", starting with a letter or digit, at most 63';
 const idSchema = (what: string) => {
   const e = { error: expected(`${what}: ${idWhat}`) };
@@ -108,8 +116,8 @@ export function isEtcdEndpoint(s: string): boolean {
 const endpointWhat = 'etcd URLs like http://127.0.0.1:2379';
 const endpointsSchema = z
   .array(
-    z.string({ error: expected(`an ${endpointWhat.slice(0, -1)}`) }).refine(isEtcdEndpoint, {
-      error: expected('an etcd URL like http://127.0.0.1:2379 or https://etcd1:2379'),
+    z.string({ error: expectedRedacted(`an ${endpointWhat.slice(0, -1)}`) }).refine(isEtcdEndpoint, {
+      error: expectedRedacted('an etcd URL like http://127.0.0.1:2379 or https://etcd1:2379'),
     }),
     { error: expected(`a list of ${endpointWhat}`) },
   )
@@ -122,7 +130,10 @@ export function parseListen(s: string): { host: string; port: number } | 'off' |
   if (!m) return undefined;
   const port = Number(m[2]);
   if (port > 65535) return undefined;
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  const host = m[1]!.replace(/^\[|\]$/g, '');
+  // An address must be one (300.1.1.1 is not); the server would fail to bind and the agent run without it.
+  if (m[1]!.startsWith('[') ? !isIPv6(host) : /^[\d.]+$/.test(host) && !isIPv4(host)) return undefined;
+  return { host, port };
 }
 
 const listenWhat = 'HOST:PORT (e.g. 127.0.0.1:9477, [::1]:9477) or off';
@@ -236,9 +247,20 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     valueName: 'PASSWORD',
     yaml: ['etcd', 'password'],
     type: 'string',
-    schema: nonEmpty('a password'),
+    schema: secret('a password'),
     defaultText: 'none',
-    description: 'etcd password; prefer the environment variable or the file, a flag shows in `ps`.',
+    description: 'etcd password; prefer --etcd-password-file: a flag shows in `ps`, a variable in the unit.',
+  },
+  {
+    key: 'etcdPasswordFile',
+    flag: 'etcd-password-file',
+    valueName: 'FILE',
+    yaml: ['etcd', 'passwordFile'],
+    type: 'string',
+    schema: nonEmpty('a file path'),
+    defaultText: 'none',
+    description:
+      'File holding the etcd password (one trailing newline is dropped), e.g. a systemd credential; instead of --etcd-password.',
   },
   {
     key: 'etcdRequestTimeout',

@@ -1,5 +1,6 @@
 import { CONFIG_ENV, CONFIG_FLAG, NODE_OPTIONS, envVarFor } from './nodeOptions.js';
 import { BACKEND_KINDS, CHECK_TYPES, HASH_MODES, HTTP_METHODS, MAX_BUCKETS } from './types.js';
+import { hashInput } from '../backends/nftRuleset.js';
 
 // docs/configuration.md is this function's output (a unit test fails when they differ), so the reference
 // cannot drift from the option table. Regenerate: npm run build && node dist/config/writeReference.js
@@ -106,7 +107,7 @@ function specTable(): string {
     '| `vips[].address` | yes | Unicast IPv4 address of the VIP; unique in the spec. |',
     '| `vips[].interface` | yes | Interface it is served on: 1–15 characters, no `/`, `:` or spaces (Linux IFNAMSIZ rules). |',
     `| \`vips[].buckets\` | yes | Bucket count N (buckets 1..N); the most per backend: ${max}. |`,
-    `| \`vips[].hashMode\` | no, \`sourceip\` | ${HASH_MODES.map((m) => `\`${m}\``).join(', ')}. The nftables backend hashes the source address only. |`,
+    `| \`vips[].hashMode\` | no, \`sourceip\` | ${HASH_MODES.map((m) => `\`${m}\``).join(', ')}. What the nftables backend hashes for each: ${HASH_MODES.map((m) => `\`${m}\` → \`jhash ${hashInput(m)}\``).join('; ')} (other bucket numbers than CLUSTERIP's for the same client; \`whois\` knows both). |`,
     '| `vips[].seed` | yes | 32-bit hash seed: an integer or a `0x…` hex string. Explicit, so every node hashes alike. |',
     '| `vips[].clusterMac` | no, derived | Multicast MAC; default `01:00:5e` + the low 23 bits of the address (10.77.0.100 → 01:00:5e:4d:00:64). |',
     '| `vips[].sticky` | no, `false` | Keep established TCP on the old owner when a bucket moves (not with the clusterip backend). |',

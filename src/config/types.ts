@@ -60,6 +60,8 @@ export interface EtcdConfig {
   key?: string;
   user?: string;
   password?: string;
+  /** Read into `password` by loadNodeConfig. */
+  passwordFile?: string;
   /** Deadline for a single etcd call. */
   requestTimeoutMs: number;
 }

@@ -4,6 +4,7 @@
 import { NODE_ID_RE } from './values.js';
 
 export const KEY_ROOT = '/clusterip-ha/';
+const EVENT_SEQ_DIGITS = 12;
 
 export interface Keys {
   readonly prefix: string;
@@ -18,6 +19,12 @@ export interface Keys {
   claim(vip: string, bucket: number): string;
   readonly statusPrefix: string;
   status(id: string): string;
+  /** Known members: one lease-free record per node ever registered, removed only by `clusterip-ha forget`. */
+  readonly membersPrefix: string;
+  member(id: string): string;
+  /** The leader's bounded change log; `seq` is zero-padded so a range read returns it in order. */
+  readonly eventsPrefix: string;
+  event(seq: number): string;
 }
 
 export function keysFor(cluster: string): Keys {
@@ -36,6 +43,10 @@ export function keysFor(cluster: string): Keys {
     claim: (vip, bucket) => `${prefix}claims/${vip}/${String(bucket).padStart(4, '0')}`,
     statusPrefix: `${prefix}status/`,
     status: (id) => `${prefix}status/${id}`,
+    membersPrefix: `${prefix}members/`,
+    member: (id) => `${prefix}members/${id}`,
+    eventsPrefix: `${prefix}events/`,
+    event: (seq) => `${prefix}events/${String(seq).padStart(EVENT_SEQ_DIGITS, '0')}`,
   };
 }
 
@@ -46,6 +57,8 @@ export type ParsedKey =
   | { family: 'assign'; vip: string }
   | { family: 'claim'; vip: string; bucket: number }
   | { family: 'status'; node: string }
+  | { family: 'member'; node: string }
+  | { family: 'event'; seq: number }
   | { family: 'unknown'; rest: string };
 
 /** Classify a key under `keys.prefix`. Never throws: what it cannot read is `unknown`. */
@@ -58,6 +71,8 @@ export function parseKey(keys: Keys, key: string): ParsedKey {
   // A node id that is not one (`nodes/bad@id`) is no node: it must never get buckets nobody can claim.
   if (family === 'nodes' && parts.length === 2 && a && NODE_ID_RE.test(a)) return { family: 'node', node: a };
   if (family === 'status' && parts.length === 2 && a && NODE_ID_RE.test(a)) return { family: 'status', node: a };
+  if (family === 'members' && parts.length === 2 && a && NODE_ID_RE.test(a)) return { family: 'member', node: a };
+  if (family === 'events' && parts.length === 2 && a && /^\d{12}$/.test(a)) return { family: 'event', seq: Number(a) };
   if (family === 'assign' && parts.length === 2 && a) return { family: 'assign', vip: a };
   if (family === 'leader') return { family: 'leader', rest: parts.slice(1).join('/') };
   if (family === 'claims' && parts.length === 3 && a && b && /^\d{1,5}$/.test(b)) {

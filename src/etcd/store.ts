@@ -1,15 +1,26 @@
-import { Range, type Etcd3, type IKeyValue, type Watcher } from 'etcd3';
+import {
+  EtcdAuthenticationFailedError,
+  EtcdPermissionDeniedError,
+  Range,
+  type Etcd3,
+  type IKeyValue,
+  type Watcher,
+} from 'etcd3';
 import type { ClusterSpec } from '../config/types.js';
 import { EtcdUnavailableError } from '../errors.js';
 import { parseKey, type Keys } from './keys.js';
 import { decodeStoredSpec } from './spec.js';
 import {
   assignValueSchema,
+  clusterEventSchema,
   decodeClaim,
   decodeJson,
+  memberValueSchema,
   nodeValueSchema,
   statusValueSchema,
   type AssignValue,
+  type ClusterEvent,
+  type MemberValue,
   type NodeValue,
   type StatusValue,
 } from './values.js';
@@ -71,6 +82,10 @@ export interface ClusterState {
   /** vip → bucket → claim. */
   claims: Map<string, Map<number, ClaimEntry>>;
   statuses: Map<string, StatusValue>;
+  /** Known members (lease-free records), by node id. */
+  members: Map<string, MemberValue>;
+  /** The leader's change log, by sequence number (insertion order; sort the keys to read it in order). */
+  events: Map<number, ClusterEvent>;
   /** Values currently under the prefix that failed validation (key → error). */
   badValues: BadValue[];
 }
@@ -85,6 +100,8 @@ export function emptyClusterState(): ClusterState {
     assignments: new Map(),
     claims: new Map(),
     statuses: new Map(),
+    members: new Map(),
+    events: new Map(),
     badValues: [],
   };
 }
@@ -134,6 +151,18 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
       const d = decodeJson(statusValueSchema, raw);
       if (!d.ok) return bad(d.error);
       state.statuses.set(pk.node, d.value);
+      return { ok: true };
+    }
+    case 'member': {
+      const d = decodeJson(memberValueSchema, raw);
+      if (!d.ok) return bad(d.error);
+      state.members.set(pk.node, d.value);
+      return { ok: true };
+    }
+    case 'event': {
+      const d = decodeJson(clusterEventSchema, raw);
+      if (!d.ok) return bad(d.error);
+      state.events.set(pk.seq, d.value);
       return { ok: true };
     }
     case 'assign': {
@@ -195,6 +224,12 @@ function dropKey(state: ClusterState, keys: Keys, key: string): void {
       return;
     case 'status':
       state.statuses.delete(pk.node);
+      return;
+    case 'member':
+      state.members.delete(pk.node);
+      return;
+    case 'event':
+      state.events.delete(pk.seq);
       return;
     case 'assign':
       state.assignments.delete(pk.vip);
@@ -259,6 +294,8 @@ export async function loadClusterState(etcd: Etcd3, keys: Keys, pageKeys = READ_
     try {
       return await readPages(etcd, keys, range, pageKeys);
     } catch (err) {
+      // Refused (role, credentials) is not unreachable: the caller says so in words.
+      if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError) throw err;
       lastError = err;
       // The revision we were reading at was compacted between pages: start over at a new one.
       if (!/compacted/i.test((err as Error).message)) break;

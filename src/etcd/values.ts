@@ -93,9 +93,55 @@ export const statusValueSchema = z.strictObject({
   lastAckAt: z.string().max(40).nullable(),
   /** Absent when the node has no checks and no maintenance file. */
   health: healthStatusSchema.optional(),
+  /** The lease TTL the node asked for and the one etcd granted (etcd raises a TTL below its minimum). */
+  leaseTtlRequested: z.number().int().positive().optional(),
+  leaseTtlGranted: z.number().int().positive().optional(),
   updatedAt: z.string().max(40),
 });
 export type StatusValue = z.infer<typeof statusValueSchema>;
+
+/** `members/<id>`: the node was part of the cluster. Lease-free: a node that is gone is shown DOWN until forgotten. */
+export const memberValueSchema = z.strictObject({
+  v: z.literal(1),
+  /** When the leader first saw the node (ISO, the leader's clock). */
+  firstSeenAt: z.string().max(40),
+  address: z.string().max(255),
+});
+export type MemberValue = z.infer<typeof memberValueSchema>;
+
+export const CLUSTER_EVENT_KINDS = [
+  'nodeJoined', // a node registered for the first time
+  'nodeBack', // a known node registered again (a restart, a new lease)
+  'nodeLost', // a node's lease ended: its key, claims and status vanished
+  'nodeFenced', // a node fenced itself (cut off from etcd past its deadline)
+  'nodeUnfenced',
+  'nodeDraining',
+  'nodeUndrained',
+  'bucketsMoved', // claims changed hands (a failover, a drain, a join)
+  'leaderChanged',
+] as const;
+export type ClusterEventKind = (typeof CLUSTER_EVENT_KINDS)[number];
+
+/** `events/<seq>`: one change the leader saw, for `clusterip-ha events` and `status --watch`. */
+export const clusterEventSchema = z.strictObject({
+  v: z.literal(1),
+  /** When the leader saw it (ISO, the leader's clock). */
+  at: z.string().max(40),
+  /** The etcd revision it was seen at: a new leader records only what is newer than the last event. */
+  revision: z.string().regex(/^\d{1,20}$/),
+  leader: nodeIdSchema,
+  kind: z.enum(CLUSTER_EVENT_KINDS),
+  node: nodeIdSchema.optional(),
+  vip: z.string().max(64).optional(),
+  /** bucketsMoved: how many buckets, from which node (null: unowned before), to which nodes (count each). */
+  buckets: z.number().int().nonnegative().optional(),
+  from: nodeIdSchema.nullable().optional(),
+  to: z.record(nodeIdSchema, z.number().int().positive()).optional(),
+  /** bucketsMoved: the longest time one of them was unowned, as the leader's watch saw it. */
+  failoverMs: z.number().nonnegative().optional(),
+  detail: z.string().max(500),
+});
+export type ClusterEvent = z.infer<typeof clusterEventSchema>;
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; error: string };
 

@@ -1,6 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AgentEvent } from '../agent/events.js';
 import { attachHealthMetrics } from './healthMetrics.js';
+import type { ClusterState } from '../etcd/store.js';
+import { clusterView, type ClusterView } from './clusterView.js';
 
 // Every AgentEvent becomes metrics here (and nowhere else), so the names below are the whole metric surface of
 // an agent. Labels are closed sets (reasons) or VIPs (few), never buckets or node ids.
@@ -25,6 +27,8 @@ export interface AgentMetricsOptions {
   now?: () => number;
   /** Also export prom-client's process and Node.js metrics (CPU, memory, nodejs_eventloop_lag_*); default true. */
   processMetrics?: boolean;
+  /** The agent's picture of the cluster, for the clusterip_ha_cluster_* gauges; undefined before it has one. */
+  view?: () => ClusterState | undefined;
 }
 
 export function attachAgentMetrics(
@@ -77,6 +81,7 @@ export function attachAgentMetrics(
       this.set(lastAckAt === undefined ? 0 : (headroomAtAckMs - (now() - lastAckAt)) / 1000);
     },
   });
+  if (opts.view) registerClusterGauges(registry, opts.view);
   const leaseTtl = new Gauge({
     name: `${P}lease_ttl_seconds`,
     help: 'TTL etcd granted the current lease',
@@ -325,4 +330,51 @@ export function attachAgentMetrics(
 
   events.on('event', observe);
   return { registry, observe };
+}
+
+/** Gauges read from the agent's picture at scrape time (deploy/prometheus/ alerts on them). */
+function registerClusterGauges(registry: Registry, view: () => ClusterState | undefined): void {
+  const read = () => {
+    const s = view();
+    return s ? clusterView(s) : undefined;
+  };
+  new Gauge({
+    name: `${P}cluster_members`,
+    help: 'Known members by state: up (live lease) or down (known, no lease: degraded until back or forgotten)',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const v = read();
+      if (!v) return;
+      this.set({ state: 'up' }, v.up);
+      this.set({ state: 'down' }, v.down);
+    },
+  });
+  const single: [string, string, (v: ClusterView) => number][] = [
+    ['cluster_eligible_nodes', 'Live nodes that can take buckets (not draining, ready, weight > 0)', (v) => v.eligible],
+    ['cluster_fenced_nodes', 'Live nodes whose status says fenced', (v) => v.fenced],
+    ['cluster_leader_present', '1 while the cluster has an elected leader', (v) => (v.leader ? 1 : 0)],
+  ];
+  for (const [name, help, pick] of single)
+    new Gauge({
+      name: `${P}${name}`,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read();
+        if (v) this.set(pick(v));
+      },
+    });
+  new Gauge({
+    name: `${P}cluster_unowned_buckets`,
+    help: 'Buckets of a VIP without a claim: their clients are black-holed',
+    labelNames: ['vip'],
+    registers: [registry],
+    collect() {
+      const v = read();
+      if (!v) return;
+      this.reset();
+      for (const [vip, n] of v.unowned) this.set({ vip }, n);
+    },
+  });
 }

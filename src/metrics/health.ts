@@ -9,7 +9,7 @@ export interface Health {
   reason: HealthReason;
 }
 
-export type HealthReason = 'starting' | 'ok' | 'fenced' | 'leaseLost' | 'shuttingDown';
+export type HealthReason = 'starting' | 'ok' | 'fenced' | 'leaseLost' | 'shuttingDown' | 'notRegistered' | 'notReady';
 
 export const INITIAL_HEALTH: Health = { live: true, ready: false, reason: 'starting' };
 
@@ -30,6 +30,25 @@ export function nextHealth(h: Health, ev: AgentEvent): Health {
     default:
       return h;
   }
+}
+
+/** What readiness needs from etcd itself: our node key, under our current lease, and whether it is assignable. */
+export interface Registration {
+  /** Our lease id (decimal), or null without a live session. */
+  leaseId: string | null;
+  /** Our node key as the agent's picture has it, or undefined. */
+  node: { lease: string; notReady?: string } | undefined;
+}
+
+/**
+ * Ready means the node can be given buckets: besides a live lease (the events), its registration is in etcd under
+ * that lease and says ready. A node whose writes etcd refuses (a read-only role) holds a lease but never registers.
+ */
+export function withRegistration(h: Health, r: Registration): Health {
+  if (!h.ready) return h;
+  if (r.leaseId === null || r.node?.lease !== r.leaseId) return { live: true, ready: false, reason: 'notRegistered' };
+  if (r.node.notReady !== undefined) return { live: true, ready: false, reason: 'notReady' };
+  return h;
 }
 
 /** Track health from an event source; returns the getter startMetricsServer wants. */

@@ -6,4 +6,4 @@ export {
   type AgentMetricsOptions,
 } from './agentMetrics.js';
 export { startMetricsServer, type MetricsServer, type HealthState } from './server.js';
-export { nextHealth, trackHealth, INITIAL_HEALTH, type Health, type HealthReason } from './health.js';
+export { nextHealth, trackHealth, withRegistration, INITIAL_HEALTH, type Health, type HealthReason } from './health.js';

@@ -163,7 +163,7 @@ describe('clusterip-ha against a live cluster', () => {
       expect(text.stdout).toMatch(new RegExp(`  ${id}: ${owned} buckets? \\(`));
     }
     // Not a TTY: plain tab-separated rows, no colour codes.
-    expect(text.stdout).toMatch(/^NODE\tALIVE\tWEIGHT/m);
+    expect(text.stdout).toMatch(/^NODE\tSTATE\tWEIGHT/m);
     expect(text.stdout).not.toContain('\u001b[');
   });
 

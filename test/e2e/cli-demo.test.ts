@@ -45,4 +45,26 @@ describe('clusterip-ha demo', () => {
       demo.child.kill('SIGKILL');
     }
   });
+
+  it('a closed pipe (demo | tee, then Ctrl-C) stops it and removes everything it started', async () => {
+    const demo = startCli(['demo']);
+    try {
+      await demo.waitFor((out) => /cluster demo {2}HEALTHY/.test(out), 90_000);
+      const err = demo.stderr();
+      const workdir = /working directory (\S+) \(removed on exit\)/.exec(err)![1]!;
+      const pids = [...err.matchAll(/(?:agent n\d|etcd \S+) pid (\d+)/g)].map((m) => Number(m[1]));
+      expect(pids).toHaveLength(4);
+      // The reader goes away; the next frame (at the latest a status refresh, every 5 s) meets EPIPE.
+      demo.child.stdout!.destroy();
+      const exit = await demo.exit(45_000);
+      expect(exit.code).toBe(0);
+      expect(demo.stderr()).not.toMatch(/EPIPE|Error:/);
+      expect(existsSync(workdir)).toBe(false);
+      const deadline = Date.now() + 10_000;
+      while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      demo.child.kill('SIGKILL');
+    }
+  });
 });

@@ -48,3 +48,8 @@ export function requireCapability(what: string, cap: Capability): boolean {
   console.warn(`SKIP ${msg}`);
   return false;
 }
+
+/** A command-line tool the suite needs (promtool, setpriv): present when `cmd args` runs. */
+export function toolCapability(cmd: string, args: string[], install: string): Capability {
+  return probe(cmd, args) ? { ok: true, reason: '' } : { ok: false, reason: `needs ${cmd} (${install})` };
+}

@@ -1,10 +1,12 @@
 import { statusValue } from '../helpers/fixtures.js';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { validateClusterSpec } from '../../src/config/index.js';
 import { emptyClusterState, type ClusterState } from '../../src/etcd/store.js';
 import type { StatusValue } from '../../src/etcd/values.js';
-import { buildStatus } from '../../src/cli/statusModel.js';
-import { drainProgress } from '../../src/cli/drainPlan.js';
+import { ANOMALY_GRACE_MS, buildStatus, nextSettleInMs, settle } from '../../src/cli/statusModel.js';
+import { drainProgress, drainVerdict } from '../../src/cli/drainPlan.js';
+import { flushMoves, foldPicture, MOVE_QUIET_MS, newChangeTracker } from '../../src/agent/changeLog.js';
 import { whoisOnline } from '../../src/cli/commands/whois.js';
 import { bucketOf } from '../../src/hash/index.js';
 
@@ -211,5 +213,113 @@ describe('buildStatus: service health', () => {
     expect(r.healthy).toBe(false);
     expect(r.nodes.map((n) => n.panicKept)).toEqual([true, false]);
     expect(kinds(s)).toContain('healthPanic');
+  });
+});
+
+describe('health that means what it says', () => {
+  it('a VIP nobody can serve is unhealthy at once (no grace), even with every node drained', () => {
+    const s = healthy();
+    node(s, 'n1', { draining: true });
+    node(s, 'n2', { draining: true });
+    s.claims.clear();
+    const r = settle(buildStatus({ cluster: 'c', state: s }), new Map(), 1000);
+    expect(r.health).toBe('unhealthy');
+    expect(r.anomalies.filter((a) => a.kind === 'unowned')).toHaveLength(4);
+    expect(r.anomalies.find((a) => a.kind === 'unowned')!.graceMs).toBe(0);
+  });
+
+  it('a transient anomaly settles within its grace and counts once it outlasts it', () => {
+    const s = healthy();
+    claims(s, { 1: 'n1', 2: 'n1', 3: 'n1', 4: 'n2' }); // a handoff in flight: 2 assigned to n2
+    status(s, 'n1', [1, 2, 3]);
+    status(s, 'n2', [4]);
+    const seen = new Map<string, number>();
+    const t0 = settle(buildStatus({ cluster: 'c', state: s }), seen, 10_000);
+    expect(t0.health).toBe('healthy');
+    expect(t0.settling.map((a) => a.kind)).toEqual(['claimNotAssigned']);
+    expect(nextSettleInMs(t0)).toBe(ANOMALY_GRACE_MS.claimNotAssigned);
+    const t1 = settle(buildStatus({ cluster: 'c', state: s }), seen, 10_000 + ANOMALY_GRACE_MS.claimNotAssigned);
+    expect(t1.health).toBe('unhealthy');
+    expect(t1.anomalies.map((a) => a.kind)).toEqual(['claimNotAssigned']);
+    // Gone in between: the clock starts over.
+    settle(buildStatus({ cluster: 'c', state: healthy() }), seen, 20_000);
+    expect(settle(buildStatus({ cluster: 'c', state: s }), seen, 21_000).health).toBe('healthy');
+  });
+
+  it('a known member without a lease is DOWN and the cluster degraded; unknown leftovers are not members', () => {
+    const s = healthy();
+    s.members.set('n1', { v: 1, firstSeenAt: '', address: '' });
+    s.members.set('n3', { v: 1, firstSeenAt: '', address: '' });
+    const r = buildStatus({ cluster: 'c', state: s });
+    expect(r.health).toBe('degraded');
+    expect(r.healthy).toBe(false);
+    expect(r.nodes.find((n) => n.id === 'n3')).toMatchObject({ state: 'down', member: true, alive: false });
+    expect(r.nodes.find((n) => n.id === 'n1')).toMatchObject({ state: 'up', member: true });
+    expect(r.anomalies.map((a) => [a.kind, a.severity])).toEqual([['nodeDown', 'degraded']]);
+  });
+
+  it('docs/status-json.md documents every grace as ANOMALY_GRACE_MS has it', () => {
+    const text = readFileSync(new URL('../../docs/status-json.md', import.meta.url), 'utf8');
+    const table = text.slice(text.indexOf('## Grace'));
+    const documented = new Map<string, number>();
+    for (const m of table.matchAll(/^\|\s*`(\w+)`\s*\|\s*(\d+)( s)?\s*\|/gm))
+      documented.set(m[1]!, Number(m[2]) * (m[3] ? 1000 : 1));
+    expect(Object.fromEntries(documented)).toEqual(ANOMALY_GRACE_MS);
+  });
+
+  it('drain refuses the last node that can take buckets', () => {
+    const s = healthy();
+    expect(drainVerdict(s, 'n1')).toEqual({ ok: true });
+    node(s, 'n2', { draining: true });
+    expect(drainVerdict(s, 'n1')).toEqual({ ok: false, reason: 'lastNode', vips: 1 });
+    s.spec = null;
+    expect(drainVerdict(s, 'n1')).toEqual({ ok: true });
+  });
+});
+
+describe('the change log fold', () => {
+  it('a lost node, its buckets re-claimed by two others: one nodeLost, one bucketsMoved with the failover time', () => {
+    const t = newChangeTracker();
+    const s = healthy();
+    // The first picture is the baseline; a node that joins is the recorder's (with its member record).
+    s.members.set('n1', { v: 1, firstSeenAt: '', address: '' });
+    expect(foldPicture(t, s, 0)).toEqual([]);
+    node(s, 'n3');
+    expect(foldPicture(t, s, 10)).toEqual([]);
+    node(s, 'n2');
+    s.nodes.get('n2')!.lease = '777';
+    expect(foldPicture(t, s, 20).map((d) => [d.kind, d.node])).toEqual([['nodeBack', 'n2']]);
+    s.nodes.delete('n1');
+    s.statuses.delete('n1');
+    claims(s, { 2: 'n2', 4: 'n2' });
+    expect(foldPicture(t, s, 1000).map((d) => [d.kind, d.node])).toEqual([['nodeLost', 'n1']]);
+    claims(s, { 1: 'n2', 2: 'n2', 4: 'n2' });
+    expect(foldPicture(t, s, 1500)).toEqual([]);
+    expect(flushMoves(t, 1600, '50')).toEqual([]); // bucket 3 still unowned: wait
+    claims(s, { 1: 'n2', 2: 'n2', 3: 'n3', 4: 'n2' });
+    foldPicture(t, s, 2200);
+    expect(flushMoves(t, 2200, '51')).toEqual([]); // not quiet yet
+    const [moved, ...rest] = flushMoves(t, 2200 + MOVE_QUIET_MS, '52');
+    expect(rest).toEqual([]);
+    expect(moved).toMatchObject({
+      kind: 'bucketsMoved',
+      vip: VIP,
+      from: 'n1',
+      to: { n2: 1, n3: 1 },
+      buckets: 2,
+      failoverMs: 1200,
+    });
+  });
+
+  it('a handoff (claim replaced in one txn) moves with 0 ms unowned; draining and fencing are changes', () => {
+    const t = newChangeTracker();
+    const s = healthy();
+    foldPicture(t, s, 0);
+    node(s, 'n1', { draining: true });
+    status(s, 'n2', [2, 4], { fenced: true });
+    expect(foldPicture(t, s, 5).map((d) => d.kind)).toEqual(['nodeDraining', 'nodeFenced']);
+    claims(s, { 1: 'n2', 2: 'n2', 3: 'n1', 4: 'n2' });
+    foldPicture(t, s, 10);
+    expect(flushMoves(t, 1000, '9')).toMatchObject([{ from: 'n1', to: { n2: 1 }, failoverMs: 0 }]);
   });
 });

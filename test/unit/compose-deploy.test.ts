@@ -160,7 +160,7 @@ describe('deploy/', () => {
     expect(parseClusterSpecYaml(DEMO_SPEC_YAML, 'demo', { backend: 'file' }).vips).toHaveLength(2);
   });
 
-  it('the systemd unit restarts, fences after stop, keeps only CAP_NET_ADMIN and reads /etc/clusterip-ha', () => {
+  it('the systemd unit restarts, fences after stop, keeps only CAP_NET_ADMIN and CAP_NET_RAW and reads /etc/clusterip-ha', () => {
     const unit = read('deploy/systemd/clusterip-ha.service');
     const kv = new Map<string, string[]>();
     for (const line of unit.split('\n')) {
@@ -170,8 +170,9 @@ describe('deploy/', () => {
     expect(kv.get('Restart')).toEqual(['always']);
     expect(kv.get('ExecStopPost')).toEqual(['/usr/bin/clusterip-ha fence']);
     expect(kv.get('ExecStart')).toEqual(['/usr/bin/clusterip-ha agent']);
-    expect(kv.get('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN']);
-    expect(kv.get('AmbientCapabilities')).toEqual(['CAP_NET_ADMIN']);
+    // iptables-legacy needs CAP_NET_RAW (test/kernel/systemd-unit.test.ts runs the unit with exactly these).
+    expect(kv.get('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN CAP_NET_RAW']);
+    expect(kv.get('AmbientCapabilities')).toEqual(['CAP_NET_ADMIN CAP_NET_RAW']);
     expect(kv.get('NoNewPrivileges')).toEqual(['yes']);
     expect(kv.get('ProtectSystem')).toEqual(['strict']);
     expect(kv.get('Environment')).toEqual(['CLUSTERIP_HA_CONFIG=/etc/clusterip-ha/node.yaml']);

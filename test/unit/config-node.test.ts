@@ -339,7 +339,7 @@ leaseTtl: 2
 `);
     expect((await messageOf(loadNodeConfig({ flags: {}, env: {}, configFile: f }))).split('\n')).toEqual([
       `${f}:2: weight: expected an integer 0..1000, got "heavy"`,
-      `${f}:5: etcd.timeout: unknown field; expected one of endpoints, ca, cert, key, user, password, requestTimeoutMs`,
+      `${f}:5: etcd.timeout: unknown field; expected one of endpoints, ca, cert, key, user, password, passwordFile, requestTimeoutMs`,
       `${f}:9: backend.table: applies only to the nftables backend, but the backend is file`,
       `${f}:10: leaseTtl: unknown field; did you mean leaseTtlSeconds?`,
     ]);
@@ -431,11 +431,59 @@ describe('node config cross-field checks', () => {
     expect((await messageOf(loadNodeConfig({ flags: { etcdCert: ca, etcdUser: 'u' }, env: {} }))).split('\n')).toEqual([
       '--etcd-cert: needs --etcd-key as well',
       '--etcd-cert: TLS files are given but --etcd-endpoints uses http://; use https:// URLs',
-      '--etcd-user: needs --etcd-password as well',
+      '--etcd-user: needs --etcd-password-file (or --etcd-password) as well',
     ]);
     expect(await messageOf(loadNodeConfig({ flags: {}, env: { CLUSTERIP_HA_ETCD_PASSWORD: 'p' } }))).toBe(
       'CLUSTERIP_HA_ETCD_PASSWORD: needs CLUSTERIP_HA_ETCD_USER as well',
     );
+  });
+
+  it('a password comes from its file (flag, YAML or the _FILE variable), never echoed in errors', async () => {
+    const pw = join(dir, 'etcd-password');
+    writeFileSync(pw, 's3cret-98765\n');
+    const viaEnv = await loadNodeConfig({
+      flags: {},
+      env: { CLUSTERIP_HA_ETCD_USER: 'u', CLUSTERIP_HA_ETCD_PASSWORD_FILE: pw },
+    });
+    expect(viaEnv.etcd).toMatchObject({ user: 'u', password: 's3cret-98765' });
+    expect(viaEnv.etcd).not.toHaveProperty('passwordFile');
+    const viaYaml = await loadNodeConfig({
+      flags: {},
+      env: {},
+      configFile: file(`etcd:\n  user: u\n  passwordFile: ${pw}\n`),
+    });
+    expect(viaYaml.etcd.password).toBe('s3cret-98765');
+    expect(
+      await messageOf(loadNodeConfig({ flags: { etcdUser: 'u', etcdPassword: 'x', etcdPasswordFile: pw }, env: {} })),
+    ).toBe('--etcd-password-file: give the password or its file, not both');
+    expect(
+      await messageOf(loadNodeConfig({ flags: { etcdUser: 'u', etcdPasswordFile: join(dir, 'nope') }, env: {} })),
+    ).toMatch(/--etcd-password-file: file not found/);
+    // A number where the password should be (YAML reads 98765432101234 as one), an endpoint with credentials:
+    // the messages say what is wrong without the secret.
+    const bad = await messageOf(
+      loadNodeConfig({
+        flags: {},
+        env: {},
+        configFile: file(
+          'etcd:\n  endpoints: [http://root:hunter2@10.0.0.1:2379]\n  user: u\n  password: 98765432101234\n',
+        ),
+      }),
+    );
+    expect(bad).toMatch(
+      /etcd\.password: expected a password \(a string; quote it in YAML\), got a number \(not shown\)/,
+    );
+    expect(bad).toMatch(/etcd\.endpoints\[0\]: expected an etcd URL .*, got "http:\/\/\*\*\*@10\.0\.0\.1:2379"/);
+    expect(bad).not.toMatch(/98765432101234|hunter2/);
+  });
+
+  it('metricsListen must be an address that can be bound', async () => {
+    for (const listen of ['300.1.1.1:9477', '1.2.3:9477', '[::zz]:9477', '127.0.0.1:70000'])
+      expect(await messageOf(loadNodeConfig({ flags: { metricsListen: listen }, env: {} }))).toMatch(
+        /^--metrics-listen: expected HOST:PORT/,
+      );
+    for (const listen of ['127.0.0.1:9477', '[::1]:9477', 'localhost:9477', 'off'])
+      expect((await loadNodeConfig({ flags: { metricsListen: listen }, env: {} })).metricsListen).toBeDefined();
   });
 
   it('backend options of another backend are errors; exec needs a command', async () => {

@@ -4,7 +4,7 @@ import { readSpecOrUnreadable, writeSpec } from '../../etcd/spec.js';
 import { loadClusterState } from '../../etcd/store.js';
 import { ConflictError } from '../../errors.js';
 import { addConnectionOptions, withConnection } from '../connection.js';
-import { UsageError } from '../errors.js';
+import { CliError, UsageError } from '../errors.js';
 import { paint, type CliIo } from '../io.js';
 import { diffSpecs, renderDiff } from '../specDiff.js';
 
@@ -14,6 +14,7 @@ export function registerApply(program: Command, io: CliIo): void {
     .description('validate a cluster spec, show the diff against etcd, and write it (compare-and-swap)')
     .requiredOption('-f, --file <file>', 'cluster spec YAML ("-" reads stdin)')
     .option('--dry-run', 'validate and show the diff; write nothing')
+    .option('--force', 'apply even a spec that removes every VIP (the cluster stops serving)')
     .option('--expect-generation <n>', 'write only if etcd still holds this generation (0: no spec yet)', (v) => {
       if (!/^\d+$/.test(v)) throw new UsageError(`--expect-generation: "${v}" is not a non-negative integer`);
       return Number(v);
@@ -86,6 +87,11 @@ Examples:
         io.out('dry run: nothing written\n');
         return;
       }
+      if (removesEveryVip(cur?.spec.vips.length ?? 0, spec.vips.length) && !opts.force)
+        throw new CliError(
+          `${file} removes every VIP (${cur?.spec.vips.length} served now): the cluster would stop serving`,
+          'pass --force if that is what you want',
+        );
       const r = await c.call('writing the spec', () =>
         writeSpec(c.etcd, c.keys, spec, { expectModRevision: stored ? stored.modRevision : 'absent' }),
       );
@@ -94,6 +100,11 @@ Examples:
       );
     });
   });
+}
+
+/** A spec that takes a serving cluster to no VIP at all. */
+export function removesEveryVip(before: number, after: number): boolean {
+  return before > 0 && after === 0;
 }
 
 /** The backend the live nodes run, when they agree on one. */

@@ -95,12 +95,16 @@ async function runDemo(
       say(`working directory ${cluster.baseDir} (removed on exit)`);
       say(`etcd ${ep} pid ${cluster.etcd.members[0]?.pid() ?? '?'}`);
       for (const n of cluster.nodes()) say(`agent ${n.id} pid ${n.proc.pid}, backend file ${n.backendDir}`);
-      say('try in another terminal:');
       const cli = existsSync(process.argv[1] ?? '') ? `node ${process.argv[1]}` : 'clusterip-ha';
-      say(`  ${cli} status --etcd-endpoints ${ep} --cluster demo`);
-      say(`  ${cli} drain n2 --wait --etcd-endpoints ${ep} --cluster demo`);
-      say(`  ${cli} whois 192.0.2.10 --etcd-endpoints ${ep} --cluster demo`);
-      say(`  kill -9 ${cluster.nodes()[0]?.proc.pid ?? '<pid>'}   # watch its buckets move`);
+      const hints = [
+        `etcd ${ep}; try in another terminal:`,
+        `  ${cli} status --etcd-endpoints ${ep} --cluster demo`,
+        `  ${cli} drain n2 --wait --etcd-endpoints ${ep} --cluster demo`,
+        `  ${cli} events --follow --etcd-endpoints ${ep} --cluster demo`,
+        `  ${cli} whois 192.0.2.10 --etcd-endpoints ${ep} --cluster demo`,
+        `  kill -9 ${cluster.nodes()[0]?.proc.pid ?? '<pid>'}   # watch its buckets move`,
+      ];
+      for (const h of hints) say(h.replace(/^etcd \S+; /, ''));
       const until = opts.duration !== undefined ? Promise.race([stopSignal, sleep(opts.duration)]) : stopSignal;
       const c = connect({
         etcd: { endpoints: cluster.etcd.endpoints, requestTimeoutMs: 2000 },
@@ -108,7 +112,8 @@ async function runDemo(
         timeoutMs: 5000,
       });
       try {
-        await watchStatus(c, io, opts.json === true, until);
+        // On a terminal each redraw clears the screen: keep the hints under the picture.
+        await watchStatus(c, io, opts.json === true, until, `${hints.join('\n')}\n`);
       } finally {
         await c.close();
       }

@@ -4,7 +4,7 @@ import { decodeJson, nodeValueSchema, NODE_ID_RE } from '../../etcd/values.js';
 import { addConnectionOptions, connect, parseMs, resolveConnection, type Connection } from '../connection.js';
 import { CliError, UsageError } from '../errors.js';
 import type { CliIo } from '../io.js';
-import { describeProgress, drainProgress } from '../drainPlan.js';
+import { describeProgress, drainProgress, drainVerdict } from '../drainPlan.js';
 
 const CAS_ATTEMPTS = 5;
 
@@ -14,6 +14,7 @@ export function registerDrain(program: Command, io: CliIo): void {
     .argument('<node>', 'node id')
     .description('mark a node draining: the leader moves its buckets away (one short handoff each); it keeps its lease')
     .option('--wait', 'show progress until the node owns nothing')
+    .option('--force', 'drain even the last node that can take buckets (every VIP goes dark)')
     .option('--wait-timeout <ms>', 'give up waiting after this long (exit 1)', parseMs, 120_000)
     .addHelpText(
       'after',
@@ -30,6 +31,13 @@ Examples:
     checkNodeId(node);
     const c = connect(await resolveConnection(opts, io.env));
     try {
+      const state = await c.call('reading the cluster', () => loadClusterState(c.etcd, c.keys));
+      const verdict = drainVerdict(state, node);
+      if (!verdict.ok && !opts.force)
+        throw new CliError(
+          `${node} is the last node that can take buckets: draining it leaves ${verdict.vips} VIP(s) with no owner`,
+          'start or undrain another node first, or pass --force to take the VIPs dark',
+        );
       const changed = await setDraining(c, node, true);
       io.out(changed ? `${node}: draining\n` : `${node}: already draining\n`);
       if (opts.wait) await waitDrained(c, io, node, opts.waitTimeout as number);
@@ -56,7 +64,7 @@ Examples:
   });
 }
 
-function checkNodeId(node: string): void {
+export function checkNodeId(node: string): void {
   if (!NODE_ID_RE.test(node)) throw new UsageError(`"${node}" is not a node id (letters, digits, ".", "_", "-")`);
 }
 
