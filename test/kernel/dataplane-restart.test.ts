@@ -1,0 +1,52 @@
+import { existsSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { agentMainPath } from '../../src/localcluster/agentProcess.js';
+import { doubleAnswers, foldLateReplies, handoffOf, verdictOf } from '../../src/netns/analysis.js';
+import { buildDataplane, type Dataplane } from '../../src/netns/dataplane.js';
+import { startMonitor } from '../../src/netns/monitor.js';
+import { netnsCapability, requireCapability } from '../helpers/privileged.js';
+
+// Issue 13, DESIGN §13: a planned restart (SIGHUP, `systemctl reload`) of an agent on the nftables backend, under
+// the UDP prober: the next process adopts lease, claims and the kernel's set, so no source changes owner and no
+// probe goes unanswered. TTL 4 s: the restart must fit before the fence deadline (restartBudgetMs).
+
+const enabled = requireCapability('nftables dataplane', netnsCapability());
+const RESTARTS = 10;
+
+describe.skipIf(!enabled)('netns dataplane: hitless agent restart', () => {
+  let dp: Dataplane | undefined;
+  afterEach(async () => {
+    await dp?.destroy();
+    dp = undefined;
+  });
+
+  it(`SIGHUP and start again ${RESTARTS} times: every source keeps its owner, no probe unanswered`, async () => {
+    if (!existsSync(agentMainPath())) throw new Error(`${agentMainPath()} missing: run \`npm run build\` first`);
+    dp = await buildDataplane({ sources: 30, leaseTtlSeconds: 4 });
+    const d = dp;
+    await d.waitSettled({ timeoutMs: 45_000 });
+    const mon = startMonitor({ probe: d.probe, probeOptions: { windowMs: 30 }, maxMs: 60_000, maxProbes: 4000 });
+    try {
+      for (let i = 0; i < RESTARTS; i++) {
+        const exit = await d.stopAgent('n2', 'SIGHUP');
+        expect(exit.code, `restart ${i}: exit after SIGHUP`).toBe(0);
+        const a = d.startAgent('n2');
+        await a.waitForLog((l) => l.event === 'started', 15_000);
+        expect(a.logs().find((l) => l.event === 'sessionStarted')?.adopted, `restart ${i}: adopted`).toBe(true);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    } finally {
+      mon.stop();
+    }
+    const results = foldLateReplies((await mon.done).results);
+    expect(results.length).toBeGreaterThan(20);
+    expect(doubleAnswers(results)).toEqual([]);
+    const moved = d.sources.map((s) => ({ s, h: handoffOf(results, s) })).filter((x) => x.h.kind !== 'stayed');
+    expect(moved).toEqual([]);
+    const unanswered = results.flatMap((r) =>
+      r.udpProbed ? r.answers.filter((a) => verdictOf(a.udp).kind === 'none').map((a) => a.source) : [],
+    );
+    console.log(`restart: ${RESTARTS} restarts, ${results.length} probes, ${unanswered.length} unanswered`);
+    expect(unanswered).toEqual([]);
+  }, 180_000);
+});
