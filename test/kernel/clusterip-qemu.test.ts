@@ -264,6 +264,12 @@ interface GuestResult {
         ms: number;
       }[];
     };
+    fencePlanned?: {
+      exitCode: number | undefined;
+      stdout: string;
+      stderr: string;
+      after: Record<string, string | null>;
+    };
     fence?: {
       before: Record<string, string | null>;
       exitCode: number | undefined;
@@ -492,6 +498,15 @@ describe.runIf(enabled)('ipt_CLUSTERIP on Debian 6.1 under qemu', () => {
     expect(add.error, context()).toBeUndefined();
     expect(add.value).toBe(`${newBuckets - 3},${newBuckets}\n`);
     expect(get('rebuildClear').value).toEqual([]);
+  });
+
+  test('after a planned restart (SIGHUP) fence leaves the proc files alone once: the next agent adopts them', () => {
+    const p = guest?.stages.fencePlanned;
+    expect(p, context()).toBeDefined();
+    const [h1, h2, h3] = HASH_VIPS.map((v) => v.address) as [string, string, string];
+    expect(p!.exitCode, p!.stderr).toBe(0);
+    expect(JSON.parse(p!.stdout)).toEqual({ backend: 'clusterip', skipped: 'plannedRestart' });
+    expect(p!.after).toEqual({ [h1]: '1,3,16\n', [h2]: '2\n', [h3]: '' });
   });
 
   test('`clusterip-ha fence` (ExecStopPost=) drops every claim from the real module without etcd', () => {

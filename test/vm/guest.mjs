@@ -13,12 +13,22 @@ import process from 'node:process';
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { setTimeout, clearTimeout } from 'node:timers';
-import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync, writeSync, existsSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  openSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+  existsSync,
+  mkdirSync,
+} from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -470,22 +480,45 @@ async function stageFence() {
   const before = Object.fromEntries(
     job.hash.vips.map((/** @type {any} */ v) => [v.address, rawRead(join(PROC, v.address))]),
   );
+  const fence = () =>
+    run(
+      process.execPath,
+      [
+        join(job.dist, 'cli', 'main.js'),
+        'fence',
+        '--backend',
+        'clusterip',
+        '--node-id',
+        'vm1',
+        '--state-dir',
+        '/run/cipha-state',
+        '--json',
+      ],
+      { reject: false, timeout: 120_000, env: { HOME: '/tmp' } },
+    );
+  // First the ExecStopPost= after a planned restart (SIGHUP): the agent left its record and marker; fence skips.
+  const { writeRestartRecord } = await import(pathToFileURL(join(job.dist, 'agent', 'restartRecord.js')).href);
+  mkdirSync('/run/cipha-state', { recursive: true });
+  await writeRestartRecord('/run/cipha-state', {
+    v: 1,
+    cluster: 'default',
+    nodeId: 'vm1',
+    leaseId: '1',
+    ttlSeconds: 4,
+    deadlineAt: Date.now() + 60_000,
+    held: f.claim,
+    writtenAt: Date.now(),
+  });
+  const planned = await fence();
+  stages.fencePlanned = {
+    exitCode: planned.exitCode,
+    stdout: planned.stdout,
+    stderr: planned.stderr.slice(-2000),
+    after: Object.fromEntries(job.hash.vips.map((/** @type {any} */ v) => [v.address, rawRead(join(PROC, v.address))])),
+  };
+  // Then any other stop (the marker is consumed): a crash fences.
   const s = performance.now();
-  const r = await run(
-    process.execPath,
-    [
-      join(job.dist, 'cli', 'main.js'),
-      'fence',
-      '--backend',
-      'clusterip',
-      '--node-id',
-      'vm1',
-      '--state-dir',
-      '/run/cipha-state',
-      '--json',
-    ],
-    { reject: false, timeout: 120_000, env: { HOME: '/tmp' } },
-  );
+  const r = await fence();
   stages.fence = {
     before,
     exitCode: r.exitCode,
