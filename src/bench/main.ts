@@ -17,6 +17,7 @@ const SUITES: SuiteRef[] = [
   { name: 'agent', load: async () => (await import('./agent.js')).agentBench },
   { name: 'scale', load: async () => (await import('./scale.js')).scaleBench },
   { name: 'health', load: async () => (await import('./health.js')).healthBench },
+  { name: 'restart', load: async () => (await import('./restart.js')).restartBench },
 ];
 
 function parseArgs(argv: string[]): { quick: boolean; only?: Set<string>; out: string } {
@@ -30,7 +31,7 @@ function parseArgs(argv: string[]): { quick: boolean; only?: Set<string>; out: s
     else if (a === '--out') out = argv[++i] ?? out;
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--only planner,backends,dataplane,agent,scale,health] [--out DIR]',
+        'usage: npm run bench -- [--quick] [--only planner,backends,dataplane,agent,scale,health,restart] [--out DIR]',
       );
       process.exit(0);
     } else {
