@@ -52,8 +52,6 @@ export type AgentPhase =
 
 export interface AgentOptions {
   cfg: NodeConfig;
-  /** Inject a client (tests); created from cfg.etcd otherwise. */
-  etcd?: Etcd3;
 }
 
 export class Agent extends EventEmitter {
@@ -61,7 +59,6 @@ export class Agent extends EventEmitter {
   readonly nodeId: string;
   private readonly cfg: NodeConfig;
   private readonly etcd: Etcd3;
-  private readonly ownsEtcd: boolean;
   private readonly keepaliveClients: Etcd3[];
   private backend!: Backend;
   private fence!: FenceTimer;
@@ -108,7 +105,6 @@ export class Agent extends EventEmitter {
     this.cfg = opts.cfg;
     this.nodeId = opts.cfg.nodeId;
     this.keys = keysFor(opts.cfg.cluster);
-    this.ownsEtcd = opts.etcd === undefined;
     const client = (endpoints: string[]): Etcd3 =>
       new Etcd3({
         ...etcdClientOptions({ ...opts.cfg.etcd, endpoints }),
@@ -119,9 +115,9 @@ export class Agent extends EventEmitter {
           'grpc.max_reconnect_backoff_ms': 1000,
         },
       });
-    this.etcd = opts.etcd ?? client(opts.cfg.etcd.endpoints);
+    this.etcd = client(opts.cfg.etcd.endpoints);
     const eps = opts.cfg.etcd.endpoints;
-    this.keepaliveClients = opts.etcd === undefined && eps.length > 1 ? eps.map((e) => client([e])) : [this.etcd];
+    this.keepaliveClients = eps.length > 1 ? eps.map((e) => client([e])) : [this.etcd];
   }
 
   private emitEvent(e: AgentEvent): void {
@@ -860,10 +856,8 @@ export class Agent extends EventEmitter {
     await withTimeout(this.fence?.stop() ?? Promise.resolve(), stepTimeoutMs * 3).catch(() => undefined);
     await withTimeout(this.backend?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
     this.stopLoopDelay?.();
-    if (this.ownsEtcd) {
-      this.etcd.close();
-      for (const c of this.keepaliveClients) if (c !== this.etcd) c.close();
-    }
+    this.etcd.close();
+    for (const c of this.keepaliveClients) if (c !== this.etcd) c.close();
     this.phase = { phase: 'stopped' };
     this.emitEvent({ event: 'shutdown', phase: 'done' });
   }

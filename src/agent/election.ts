@@ -188,18 +188,4 @@ export class Election {
       .commit();
     return res.succeeded;
   }
-
-  /** Give up leadership by deleting our candidate key (only if it is still ours). */
-  async resign(): Promise<void> {
-    const mine = this.mine;
-    this.stepDown('resigned');
-    this.mine = null;
-    this.leaseId = null;
-    if (!mine) return;
-    await this.o.etcd
-      .if(mine.key, 'Create', '==', mine.createRevision)
-      .then(this.o.etcd.delete().key(mine.key))
-      .commit()
-      .catch(() => undefined);
-  }
 }

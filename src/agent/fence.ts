@@ -90,10 +90,6 @@ export class FenceTimer {
     this.post({ type: 'arm' });
   }
 
-  disarm(): void {
-    this.deadline[0] = 0;
-  }
-
   currentDeadline(): number {
     return this.deadline[0]!;
   }
