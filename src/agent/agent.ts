@@ -189,13 +189,7 @@ export class Agent extends EventEmitter {
       stateDir: this.cfg.stateDir,
       onFenced: (m) => this.session?.handleWorkerFenced(m),
       onWorkerError: (err) => {
-        emit({
-          event: 'backendError',
-          op: 'clear',
-          error: `fence worker died: ${err.message}`,
-          attempt: 1,
-          willRetry: false,
-        });
+        emit({ event: 'fenceWorkerDied', error: err.message });
         // Without its timer we cannot promise the deadline on a stalled loop: stop acquiring, hand the buckets
         // over through a drain (the backend's own expiry still bounds them), then exit non-zero (daemon).
         this.failure ??= `fence worker died: ${err.message}`;
@@ -402,11 +396,7 @@ export class Agent extends EventEmitter {
     }
     try {
       await this.etcd.leaseClient.leaseRevoke({ ID: old.lease });
-      this.emitEvent({
-        event: 'etcdError',
-        op: 'revokePrevious',
-        error: `revoked lease ${old.lease} of an earlier run of ${this.nodeId}`,
-      });
+      this.emitEvent({ event: 'previousRevoked', leaseId: old.lease });
     } catch {
       // Already expired.
     }

@@ -25,6 +25,20 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         fields: { leaseId: e.leaseId, ttlSeconds: e.ttlSeconds, ...(e.adopted ? { adopted: true } : {}) },
         msg: e.adopted ? 'lease adopted from a planned restart' : 'lease granted',
       };
+    case 'fenceWorkerDied':
+      return {
+        level: 'error',
+        op: 'fence',
+        fields: { error: e.error, reason: 'workerDied' },
+        msg: 'fence worker died: draining and exiting',
+      };
+    case 'previousRevoked':
+      return {
+        level: 'info',
+        op: 'lease',
+        fields: { leaseId: e.leaseId, reason: 'earlierRun' },
+        msg: 'revoked the lease of an earlier run of this node',
+      };
     case 'adoptFailed':
       return {
         level: 'warn',

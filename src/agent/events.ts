@@ -21,6 +21,10 @@ export type FenceReason = 'deadlinePassed' | 'leaseLost' | 'shutdown';
 
 export type AgentEvent =
   | { event: 'sessionStarted'; leaseId: string; ttlSeconds: number; adopted?: boolean }
+  /** The fence worker thread died: the deadline is no longer kept on a stalled loop (the agent drains, exits 1). */
+  | { event: 'fenceWorkerDied'; error: string }
+  /** At start: the lease of an earlier run of this node (recorded in stateDir) was revoked, its claims went. */
+  | { event: 'previousRevoked'; leaseId: string }
   /** A planned restart's lease could not be adopted (gone, or etcd did not answer before its deadline). */
   | { event: 'adoptFailed'; leaseId: string }
   /** SIGHUP: exit leaving lease, claims and kernel in place (`planned`), or a drain when that is unsafe. */

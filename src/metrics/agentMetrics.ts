@@ -302,6 +302,10 @@ export function attachAgentMetrics(
         swept.inc({ reason: ev.reason });
         return;
       case 'adoptFailed':
+      case 'previousRevoked':
+        return;
+      case 'fenceWorkerDied':
+        backendErrors.inc({ op: 'fenceWorker' });
         return;
       case 'restart':
         restarts.inc({ mode: ev.mode, reason: ev.reason });

@@ -82,7 +82,7 @@ describe('node identity', () => {
     h.agent('dup').signal('SIGKILL');
     await h.agent('dup').waitExit(5000);
     const again = h.start('dup');
-    await again.waitForLog((l) => l.event === 'etcdError' && l.etcdOp === 'revokePrevious', 10_000);
+    await again.waitForLog((l) => l.event === 'previousRevoked', 10_000);
     const after = await nodeLease(h, 'dup');
     expect(after).not.toBe(before);
     expect(events(again, 'startFailed')).toEqual([]);
