@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import type { Backend } from '../backends/backend.js';
 import type { ClusterSpec, NodeConfig } from '../config/types.js';
-import { etcdClientOptions } from '../etcd/client.js';
+import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
 import { cmpRevision, watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
 import type { NodeValue } from '../etcd/values.js';
@@ -105,16 +105,8 @@ export class Agent extends EventEmitter {
     this.cfg = opts.cfg;
     this.nodeId = opts.cfg.nodeId;
     this.keys = keysFor(opts.cfg.cluster);
-    const client = (endpoints: string[]): Etcd3 =>
-      new Etcd3({
-        ...etcdClientOptions({ ...opts.cfg.etcd, endpoints }),
-        // grpc-js backs reconnects off up to 120 s; after a partition heals we want etcd back within a second.
-        grpcOptions: {
-          'grpc.initial_reconnect_backoff_ms': 100,
-          'grpc.min_reconnect_backoff_ms': 100,
-          'grpc.max_reconnect_backoff_ms': 1000,
-        },
-      });
+    // The reconnect backoff is client.ts's (RECONNECT_BACKOFF_MS), like every other etcd client of ours.
+    const client = (endpoints: string[]): Etcd3 => createEtcdClient({ ...opts.cfg.etcd, endpoints });
     this.etcd = client(opts.cfg.etcd.endpoints);
     const eps = opts.cfg.etcd.endpoints;
     this.keepaliveClients = eps.length > 1 ? eps.map((e) => client([e])) : [this.etcd];

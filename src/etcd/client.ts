@@ -18,6 +18,7 @@ export function etcdClientOptions(cfg: EtcdConfig): IOptions {
     // seconds after etcd is back, past the lease. Retry a lost endpoint at least every second instead.
     grpcOptions: {
       'grpc.initial_reconnect_backoff_ms': RECONNECT_BACKOFF_MS.initial,
+      'grpc.min_reconnect_backoff_ms': RECONNECT_BACKOFF_MS.initial,
       'grpc.max_reconnect_backoff_ms': RECONNECT_BACKOFF_MS.max,
     },
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + cfg.requestTimeoutMs }),
