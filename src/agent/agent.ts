@@ -174,7 +174,7 @@ export class Agent extends EventEmitter {
     this.leases = await LeaseRecord.load(this.cfg.stateDir, this.cfg.cluster, this.nodeId, (file, error) =>
       emit({ event: 'stateError', op: 'readLeaseRecord', file, error }),
     );
-    this.backend = await makeBackend(this.cfg.backend, this.nodeId, this.cfg.stateDir);
+    this.backend = makeBackend(this.cfg.backend, this.nodeId, this.cfg.stateDir);
     this.fence = await FenceTimer.start({
       backend: this.cfg.backend,
       nodeId: this.nodeId,

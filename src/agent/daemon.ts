@@ -4,6 +4,7 @@ import { healthLogLine } from '../health/log.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Agent } from './agent.js';
 import type { AgentEvent } from './events.js';
+import * as m from '../metrics/index.js';
 
 // `clusterip-ha agent`: the Agent plus logs (one line per event, fixed vocabulary), metrics and signals.
 // First SIGTERM/SIGINT: graceful (drain, hand off, revoke) bounded by shutdownTimeoutMs. Second: release and
@@ -259,12 +260,10 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   };
   process.on('unhandledRejection', onRejection);
 
-  // Metrics are optional: a build without src/metrics still runs the agent. After the signal handlers, so a
-  // SIGTERM while the server starts takes the normal shutdown path.
+  // After the signal handlers, so a SIGTERM while the server starts takes the normal shutdown path.
   let closeMetrics: () => Promise<void> = async () => undefined;
   if (cfg.metricsListen !== 'off') {
     try {
-      const m = await import('../metrics/index.js');
       const metrics = m.attachAgentMetrics(agent, undefined, {
         view: () => {
           try {

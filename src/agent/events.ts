@@ -1,11 +1,10 @@
+import type { MoveReason } from '../planner/plan.js';
 import type { SweepReason } from './sweep.js';
 import type { HealthEvent } from '../health/events.js';
 
 // The agent library's events. The daemon turns them into log lines (src/agent/daemon.ts) and metrics
 // (src/metrics/agentMetrics.ts); tests and the chaos runner subscribe to them too.
 // Reasons are closed sets so they can label metrics.
-
-export type MoveReason = 'ownerDead' | 'ownerDraining' | 'rebalanceJoin' | 'unassigned';
 
 /** Why this node releases a bucket. */
 export type ReleaseReason = 'notAssigned' | 'draining' | 'fenced' | 'shutdown' | 'startupOrphan' | 'vipRemoved';

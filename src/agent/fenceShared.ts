@@ -1,11 +1,13 @@
 // Messages and shared-memory layout between the main thread (fence.ts) and the fence worker (fenceWorker.ts).
 // Shared buffer: Float64 deadline (monotonic ms, 0 = disarmed) at byte 0; Int32 flags at byte 8.
 
+import type { BackendConfig } from '../config/types.js';
+
 export const FENCED = 0; // Int32 index: 1 once the worker fired, until the main thread re-arms
 
 export interface FenceWorkerData {
   sab: SharedArrayBuffer;
-  backend: unknown;
+  backend: BackendConfig;
   nodeId: string;
   stateDir?: string;
 }

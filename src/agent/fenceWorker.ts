@@ -3,14 +3,13 @@
 // shared memory at the moment its timer fires, so the main thread moves it forward without waking the worker.
 import { parentPort, workerData } from 'node:worker_threads';
 import { makeBackend } from './backendFactory.js';
-import type { BackendConfig } from '../config/types.js';
 import { monoNow } from './clock.js';
 import { FENCED, type FenceWorkerData, type FromWorker, type ToWorker } from './fenceShared.js';
 
 const data = workerData as FenceWorkerData;
 const deadline = new Float64Array(data.sab, 0, 1);
 const flags = new Int32Array(data.sab, 8, 2);
-const backend = await makeBackend(data.backend as BackendConfig, data.nodeId, data.stateDir);
+const backend = makeBackend(data.backend, data.nodeId, data.stateDir);
 const port = parentPort;
 if (!port) throw new Error('fenceWorker must run as a worker thread');
 

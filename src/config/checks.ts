@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { NODE_ID_RE } from '../etcd/values.js';
+import { NODE_ID_RE } from './nodeId.js';
 import { expected } from './issues.js';
 import { CHECK_TYPES, HTTP_METHODS, type CheckConfig } from './types.js';
 

@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
-import { NODE_ID_RE } from '../etcd/values.js';
+import { NODE_ID_RE } from './nodeId.js';
 import { checksSchema } from './checks.js';
 import { expected, expectedRedacted, expectedSecret } from './issues.js';
 import { BACKEND_KINDS, type BackendKind, type LogLevel } from './types.js';

@@ -1,7 +1,7 @@
 // The etcd key layout (DESIGN.md §4). Every key of a cluster lives under `/clusterip-ha/<cluster>/`.
 // Bucket numbers in keys are zero-padded so a range read returns them in numeric order.
 
-import { NODE_ID_RE } from './values.js';
+import { NODE_ID_RE } from '../config/nodeId.js';
 
 export const KEY_ROOT = '/clusterip-ha/';
 const EVENT_SEQ_DIGITS = 12;

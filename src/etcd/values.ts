@@ -1,10 +1,12 @@
 import { z } from 'zod';
+import { NODE_ID_RE } from '../config/nodeId.js';
+
+export { NODE_ID_RE };
 
 // Values stored in etcd. Each is JSON with a schema version `v`, except claims, whose value is the bare owner
 // node id so that `etcdctl get` reads naturally and the release txn can compare it byte for byte.
 // Anything that fails these schemas is logged with its key and ignored, never trusted.
 
-export const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const nodeIdSchema = z.string().regex(NODE_ID_RE, 'a node id: letters, digits, ".", "_", "-", at most 63');
 
 export const nodeValueSchema = z.strictObject({

@@ -1,8 +1,10 @@
 import type { ClusterSpec } from '../config/types.js';
-import type { MoveReason } from '../agent/events.js';
 import { buildPool, isBalanced, scaledDeviation, type PlannerNode, type Pool, type PoolKind } from './balance.js';
 import { LoadLevels, type Level } from './levels.js';
 import { bucketKey, nodeKey, pairScore } from './rendezvous.js';
+
+/** Why the planner moved a bucket (a closed union: it flows into logs and metrics). */
+export type MoveReason = 'ownerDead' | 'ownerDraining' | 'rebalanceJoin' | 'unassigned';
 
 // The pure planner (DESIGN §6): (VIP, live nodes, current owners) → next owners + the moves, each with a
 // reason. No I/O, clock or randomness: the same input gives the same output whatever the order of the node
