@@ -1,23 +1,30 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchContext, BenchRow, BenchSuite } from './types.js';
+import { dataplaneBench } from '../netns/bench.js';
+import { agentBench } from './agent.js';
+import { backendsBench } from './backends.js';
+import { healthBench } from './health.js';
+import { plannerBench } from './planner.js';
+import { restartBench } from './restart.js';
+import { scaleBench } from './scale.js';
 
 // `npm run bench [-- --quick] [-- --only planner,agent] [-- --out DIR]`: runs every suite, prints one table with
 // each figure against its target (and failover as a ratio of the lease TTL), writes JSON.
 
 interface SuiteRef {
   name: string;
-  load: () => Promise<BenchSuite>;
+  suite: BenchSuite;
 }
 
 const SUITES: SuiteRef[] = [
-  { name: 'planner', load: async () => (await import('./planner.js')).plannerBench },
-  { name: 'backends', load: async () => (await import('./backends.js')).backendsBench },
-  { name: 'dataplane', load: async () => (await import('../netns/bench.js')).dataplaneBench },
-  { name: 'agent', load: async () => (await import('./agent.js')).agentBench },
-  { name: 'scale', load: async () => (await import('./scale.js')).scaleBench },
-  { name: 'health', load: async () => (await import('./health.js')).healthBench },
-  { name: 'restart', load: async () => (await import('./restart.js')).restartBench },
+  { name: 'planner', suite: plannerBench },
+  { name: 'backends', suite: backendsBench },
+  { name: 'dataplane', suite: dataplaneBench },
+  { name: 'agent', suite: agentBench },
+  { name: 'scale', suite: scaleBench },
+  { name: 'health', suite: healthBench },
+  { name: 'restart', suite: restartBench },
 ];
 
 function parseArgs(argv: string[]): { quick: boolean; only?: Set<string>; out: string } {
@@ -89,7 +96,7 @@ async function main(): Promise<void> {
     ctx.log(`bench: ${s.name} ...`);
     const started = Date.now();
     try {
-      const suite = await s.load();
+      const suite = s.suite;
       rows.push(...(await suite(ctx)));
       ctx.log(`bench: ${s.name} done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     } catch (err) {
