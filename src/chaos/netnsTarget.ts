@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import type { OwnershipSample } from '../invariant/types.js';
-import { startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
+import { gapStats, startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
 import { setDraining, type NodeRunState } from '../localcluster/cluster.js';
 import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
 import type { ProbeResult } from '../netns/prober.js';
@@ -20,8 +20,10 @@ export interface NetnsTargetOptions {
   logDir?: string;
   /** Kernel set sampling interval (ms); default 100. */
   kernelSampleMs?: number;
-  /** Pause between probes (ms); default 100. Each probe waits 40 ms for replies. */
+  /** Pause between probes (ms); default 0: every source sends again as soon as the last window closed. */
   probeGapMs?: number;
+  /** How long each probe collects replies before the next goes out (later replies still count); default 4. */
+  probeWindowMs?: number;
 }
 
 /**
@@ -71,7 +73,11 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     await dp.destroy();
     throw err;
   }
-  const sampler = dp.startKernelSampler((s) => obs.record(s), opts.kernelSampleMs ?? 100);
+  const sampler = dp.startKernelSampler(
+    (s) => obs.record(s),
+    opts.kernelSampleMs ?? 100,
+    (t) => obs.round(t),
+  );
   // Probe only once every agent has installed its rules and owns its share: before that, a node without the
   // ruleset answers every source (the harness puts the VIP on eth0 at setup), which says nothing about the protocol.
   try {
@@ -82,23 +88,47 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     await dp.destroy();
     throw err;
   }
-  const counts = { probes: 0, probeErrors: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0 };
+  const counts = { probes: 0, probeErrors: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0, lateReplies: 0 };
+  const probeGaps: number[] = [];
+  let lastProbeAt: number | undefined;
+  // Replies per (probe, source) for the last probes: a reply that missed its window arrives in a later answer's
+  // `late` and still counts toward a double answer of its own probe.
+  const recent = new Map<number, { t0: number; bySource: Map<string, Set<string>> }>();
+  const windowMs = opts.probeWindowMs ?? 4;
   let probing = true;
   const probeLoop = (async () => {
     while (probing) {
       try {
-        const r = await dp.probe({ windowMs: 40 });
+        const r = await dp.probe({ windowMs });
         counts.probes++;
+        if (lastProbeAt !== undefined) probeGaps.push(r.t0 - lastProbeAt);
+        lastProbeAt = r.t0;
+        const bySource = new Map<string, Set<string>>();
         for (const a of r.answers) {
           counts.sourcesProbed++;
+          bySource.set(a.source, new Set(a.udp));
           if (new Set(a.udp).size >= 2) counts.doubleReplies++;
           if (a.udp.length === 0) counts.unanswered++;
+        }
+        recent.set(r.id, { t0: r.t0, bySource });
+        for (const id of recent.keys()) if (id < r.id - 50) recent.delete(id);
+        for (const l of r.late) {
+          counts.lateReplies++;
+          const got = recent.get(l.id)?.bySource.get(l.source);
+          if (!got || got.has(l.node)) continue;
+          got.add(l.node);
+          if (got.size !== 2) continue;
+          counts.doubleReplies++;
+          const bucket = dp.bucketOfSource(l.source);
+          obs.record({ t: recent.get(l.id)!.t0, source: 'dataplane', vip: dp.vip.address, bucket, holders: [...got] });
         }
         for (const s of probeSamples(r, dp.vip.address, (src) => dp.bucketOfSource(src))) obs.record(s);
       } catch {
         counts.probeErrors++;
       }
-      await new Promise((res) => setTimeout(res, opts.probeGapMs ?? 100));
+      // Probe continuously: the next round goes out as soon as this one's window closed.
+      if ((opts.probeGapMs ?? 0) > 0) await new Promise((res) => setTimeout(res, opts.probeGapMs));
+      else await new Promise((res) => setImmediate(res));
     }
   })();
   let report: FullReport | undefined;
@@ -171,7 +201,10 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
       }
       return report;
     },
-    extras: () => ({ ...counts }),
+    extras: () => {
+      const g = gapStats(probeGaps);
+      return { ...counts, probeGapP50Ms: g.p50Ms, probeGapP99Ms: g.p99Ms, probeGapMaxMs: g.maxMs };
+    },
     async stop() {
       if (!report) await target.finish().catch(() => undefined);
       await stopProbes();

@@ -1,4 +1,5 @@
 import { percentile } from '../bench/types.js';
+import type { GapStats } from '../invariant/observer.js';
 import type { Impairment, TimelineFact } from '../invariant/checker.js';
 import type { InvariantReport, OwnershipSample, Violation } from '../invariant/types.js';
 import { FAILOVER_KINDS, type FaultKind } from './schedule.js';
@@ -58,6 +59,12 @@ export interface ChaosReport {
   etcdLeaderChanges?: number;
   /** netns: probes sent, sources probed, sources answered by two nodes (double replies), unanswered. */
   dataplaneCounts?: Record<string, number>;
+  /**
+   * How often each source looked (gaps between the starts of successive complete looks, ms): a double owner that
+   * lasts longer than a source's max gap is seen by it with certainty. backend: every node's backend read;
+   * dataplane (netns): a UDP request from every client source.
+   */
+  resolution?: { backend: GapStats; dataplane?: GapStats };
   /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
   facts?: TimelineFact[];
   impairments?: Impairment[];
@@ -144,12 +151,17 @@ function describeViolation(v: Violation, t0: number): string {
       return `notConverged ${v.vip}#${v.bucket}: ${v.detail}`;
     case 'heldWithoutClaim':
       return `heldWithoutClaim ${v.vip}#${v.bucket} node=${v.node} +${fmtMs(v.fromMs - t0)}..+${fmtMs(v.toMs - t0)}ms (${fmtMs(v.durationMs)}ms)`;
+    case 'heldAfterRelease':
+      return `heldAfterRelease ${v.vip}#${v.bucket} node=${v.node} lease=${v.lease} claim moved +${fmtMs(v.claimAt - t0)}ms, still held in the round from +${fmtMs(v.seenAt - t0)}ms`;
+    case 'heldNeverClaimed':
+      return `heldNeverClaimed ${v.vip}#${v.bucket} node=${v.node} +${fmtMs(v.fromMs - t0)}..+${fmtMs(v.toMs - t0)}ms`;
   }
 }
 
 function violationTime(v: Violation): number | undefined {
   if (v.kind === 'doubleOwner') return v.at;
-  if (v.kind === 'unownedTooLong' || v.kind === 'heldWithoutClaim') return v.fromMs;
+  if (v.kind === 'unownedTooLong' || v.kind === 'heldWithoutClaim' || v.kind === 'heldNeverClaimed') return v.fromMs;
+  if (v.kind === 'heldAfterRelease') return v.claimAt;
   return undefined;
 }
 
@@ -246,6 +258,20 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
         Object.entries(r.dataplaneCounts)
           .map(([k, v]) => `${k} ${v}`)
           .join(', '),
+    );
+  }
+  if (r.resolution) {
+    const one = (name: string, g: GapStats): string =>
+      `${name} every ${fmtMs(g.p50Ms)} ms (p99 ${fmtMs(g.p99Ms)}, max ${fmtMs(g.maxMs)}, ${g.count} rounds)`;
+    const parts = [one('backend read', r.resolution.backend)];
+    if (r.resolution.dataplane) parts.push(one('every source probed', r.resolution.dataplane));
+    const worst = Math.max(r.resolution.backend.maxMs, r.resolution.dataplane?.maxMs ?? 0);
+    const best = r.resolution.dataplane ? r.resolution.dataplane.maxMs : r.resolution.backend.maxMs;
+    lines.push(
+      `resolution: ${parts.join('; ')}: a double longer than ${fmtMs(best)} ms is seen with certainty` +
+        (r.resolution.dataplane
+          ? ` (kernel sets, a double confirmed by two reads: longer than ${fmtMs(2 * worst)} ms)`
+          : ''),
     );
   }
   if (r.etcdLeaderChanges !== undefined) {

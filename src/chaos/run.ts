@@ -8,6 +8,7 @@ import { startNetnsTarget } from './netnsTarget.js';
 import { startRaftMonitor, type RaftMonitor } from './raftMonitor.js';
 import { loopDelayStats } from '../agent/loopDelay.js';
 import { localTarget, type ChaosTarget } from './target.js';
+import type { GapStats } from '../invariant/observer.js';
 import {
   failoverLatencies,
   failoverStats,
@@ -59,6 +60,16 @@ export interface ChaosResult {
 const SETTLE_MS = 600;
 /** Never fault a node when fewer than this many healthy (running, unfaulted) nodes would remain. */
 const MIN_HEALTHY = 2;
+
+/** The netns target's probe gap figures as GapStats. */
+function dataplaneResolution(x: Record<string, number>): GapStats {
+  return {
+    count: x.probes ?? 0,
+    p50Ms: x.probeGapP50Ms ?? 0,
+    p99Ms: x.probeGapP99Ms ?? 0,
+    maxMs: x.probeGapMaxMs ?? 0,
+  };
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 
@@ -359,6 +370,10 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       dataplane: netns ? 'netns' : 'file',
       ...(raft ? { etcdLeaderChanges: raft.changes().length } : {}),
       dataplaneCounts: lc.extras(),
+      resolution: {
+        backend: obs.resolution(),
+        ...(netns ? { dataplane: dataplaneResolution(lc.extras()) } : {}),
+      },
       // This process forwards every agent's etcd traffic (the proxies) and reads every backend: if its event loop
       // stalled, agents saw etcd late and the run measured the harness, not clusterip-ha.
       harnessLoopDelayMs: (({ p99Ms, maxMs }) => ({ p99: p99Ms, max: maxMs }))(loopDelayStats(loopDelay, 10)),

@@ -100,7 +100,12 @@ export interface Dataplane {
    * Feed sampleKernel() to `onSample` every `intervalMs` (default 200; each round runs one `nft` per node) until
    * stop() or destroy(). The invariant observer has no reader for nftables backends: this is that reader.
    */
-  startKernelSampler(onSample: (s: OwnershipSample) => void, intervalMs?: number): { stop(): Promise<void> };
+  startKernelSampler(
+    onSample: (s: OwnershipSample) => void,
+    intervalMs?: number,
+    /** After each complete round: every set was read at or after `t` (the observer's transition check). */
+    onRound?: (t: number) => void,
+  ): { stop(): Promise<void> };
   /** Kill every process and delete every namespace. Idempotent; returns the teardown time in ms. */
   destroy(): Promise<number>;
 }
@@ -329,7 +334,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       );
       return kernelSamples(t, vip.address, vip.buckets, new Map(o));
     },
-    startKernelSampler(onSample, intervalMs = 200) {
+    startKernelSampler(onSample, intervalMs = 200, onRound) {
       let stopped = false;
       const loop = (async () => {
         let previous = new Map<number, readonly string[]>();
@@ -337,6 +342,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
         while (!stopped && destroyed === undefined) {
           const samples = await dp.sampleKernel().catch(() => []);
           if (!stopped) for (const s of confirmedSamples(previous, samples)) onSample(s);
+          if (!stopped && samples[0]) onRound?.(samples[0].t);
           if (samples.length > 0) previous = new Map(samples.map((s) => [s.bucket, s.holders]));
           await new Promise((r) => setTimeout(r, intervalMs));
         }
@@ -398,6 +404,8 @@ export function confirmedSamples(
     const kept = s.holders.filter((h) => before.has(h));
     if (kept.length >= 2) out.push({ ...s, holders: kept.length === s.holders.length ? s.holders : kept });
     else if (kept.length === 1) out.push({ ...s, holders: kept });
+    // Every previous holder is gone in this read (they let go): say so, or a stale holder would stand for them.
+    else if (before.size > 0) out.push({ ...s, holders: [] });
   }
   return out;
 }
