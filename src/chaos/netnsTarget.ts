@@ -6,6 +6,8 @@ import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
 import type { ProbeResult } from '../netns/prober.js';
 import { waitObserverConverged } from '../invariant/converge.js';
 import type { ChaosTarget } from './target.js';
+import { applyWithCli } from './clusterOps.js';
+import type { FaultKind } from './schedule.js';
 
 // `chaos --dataplane netns`: the real nftables dataplane of src/netns (a namespace per node, agents with the
 // nftables backend, etcd on a control network, a prober sending UDP from every client source). The observer
@@ -49,6 +51,15 @@ export function probeSamples(r: ProbeResult, vip: string, bucketOf: (source: str
   }
   return out;
 }
+
+/** One etcd member; clones and write faults would need the namespaces' nft wrapped (not done here). */
+export const NETNS_UNSUPPORTED: readonly FaultKind[] = [
+  'addNode',
+  'etcdMember',
+  'etcdLeaderStop',
+  'duplicateId',
+  'backendFault',
+];
 
 export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosTarget> {
   const names = Array.from({ length: opts.agents }, (_, i) => `n${i + 1}`);
@@ -147,6 +158,7 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     killableEtcdMembers: 0,
     etcdClientUrls: [],
     supportsAddNode: false,
+    unsupported: NETNS_UNSUPPORTED,
     nodes: () => names.map((id) => ({ id, run: run.get(id)! })),
     async kill(id, sig = 'SIGKILL') {
       if (run.get(id) === 'stopped') agent(id).signal('SIGCONT');
@@ -185,6 +197,17 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     },
     restartMember: async () => {
       throw new Error('the netns dataplane runs one etcd member');
+    },
+    freezeMember: () => {
+      throw new Error('the netns dataplane runs one etcd member');
+    },
+    thawMember: () => undefined,
+    applySpec: (spec) => applyWithCli([dp.etcdEndpoint], dp.cluster, spec),
+    startClone: async () => {
+      throw new Error('the netns dataplane does not start clones');
+    },
+    setWriteFaults: async () => {
+      throw new Error('the netns dataplane does not inject write faults');
     },
     waitConverged: (ms) =>
       waitObserverConverged(

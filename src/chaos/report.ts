@@ -22,6 +22,10 @@ export interface FaultRecord {
   undoneAt?: number;
   holdMs: number;
   error?: string;
+  /** What the fault varied (the spec change, the write fault shares, the clone's label). */
+  detail?: string;
+  /** A fault that checks an outcome itself (a clone must refuse to start) and found it wrong: fails the run. */
+  checkFailed?: string;
 }
 
 export interface LatencyStats {
@@ -306,6 +310,8 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
     lines.push('  nodes: ' + r.nodes.map((n, i) => `${symbolFor(i)}=${n}`).join(' '));
   }
   lines.push(r.converged ? 'converged after the last fault: yes' : 'converged after the last fault: NO');
+  const failedChecks = r.faults.filter((f) => f.checkFailed);
+  for (const f of failedChecks) lines.push(`FAULT CHECK FAILED: #${f.seq} ${f.kind} ${f.target}: ${f.checkFailed}`);
   if (r.violations.length === 0) lines.push('violations: none');
   else {
     lines.push(`VIOLATIONS: ${r.violations.length} (reproduce with --seed ${r.seed})`);

@@ -55,6 +55,17 @@ export interface RoundFact {
   t: number;
 }
 
+/**
+ * From time t, buckets 1..buckets of this VIP are in the spec (0: the VIP is not). A bucket out of the spec owes
+ * no owner (its unowned time is not counted); it is still checked for double owners and holders without claims.
+ * Before a VIP's first scope fact every bucket counts.
+ */
+export interface ScopeFact {
+  t: number;
+  vip: string;
+  buckets: number;
+}
+
 /** Who led the cluster from time t (null: nobody). */
 export interface LeaderFact {
   t: number;
@@ -91,8 +102,10 @@ interface KeyState {
 }
 
 interface BucketState {
-  /** Start of the current unowned stretch in the backend source; null when owned or never sampled. */
+  /** Start of the current unowned stretch in the backend source; null when owned, never sampled, out of spec. */
   unownedSince: number | null;
+  /** Whether a backend sample of this bucket arrived. */
+  sampled?: boolean;
   /** The claim's owner (null: no claim); undefined until a claims sample arrived (then kernel ⊆ claims is checked). */
   claimOwner?: string | null;
   /** The claim's lease (the owner's incarnation), when known. */
@@ -140,6 +153,7 @@ export class InvariantChecker {
   private readonly leaders: { t: number; leader: string | null }[] = [];
   private readonly impairments: Impairment[] = [];
   private readonly blinds: BlindFact[] = [];
+  private readonly scopes = new Map<string, number>();
   private readonly found: Violation[] = [];
   private readonly intervals: UnownedInterval[] = [];
   private readonly maxUnowned = new Map<string, number>();
@@ -209,7 +223,10 @@ export class InvariantChecker {
     }
     if (sample.source === 'backend') {
       const b = this.bucket(sample.vip, sample.bucket);
-      if (holders.length === 0 && b.unownedSince === null) b.unownedSince = t;
+      b.sampled = true;
+      if (holders.length === 0 && b.unownedSince === null && this.inScope(sample.vip, sample.bucket)) {
+        b.unownedSince = t;
+      }
       if (holders.length > 0 && b.unownedSince !== null) {
         this.closeUnowned(sample.vip, sample.bucket, b.unownedSince, t);
         b.unownedSince = null;
@@ -335,6 +352,28 @@ export class InvariantChecker {
       if (!blind) this.found.push({ kind: 'heldNeverClaimed', vip, bucket, node: u.node, fromMs: u.from, toMs: u.to });
     }
     b.unjustified = [];
+  }
+
+  private inScope(vip: string, bucket: number): boolean {
+    const n = this.scopes.get(vip);
+    return n === undefined || bucket <= n;
+  }
+
+  /** The spec's buckets of a VIP from now: unowned stretches of buckets leaving it end here, entering it start. */
+  scope(fact: ScopeFact): void {
+    const t = this.at(fact.t);
+    this.scopes.set(fact.vip, fact.buckets);
+    for (const [k, b] of this.buckets) {
+      const [vip, bs] = k.split('#') as [string, string];
+      if (vip !== fact.vip) continue;
+      const bucket = Number(bs);
+      if (!this.inScope(vip, bucket)) {
+        if (b.unownedSince !== null) this.closeUnowned(vip, bucket, b.unownedSince, t);
+        b.unownedSince = null;
+      } else if (b.unownedSince === null && b.sampled && b.backendHolders.length === 0) {
+        b.unownedSince = t;
+      }
+    }
   }
 
   blind(fact: BlindFact): void {
@@ -505,7 +544,8 @@ export type TimelineFact =
   | ({ type: 'assignee' } & AssigneeFact)
   | ({ type: 'leader' } & LeaderFact)
   | ({ type: 'blind' } & BlindFact)
-  | ({ type: 'round' } & RoundFact);
+  | ({ type: 'round' } & RoundFact)
+  | ({ type: 'scope' } & ScopeFact);
 
 /** Check a whole recorded timeline at once (facts in time order). */
 export function checkTimeline(
@@ -528,6 +568,7 @@ export function checkTimeline(
     else if (f.type === 'assignee') c.assignee(f);
     else if (f.type === 'blind') c.blind(f);
     else if (f.type === 'round') c.round(f);
+    else if (f.type === 'scope') c.scope(f);
     else c.leader(f);
   }
   return c.finish(opts.endMs, opts.startedAt);

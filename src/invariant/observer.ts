@@ -24,6 +24,8 @@ export interface ObserverExtras {
    * whose failover chain includes impaired nodes get one more bound per such node (see checker.ts).
    */
   impair(node: string | null, kind: string, fromMs?: number): (toMs?: number) => void;
+  /** Our own view of etcd may have been stale during [from, to] (a fault that freezes the member we watch). */
+  declareBlind(from: number, to: number): void;
   /** backendFromRecord: every backend was read completely since `t` and the changes were recorded. */
   round(t: number): void;
   /** Gaps between the starts of complete backend rounds: a holder present longer than maxMs is always seen. */
@@ -82,6 +84,9 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const lastBackend = new Map<string, string[]>();
   const lastAssignee = new Map<string, string | null>();
   const claimsKnown = new Set<string>();
+  /** Buckets per VIP as the checker was last told; every bucket any spec had (polled after it left the spec). */
+  const lastScope = new Map<string, number>();
+  const pollBuckets = new Map<string, number>();
   let lastLeader: string | null = null;
   let lastLive = '';
   let state: ClusterState = emptyClusterState();
@@ -106,6 +111,16 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       lastLeader = state.leader;
       checker.leader({ t, leader: state.leader });
       facts.push({ type: 'leader', t, leader: state.leader });
+    }
+    // The spec's buckets per VIP: the checker owes no owner to a bucket (or VIP) the spec no longer has.
+    const inSpec = new Map((state.spec?.spec.vips ?? []).map((v) => [v.address, v.buckets]));
+    for (const vip of new Set([...inSpec.keys(), ...lastScope.keys()])) {
+      const n = inSpec.get(vip) ?? 0;
+      if (lastScope.get(vip) === n) continue;
+      lastScope.set(vip, n);
+      pollBuckets.set(vip, Math.max(pollBuckets.get(vip) ?? 0, n));
+      checker.scope({ t, vip, buckets: n });
+      facts.push({ type: 'scope', t, vip, buckets: n });
     }
     for (const vip of state.spec?.spec.vips ?? []) {
       const owners = state.assignments.get(vip.address)?.value.owners ?? {};
@@ -162,6 +177,12 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     return out;
   };
 
+  const markBlind = (from: number, to: number): void => {
+    const fact = { t: Date.now(), from, to };
+    checker.blind(fact);
+    facts.push({ type: 'blind', ...fact });
+  };
+
   // One watch implementation for everyone (store.ts): resumes after the last applied event, reloads on failure.
   // The handle, for onChange (which may in principle run before watchCluster returns).
   const ref: { watch?: ClusterWatch } = {};
@@ -177,11 +198,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       if (errors.length > 100) errors.splice(0, errors.length - 20);
     },
     // While the watch reconnected our claims view was stale: say so to the checker.
-    onStale: (from, to) => {
-      const fact = { t: Date.now(), from, to };
-      checker.blind(fact);
-      facts.push({ type: 'blind', ...fact });
-    },
+    onStale: (from, to) => markBlind(from, to),
   }).catch((err: unknown) => {
     etcd.close();
     throw err;
@@ -208,7 +225,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const unreadable = new Map<string, string>();
   let lastPollAt = Date.now();
   const poll = (): void => {
-    const vips = state.spec?.spec.vips ?? [];
+    // Every VIP and bucket any spec had: one that left the spec must still be seen to let go.
+    const vips = [...pollBuckets].map(([address, buckets]) => ({ address, buckets }));
     if (vips.length === 0) return;
     const pollStart = Date.now();
     observations++;
@@ -312,6 +330,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       feed({ ...sample, holders });
     },
     round: endRound,
+    declareBlind: (from, to) => markBlind(from, to),
     resolution: () => gapStats(roundGaps),
     violations() {
       return [...checker.violations(), ...checker.openViolations(Date.now())];
