@@ -93,7 +93,18 @@ export function latencyStats(values: number[]): LatencyStats {
 export function failoverLatencies(
   faults: readonly FaultRecord[],
   backendHistory: readonly OwnershipSample[],
+  /** The spec's bucket count per VIP over time (observer `scope` facts): a bucket out of the spec is no failover. */
+  scopes: readonly { t: number; vip: string; buckets: number }[] = [],
 ): ChaosReport['failoverSamples'] {
+  const outOfSpec = (vip: string, bucket: number, from: number, to: number): boolean => {
+    let at: number | undefined;
+    for (const s of scopes) {
+      if (s.vip !== vip) continue;
+      if (s.t <= from) at = s.buckets;
+      else if (s.t <= to && bucket > s.buckets) return true;
+    }
+    return at !== undefined && bucket > at;
+  };
   const byBucket = new Map<string, OwnershipSample[]>();
   for (const s of backendHistory) {
     if (s.source !== 'backend') continue;
@@ -126,7 +137,7 @@ export function failoverLatencies(
           break;
         }
       }
-      if (back !== undefined) worst = Math.max(worst, back - t0);
+      if (back !== undefined && !outOfSpec(before.vip, before.bucket, t0, back)) worst = Math.max(worst, back - t0);
     }
     if (held > 0 && worst >= 0) out.push({ seq: f.seq, kind: f.kind, target: f.target, ms: worst, buckets: held });
   }

@@ -64,6 +64,9 @@ export interface ChaosResult {
 /** etcd's election timeout: 1000 ms by default, 500 with the fast flags. */
 const ETCD_ELECTION_MS = (fast: boolean): number => (fast ? 500 : 1000);
 
+/** How long a clone may take to refuse to start (it waits for etcd, which another fault may have slowed). */
+const CLONE_REFUSE_MS = 15_000;
+
 /** A running node needs this long after a fault is undone before another fault may pick it. */
 const SETTLE_MS = 600;
 /** Never fault a node when fewer than this many healthy (running, unfaulted) nodes would remain. */
@@ -280,8 +283,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         }
         case 'duplicateId': {
           rec.injectedAt = Date.now();
-          const { label, exit } = await lc.startClone(target, f.holdMs);
-          rec.detail = `${label} exit ${exit ? (exit.code ?? exit.signal) : 'none (killed)'}`;
+          const { label, exit } = await lc.startClone(target, CLONE_REFUSE_MS);
+          const took = Date.now() - rec.injectedAt;
+          rec.detail = `${label} exit ${exit ? (exit.code ?? exit.signal) : 'none (killed)'} after ${took} ms`;
           // DESIGN §13: a node id held by a live foreign lease refuses to start, exit 1.
           if (!exit || exit.code !== 1) rec.checkFailed = `a second ${target} did not refuse: ${rec.detail}`;
           break;
@@ -416,7 +420,8 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     raft?.stop();
     const inv = await lc.finish({ expectConverged: true, convergeTimeoutMs: 5000 });
     const backendHistory = obs.history().filter((s) => s.source === 'backend');
-    const samples = failoverLatencies(records, backendHistory);
+    const scopes = obs.facts().flatMap((f) => (f.type === 'scope' ? [f] : []));
+    const samples = failoverLatencies(records, backendHistory, scopes);
     const faultsByKind: Record<string, number> = {};
     const skippedByKind: Record<string, number> = {};
     for (const r of records) {

@@ -154,8 +154,8 @@ export function holdRange(kind: FaultKind, ttlMs: number, etcdElectionMs = 1000)
     case 'specChange':
       return [500, 3000];
     case 'duplicateId':
-      // How long the clone may take to refuse (it must exit 1 well within this).
-      return [5000, 5000];
+      // The slot the clone takes while it starts and refuses (run.ts waits up to 15 s for its exit).
+      return [2000, 2000];
     case 'backendFault':
       return [500, 4000];
   }

@@ -1,7 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { startFilePoll, type FilePoll, type PollResult, type PollVip } from './filePoll.js';
 import type { Etcd3 } from 'etcd3';
-import { parseFileBackendHeld } from '../backends/fileFormat.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
 import {
@@ -78,6 +76,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const checker = new InvariantChecker(opts.unownedBoundMs, opts.claimLagMs);
   const startedAt = Date.now();
   const dirs = new Map(Object.entries(opts.backendDirs));
+  let filePoll: FilePoll | undefined;
   const hist: OwnershipSample[] = [];
   const facts: TimelineFact[] = [];
   const lastClaims = new Map<string, string>();
@@ -119,6 +118,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       if (lastScope.get(vip) === n) continue;
       lastScope.set(vip, n);
       pollBuckets.set(vip, Math.max(pollBuckets.get(vip) ?? 0, n));
+      filePoll?.setVips(pollVips());
       checker.scope({ t, vip, buckets: n });
       facts.push({ type: 'scope', t, vip, buckets: n });
     }
@@ -218,70 +218,20 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     facts.push({ type: 'round', t });
   };
 
-  // Backend poll: read every node's file for every VIP of the spec, synchronously so all nodes are read within
-  // the same instant, and emit a sample for each bucket whose holders changed.
+  // Backend poll (file backends): FilePoller rounds, on a worker thread, fed in order.
   const holdersNow = new Map<string, Map<number, string[]>>();
-  const lastFileEntries = new Map<string, Set<number>>();
-  const unreadable = new Map<string, string>();
-  let lastPollAt = Date.now();
-  const poll = (): void => {
-    // Every VIP and bucket any spec had: one that left the spec must still be seen to let go.
-    const vips = [...pollBuckets].map(([address, buckets]) => ({ address, buckets }));
-    if (vips.length === 0) return;
-    const pollStart = Date.now();
+  let unreadable: [string, string][] = [];
+  const onPoll = (r: PollResult): void => {
     observations++;
-    for (const vip of vips) {
-      const perBucket = new Map<number, string[]>();
-      for (let b = 1; b <= vip.buckets; b++) perBucket.set(b, []);
-      // bucket → node → expiry, for entries that expired since the previous poll.
-      const expiredAt = new Map<number, Map<string, number>>();
-      for (const [node, dir] of dirs) {
-        const path = join(dir, vip.address);
-        const now = Date.now();
-        let held: Set<number>;
-        try {
-          const text = readFileSync(path, 'utf8');
-          held = parseFileBackendHeld(text, now, path);
-          // Expiry times of entries that just expired: the precise moment the bucket stopped being held.
-          for (const m of text.matchAll(/(\d+)=(\d+)/g)) {
-            const bucket = Number(m[1]);
-            const exp = Number(m[2]);
-            if (exp <= now && exp > lastPollAt) {
-              if (!expiredAt.has(bucket)) expiredAt.set(bucket, new Map());
-              expiredAt.get(bucket)!.set(node, exp);
-            }
-          }
-          unreadable.delete(path);
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT') held = new Set();
-          else {
-            // Keep the last good state of this file; files are replaced by rename, so this should not happen.
-            unreadable.set(path, (err as Error).message);
-            held = lastFileEntries.get(path) ?? new Set();
-          }
-        }
-        lastFileEntries.set(path, held);
-        for (const b of held) perBucket.get(b)?.push(node);
-      }
-      const t = Date.now();
-      holdersNow.set(vip.address, perBucket);
-      for (const [b, holders] of perBucket) {
-        holders.sort();
-        const k = sampleKey(vip.address, b);
-        const prev = lastBackend.get(k);
-        if (prev !== undefined && prev.join(',') === holders.join(',')) continue;
-        lastBackend.set(k, holders);
-        // A bucket its previous holders lost by expiry went unowned at that expiry, not when we read it.
-        const exps = (prev ?? []).map((n) => expiredAt.get(b)?.get(n));
-        const byExpiry = holders.length === 0 && exps.length > 0 && exps.every((e) => e !== undefined);
-        const when = byExpiry ? Math.max(...(exps as number[])) : t;
-        feed({ t: when, source: 'backend', vip: vip.address, bucket: b, holders });
-      }
+    for (const s of r.samples) {
+      lastBackend.set(sampleKey(s.vip, s.bucket), s.holders);
+      feed(s);
     }
-    lastPollAt = pollStart;
-    endRound(pollStart);
+    for (const [vip, m] of r.holders) holdersNow.set(vip, new Map(m));
+    unreadable = r.unreadable;
+    endRound(r.roundT);
   };
+  const pollVips = (): PollVip[] => [...pollBuckets].map(([address, buckets]) => ({ address, buckets }));
 
   const convergence = (): { converged: boolean; problems: Violation[] } => {
     const problems: Violation[] = [];
@@ -308,12 +258,16 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     return { converged: problems.length === 0, problems };
   };
 
-  const timer = opts.backendFromRecord ? undefined : setInterval(poll, pollMs);
-  if (timer) poll();
+  if (!opts.backendFromRecord) {
+    filePoll = startFilePoll(pollMs, onPoll);
+    filePoll.setDirs(dirs);
+    filePoll.setVips(pollVips());
+  }
 
   return {
     addNode(id, backendDir) {
       dirs.set(id, backendDir);
+      filePoll?.setDirs(dirs);
     },
     record(sample) {
       if (sample.source !== 'backend') return feed(sample);
@@ -359,7 +313,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
           await new Promise((r) => setTimeout(r, 50));
         }
       }
-      clearInterval(timer);
+      await filePoll?.stop();
       await watch.close();
       etcd.close();
       const endedAt = Date.now();
