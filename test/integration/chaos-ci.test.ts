@@ -49,7 +49,7 @@ describe('chaos (CI)', () => {
   }, 180_000);
 
   it('a short run of the operator and backend faults: spec changes, clones, failing and stalling writes', async () => {
-    const { exitCode, report } = await chaosRun(5, {
+    const { exitCode, report } = await chaosRun(2, {
       durationSeconds: 18,
       only: ['specChange', 'duplicateId', 'backendFault'],
       meanGapMs: 600,
