@@ -3,7 +3,7 @@ import type { OwnershipSample } from '../invariant/types.js';
 import { gapStats, startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
 import { setDraining, type NodeRunState } from '../localcluster/cluster.js';
 import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
-import type { ProbeResult } from '../netns/prober.js';
+import type { ProbeResult, StreamReport } from '../netns/prober.js';
 import { waitObserverConverged } from '../invariant/converge.js';
 import type { ChaosTarget } from './target.js';
 import { applyWithCli } from './clusterOps.js';
@@ -22,10 +22,8 @@ export interface NetnsTargetOptions {
   logDir?: string;
   /** Kernel set sampling interval (ms); default 100. */
   kernelSampleMs?: number;
-  /** Pause between probes (ms); default 0: every source sends again as soon as the last window closed. */
-  probeGapMs?: number;
-  /** How long each probe collects replies before the next goes out (later replies still count); default 4. */
-  probeWindowMs?: number;
+  /** Every source sends a request this often (ms), on the prober's own clock; default 5. */
+  probePeriodMs?: number;
 }
 
 /**
@@ -60,6 +58,36 @@ export const NETNS_UNSUPPORTED: readonly FaultKind[] = [
   'duplicateId',
   'backendFault',
 ];
+
+/**
+ * Dataplane samples of one stream report: every request answered twice is a double at its send time; per bucket,
+ * the sources' single answers name the owner when they agree, nobody when no send of any of its sources was
+ * answered; sources of one bucket answered by different single nodes are a handoff within the window: no sample.
+ */
+export function streamSamples(
+  r: StreamReport,
+  sources: readonly string[],
+  vip: string,
+  bucketOf: (source: string) => number,
+): OwnershipSample[] {
+  const out: OwnershipSample[] = [];
+  for (const d of r.doubles) {
+    out.push({ t: d.t, source: 'dataplane', vip, bucket: bucketOf(sources[d.i]!), holders: [...d.nodes].sort() });
+  }
+  if (r.sends === 0) return out;
+  const per = new Map<number, Set<string>>();
+  sources.forEach((src, i) => {
+    const b = bucketOf(src);
+    let e = per.get(b);
+    if (!e) per.set(b, (e = new Set()));
+    for (const n of r.owners[i] ?? []) e.add(n);
+  });
+  for (const [bucket, singles] of [...per].sort(([x], [y]) => x - y)) {
+    if (singles.size === 1) out.push({ t: r.to, source: 'dataplane', vip, bucket, holders: [...singles] });
+    else if (singles.size === 0) out.push({ t: r.to, source: 'dataplane', vip, bucket, holders: [] });
+  }
+  return out;
+}
 
 export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosTarget> {
   const names = Array.from({ length: opts.agents }, (_, i) => `n${i + 1}`);
@@ -99,53 +127,29 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     await dp.destroy();
     throw err;
   }
-  const counts = { probes: 0, probeErrors: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0, lateReplies: 0 };
+  const counts = { probes: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0, reports: 0 };
   const probeGaps: number[] = [];
-  let lastProbeAt: number | undefined;
-  // Replies per (probe, source) for the last probes: a reply that missed its window arrives in a later answer's
-  // `late` and still counts toward a double answer of its own probe.
-  const recent = new Map<number, { t0: number; bySource: Map<string, Set<string>> }>();
-  const windowMs = opts.probeWindowMs ?? 4;
-  let probing = true;
-  const probeLoop = (async () => {
-    while (probing) {
-      try {
-        const r = await dp.probe({ windowMs });
-        counts.probes++;
-        if (lastProbeAt !== undefined) probeGaps.push(r.t0 - lastProbeAt);
-        lastProbeAt = r.t0;
-        const bySource = new Map<string, Set<string>>();
-        for (const a of r.answers) {
-          counts.sourcesProbed++;
-          bySource.set(a.source, new Set(a.udp));
-          if (new Set(a.udp).size >= 2) counts.doubleReplies++;
-          if (a.udp.length === 0) counts.unanswered++;
-        }
-        recent.set(r.id, { t0: r.t0, bySource });
-        for (const id of recent.keys()) if (id < r.id - 50) recent.delete(id);
-        for (const l of r.late) {
-          counts.lateReplies++;
-          const got = recent.get(l.id)?.bySource.get(l.source);
-          if (!got || got.has(l.node)) continue;
-          got.add(l.node);
-          if (got.size !== 2) continue;
-          counts.doubleReplies++;
-          const bucket = dp.bucketOfSource(l.source);
-          obs.record({ t: recent.get(l.id)!.t0, source: 'dataplane', vip: dp.vip.address, bucket, holders: [...got] });
-        }
-        for (const s of probeSamples(r, dp.vip.address, (src) => dp.bucketOfSource(src))) obs.record(s);
-      } catch {
-        counts.probeErrors++;
-      }
-      // Probe continuously: the next round goes out as soon as this one's window closed.
-      if ((opts.probeGapMs ?? 0) > 0) await new Promise((res) => setTimeout(res, opts.probeGapMs));
-      else await new Promise((res) => setImmediate(res));
+  // The prober sends from every source every probePeriodMs on its own clock (it runs in the client namespace, so
+  // this process's busy loop cannot stretch the gaps); its reports come here.
+  const probeStream = dp.probeStream({ periodMs: opts.probePeriodMs ?? 5, reportMs: 50, settleMs: 20 }, (r) => {
+    counts.reports++;
+    counts.probes += r.sends;
+    counts.sourcesProbed += r.sends * r.owners.length;
+    counts.doubleReplies += r.doubles.length;
+    counts.unanswered += r.silent.reduce((a, b) => a + b, 0);
+    probeGaps.push(...r.gaps);
+    for (const x of streamSamples(r, dp.sources, dp.vip.address, (src) => dp.bucketOfSource(src))) {
+      obs.record(x);
     }
-  })();
+  });
   let report: FullReport | undefined;
+  let probesStopped = false;
   const stopProbes = async (): Promise<void> => {
-    probing = false;
-    await Promise.race([probeLoop, new Promise((r) => setTimeout(r, 5000))]);
+    if (probesStopped) return;
+    probesStopped = true;
+    probeStream.stop();
+    // The last report (the prober sends one when it stops).
+    await new Promise((r) => setTimeout(r, 200));
   };
   const agent = (id: string) => {
     const a = dp.agents.get(id);

@@ -14,7 +14,14 @@ import { spawnAgent, type AgentExit, type AgentProcess } from '../localcluster/a
 import { ETCD_CLIENT_PORT, SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
 import { startEtcdInNs, type NsEtcd } from './etcdNs.js';
 import { readOwnedSet } from './nftRead.js';
-import { startProber, type ProbeOptions, type ProbeResult, type Prober } from './prober.js';
+import {
+  startProber,
+  type ProbeOptions,
+  type ProbeResult,
+  type Prober,
+  type StreamOptions,
+  type StreamReport,
+} from './prober.js';
 import { NetnsError } from './run.js';
 import { startNodeServer, type NodeServer } from './servers.js';
 import { createTopology, sweepStaleNamespaces, type ControlCutMode, type Topology } from './topology.js';
@@ -81,6 +88,8 @@ export interface Dataplane {
   readonly agents: Map<string, AgentProcess>;
   readonly setupMs: number;
   probe(opts?: ProbeOptions): Promise<ProbeResult>;
+  /** Continuous probing on the prober's own clock (see Prober.stream). */
+  probeStream(opts: StreamOptions, onReport: (r: StreamReport) => void): { stop(): void };
   cutControl(node: string, mode?: ControlCutMode): Promise<void>;
   healControl(node: string): Promise<void>;
   nsOf(node: string): string;
@@ -287,6 +296,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     agents,
     setupMs: 0,
     probe: (p) => probeProc.probe(p),
+    probeStream: (o, f) => probeProc.stream(o, f),
     cutControl: (n, mode) => topo.cutControl(n, mode),
     healControl: (n) => topo.healControl(n),
     nsOf: (n) => topo.nsOf(n),
