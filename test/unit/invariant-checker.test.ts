@@ -484,3 +484,33 @@ describe('legal transitions and holders without any claim', () => {
     );
   });
 });
+
+describe('buckets that leave the spec', () => {
+  const back = (t: number, bucket: number, holders: string[]): OwnershipSample => ({
+    t,
+    source: 'backend',
+    vip: 'v',
+    bucket,
+    holders,
+  });
+
+  it('owe no owner while out of the spec, and do again once back in it', () => {
+    const c = new InvariantChecker(300);
+    c.liveness({ t: 0, live: ['a'] });
+    c.scope({ t: 0, vip: 'v', buckets: 2 });
+    c.observe(back(0, 2, ['a']));
+    c.scope({ t: 100, vip: 'v', buckets: 1 }); // 2 → 1 bucket: bucket 2 is released for good
+    c.observe(back(150, 2, []));
+    c.scope({ t: 5000, vip: 'v', buckets: 2 }); // back: unowned from here
+    c.observe(back(5200, 2, ['a'])); // within the bound
+    expect(c.finish(5300, 0).violations).toEqual([]);
+
+    const late = new InvariantChecker(300);
+    late.liveness({ t: 0, live: ['a'] });
+    late.scope({ t: 0, vip: 'v', buckets: 1 });
+    late.observe(back(0, 2, []));
+    late.scope({ t: 5000, vip: 'v', buckets: 2 });
+    late.observe(back(5400, 2, ['a'])); // 400 ms after it re-entered the spec: too long
+    expect(late.finish(5500, 0).violations.map((v) => v.kind)).toEqual(['unownedTooLong']);
+  });
+});
