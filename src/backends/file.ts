@@ -21,6 +21,7 @@ import {
 } from './fileFormat.js';
 import { procCommand, procWriteInPlace } from './procFormat.js';
 import { Serial } from './serial.js';
+import { writeFaultsFromEnv, type WriteFaults } from './writeFaults.js';
 import { checkBucket, checkDistinctVips, checkHoldMs, checkIpv4, checkVip, isIpv4 } from './validate.js';
 
 export { readFileBackendDir, readFileBackendDirSync, parseFileBackendHeld } from './fileFormat.js';
@@ -29,6 +30,8 @@ export interface FileBackendOptions {
   dir: string;
   /** Wall clock for expiries (tests move it). Default Date.now. */
   now?: () => number;
+  /** Injected write faults (chaos); default: from CLUSTERIP_HA_WRITE_FAULTS, usually none. */
+  faults?: WriteFaults;
 }
 
 /**
@@ -42,10 +45,12 @@ export class FileBackend implements Backend {
   private readonly now: () => number;
   private readonly serial = new Serial();
   private vips: Map<string, VipSpec> | undefined;
+  private readonly faults: WriteFaults | undefined;
 
   constructor(opts: FileBackendOptions) {
     this.dir = opts.dir;
     this.now = opts.now ?? Date.now;
+    this.faults = opts.faults ?? writeFaultsFromEnv();
   }
 
   ensure(spec: ClusterSpec): Promise<void> {
@@ -192,6 +197,7 @@ export class FileBackend implements Backend {
 
   /** Write a new file and rename it over the old one: readers in other processes never see a torn file. */
   private async writeEntries(vip: string, entries: FileEntries): Promise<void> {
+    await this.faults?.beforeWrite(this.path(vip));
     const tmp = join(this.dir, `.${vip}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
     try {
       await writeFile(tmp, formatFileBackendText(entries));

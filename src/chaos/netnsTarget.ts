@@ -1,11 +1,13 @@
 import { mkdir } from 'node:fs/promises';
 import type { OwnershipSample } from '../invariant/types.js';
-import { startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
+import { gapStats, startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
 import { setDraining, type NodeRunState } from '../localcluster/cluster.js';
 import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
-import type { ProbeResult } from '../netns/prober.js';
+import type { ProbeResult, StreamReport } from '../netns/prober.js';
 import { waitObserverConverged } from '../invariant/converge.js';
 import type { ChaosTarget } from './target.js';
+import { applyWithCli } from './clusterOps.js';
+import type { FaultKind } from './schedule.js';
 
 // `chaos --dataplane netns`: the real nftables dataplane of src/netns (a namespace per node, agents with the
 // nftables backend, etcd on a control network, a prober sending UDP from every client source). The observer
@@ -20,8 +22,8 @@ export interface NetnsTargetOptions {
   logDir?: string;
   /** Kernel set sampling interval (ms); default 100. */
   kernelSampleMs?: number;
-  /** Pause between probes (ms); default 100. Each probe waits 40 ms for replies. */
-  probeGapMs?: number;
+  /** Every source sends a request this often (ms), on the prober's own clock; default 5. */
+  probePeriodMs?: number;
 }
 
 /**
@@ -44,6 +46,45 @@ export function probeSamples(r: ProbeResult, vip: string, bucketOf: (source: str
     if (e.doubles.size > 0) out.push({ t: r.t0, source: 'dataplane', vip, bucket, holders: [...e.doubles].sort() });
     else if (e.singles.size === 1) out.push({ t: r.t0, source: 'dataplane', vip, bucket, holders: [...e.singles] });
     else if (e.singles.size === 0) out.push({ t: r.t0, source: 'dataplane', vip, bucket, holders: [] });
+  }
+  return out;
+}
+
+/** One etcd member; clones and write faults would need the namespaces' nft wrapped (not done here). */
+export const NETNS_UNSUPPORTED: readonly FaultKind[] = [
+  'addNode',
+  'etcdMember',
+  'etcdLeaderStop',
+  'duplicateId',
+  'backendFault',
+];
+
+/**
+ * Dataplane samples of one stream report: every request answered twice is a double at its send time; per bucket,
+ * the sources' single answers name the owner when they agree, nobody when no send of any of its sources was
+ * answered; sources of one bucket answered by different single nodes are a handoff within the window: no sample.
+ */
+export function streamSamples(
+  r: StreamReport,
+  sources: readonly string[],
+  vip: string,
+  bucketOf: (source: string) => number,
+): OwnershipSample[] {
+  const out: OwnershipSample[] = [];
+  for (const d of r.doubles) {
+    out.push({ t: d.t, source: 'dataplane', vip, bucket: bucketOf(sources[d.i]!), holders: [...d.nodes].sort() });
+  }
+  if (r.sends === 0) return out;
+  const per = new Map<number, Set<string>>();
+  sources.forEach((src, i) => {
+    const b = bucketOf(src);
+    let e = per.get(b);
+    if (!e) per.set(b, (e = new Set()));
+    for (const n of r.owners[i] ?? []) e.add(n);
+  });
+  for (const [bucket, singles] of [...per].sort(([x], [y]) => x - y)) {
+    if (singles.size === 1) out.push({ t: r.to, source: 'dataplane', vip, bucket, holders: [...singles] });
+    else if (singles.size === 0) out.push({ t: r.to, source: 'dataplane', vip, bucket, holders: [] });
   }
   return out;
 }
@@ -71,7 +112,11 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     await dp.destroy();
     throw err;
   }
-  const sampler = dp.startKernelSampler((s) => obs.record(s), opts.kernelSampleMs ?? 100);
+  const sampler = dp.startKernelSampler(
+    (s) => obs.record(s),
+    opts.kernelSampleMs ?? 100,
+    (t) => obs.round(t),
+  );
   // Probe only once every agent has installed its rules and owns its share: before that, a node without the
   // ruleset answers every source (the harness puts the VIP on eth0 at setup), which says nothing about the protocol.
   try {
@@ -82,29 +127,29 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     await dp.destroy();
     throw err;
   }
-  const counts = { probes: 0, probeErrors: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0 };
-  let probing = true;
-  const probeLoop = (async () => {
-    while (probing) {
-      try {
-        const r = await dp.probe({ windowMs: 40 });
-        counts.probes++;
-        for (const a of r.answers) {
-          counts.sourcesProbed++;
-          if (new Set(a.udp).size >= 2) counts.doubleReplies++;
-          if (a.udp.length === 0) counts.unanswered++;
-        }
-        for (const s of probeSamples(r, dp.vip.address, (src) => dp.bucketOfSource(src))) obs.record(s);
-      } catch {
-        counts.probeErrors++;
-      }
-      await new Promise((res) => setTimeout(res, opts.probeGapMs ?? 100));
+  const counts = { probes: 0, sourcesProbed: 0, doubleReplies: 0, unanswered: 0, reports: 0 };
+  const probeGaps: number[] = [];
+  // The prober sends from every source every probePeriodMs on its own clock (it runs in the client namespace, so
+  // this process's busy loop cannot stretch the gaps); its reports come here.
+  const probeStream = dp.probeStream({ periodMs: opts.probePeriodMs ?? 5, reportMs: 50, settleMs: 20 }, (r) => {
+    counts.reports++;
+    counts.probes += r.sends;
+    counts.sourcesProbed += r.sends * r.owners.length;
+    counts.doubleReplies += r.doubles.length;
+    counts.unanswered += r.silent.reduce((a, b) => a + b, 0);
+    probeGaps.push(...r.gaps);
+    for (const x of streamSamples(r, dp.sources, dp.vip.address, (src) => dp.bucketOfSource(src))) {
+      obs.record(x);
     }
-  })();
+  });
   let report: FullReport | undefined;
+  let probesStopped = false;
   const stopProbes = async (): Promise<void> => {
-    probing = false;
-    await Promise.race([probeLoop, new Promise((r) => setTimeout(r, 5000))]);
+    if (probesStopped) return;
+    probesStopped = true;
+    probeStream.stop();
+    // The last report (the prober sends one when it stops).
+    await new Promise((r) => setTimeout(r, 200));
   };
   const agent = (id: string) => {
     const a = dp.agents.get(id);
@@ -117,6 +162,7 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     killableEtcdMembers: 0,
     etcdClientUrls: [],
     supportsAddNode: false,
+    unsupported: NETNS_UNSUPPORTED,
     nodes: () => names.map((id) => ({ id, run: run.get(id)! })),
     async kill(id, sig = 'SIGKILL') {
       if (run.get(id) === 'stopped') agent(id).signal('SIGCONT');
@@ -156,6 +202,17 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
     restartMember: async () => {
       throw new Error('the netns dataplane runs one etcd member');
     },
+    freezeMember: () => {
+      throw new Error('the netns dataplane runs one etcd member');
+    },
+    thawMember: () => undefined,
+    applySpec: (spec) => applyWithCli([dp.etcdEndpoint], dp.cluster, spec),
+    startClone: async () => {
+      throw new Error('the netns dataplane does not start clones');
+    },
+    setWriteFaults: async () => {
+      throw new Error('the netns dataplane does not inject write faults');
+    },
     waitConverged: (ms) =>
       waitObserverConverged(
         obs,
@@ -171,7 +228,10 @@ export async function startNetnsTarget(opts: NetnsTargetOptions): Promise<ChaosT
       }
       return report;
     },
-    extras: () => ({ ...counts }),
+    extras: () => {
+      const g = gapStats(probeGaps);
+      return { ...counts, probeGapP50Ms: g.p50Ms, probeGapP99Ms: g.p99Ms, probeGapMaxMs: g.maxMs };
+    },
     async stop() {
       if (!report) await target.finish().catch(() => undefined);
       await stopProbes();

@@ -1,4 +1,5 @@
 import { percentile } from '../bench/types.js';
+import type { GapStats } from '../invariant/observer.js';
 import type { Impairment, TimelineFact } from '../invariant/checker.js';
 import type { InvariantReport, OwnershipSample, Violation } from '../invariant/types.js';
 import { FAILOVER_KINDS, type FaultKind } from './schedule.js';
@@ -21,6 +22,10 @@ export interface FaultRecord {
   undoneAt?: number;
   holdMs: number;
   error?: string;
+  /** What the fault varied (the spec change, the write fault shares, the clone's label). */
+  detail?: string;
+  /** A fault that checks an outcome itself (a clone must refuse to start) and found it wrong: fails the run. */
+  checkFailed?: string;
 }
 
 export interface LatencyStats {
@@ -58,6 +63,12 @@ export interface ChaosReport {
   etcdLeaderChanges?: number;
   /** netns: probes sent, sources probed, sources answered by two nodes (double replies), unanswered. */
   dataplaneCounts?: Record<string, number>;
+  /**
+   * How often each source looked (gaps between the starts of successive complete looks, ms): a double owner that
+   * lasts longer than a source's max gap is seen by it with certainty. backend: every node's backend read;
+   * dataplane (netns): a UDP request from every client source.
+   */
+  resolution?: { backend: GapStats; dataplane?: GapStats };
   /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
   facts?: TimelineFact[];
   impairments?: Impairment[];
@@ -82,7 +93,18 @@ export function latencyStats(values: number[]): LatencyStats {
 export function failoverLatencies(
   faults: readonly FaultRecord[],
   backendHistory: readonly OwnershipSample[],
+  /** The spec's bucket count per VIP over time (observer `scope` facts): a bucket out of the spec is no failover. */
+  scopes: readonly { t: number; vip: string; buckets: number }[] = [],
 ): ChaosReport['failoverSamples'] {
+  const outOfSpec = (vip: string, bucket: number, from: number, to: number): boolean => {
+    let at: number | undefined;
+    for (const s of scopes) {
+      if (s.vip !== vip) continue;
+      if (s.t <= from) at = s.buckets;
+      else if (s.t <= to && bucket > s.buckets) return true;
+    }
+    return at !== undefined && bucket > at;
+  };
   const byBucket = new Map<string, OwnershipSample[]>();
   for (const s of backendHistory) {
     if (s.source !== 'backend') continue;
@@ -115,7 +137,7 @@ export function failoverLatencies(
           break;
         }
       }
-      if (back !== undefined) worst = Math.max(worst, back - t0);
+      if (back !== undefined && !outOfSpec(before.vip, before.bucket, t0, back)) worst = Math.max(worst, back - t0);
     }
     if (held > 0 && worst >= 0) out.push({ seq: f.seq, kind: f.kind, target: f.target, ms: worst, buckets: held });
   }
@@ -144,12 +166,17 @@ function describeViolation(v: Violation, t0: number): string {
       return `notConverged ${v.vip}#${v.bucket}: ${v.detail}`;
     case 'heldWithoutClaim':
       return `heldWithoutClaim ${v.vip}#${v.bucket} node=${v.node} +${fmtMs(v.fromMs - t0)}..+${fmtMs(v.toMs - t0)}ms (${fmtMs(v.durationMs)}ms)`;
+    case 'heldAfterRelease':
+      return `heldAfterRelease ${v.vip}#${v.bucket} node=${v.node} lease=${v.lease} claim moved +${fmtMs(v.claimAt - t0)}ms, still held in the round from +${fmtMs(v.seenAt - t0)}ms`;
+    case 'heldNeverClaimed':
+      return `heldNeverClaimed ${v.vip}#${v.bucket} node=${v.node} +${fmtMs(v.fromMs - t0)}..+${fmtMs(v.toMs - t0)}ms`;
   }
 }
 
 function violationTime(v: Violation): number | undefined {
   if (v.kind === 'doubleOwner') return v.at;
-  if (v.kind === 'unownedTooLong' || v.kind === 'heldWithoutClaim') return v.fromMs;
+  if (v.kind === 'unownedTooLong' || v.kind === 'heldWithoutClaim' || v.kind === 'heldNeverClaimed') return v.fromMs;
+  if (v.kind === 'heldAfterRelease') return v.claimAt;
   return undefined;
 }
 
@@ -248,6 +275,20 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
           .join(', '),
     );
   }
+  if (r.resolution) {
+    const one = (name: string, g: GapStats): string =>
+      `${name} every ${fmtMs(g.p50Ms)} ms (p99 ${fmtMs(g.p99Ms)}, max ${fmtMs(g.maxMs)}, ${g.count} rounds)`;
+    const parts = [one('backend read', r.resolution.backend)];
+    if (r.resolution.dataplane) parts.push(one('every source probed', r.resolution.dataplane));
+    const worst = Math.max(r.resolution.backend.maxMs, r.resolution.dataplane?.maxMs ?? 0);
+    const best = r.resolution.dataplane ? r.resolution.dataplane.maxMs : r.resolution.backend.maxMs;
+    lines.push(
+      `resolution: ${parts.join('; ')}: a double longer than ${fmtMs(best)} ms is seen with certainty` +
+        (r.resolution.dataplane
+          ? ` (kernel sets, a double confirmed by two reads: longer than ${fmtMs(2 * worst)} ms)`
+          : ''),
+    );
+  }
   if (r.etcdLeaderChanges !== undefined) {
     lines.push(
       `etcd leader changes: ${r.etcdLeaderChanges} (each refreshes every lease: a failover waiting on a lease restarts there)`,
@@ -280,6 +321,8 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
     lines.push('  nodes: ' + r.nodes.map((n, i) => `${symbolFor(i)}=${n}`).join(' '));
   }
   lines.push(r.converged ? 'converged after the last fault: yes' : 'converged after the last fault: NO');
+  const failedChecks = r.faults.filter((f) => f.checkFailed);
+  for (const f of failedChecks) lines.push(`FAULT CHECK FAILED: #${f.seq} ${f.kind} ${f.target}: ${f.checkFailed}`);
   if (r.violations.length === 0) lines.push('violations: none');
   else {
     lines.push(`VIOLATIONS: ${r.violations.length} (reproduce with --seed ${r.seed})`);

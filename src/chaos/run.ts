@@ -4,10 +4,12 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { defaultSpec, startLocalCluster } from '../localcluster/cluster.js';
-import { startNetnsTarget } from './netnsTarget.js';
+import { NETNS_UNSUPPORTED, startNetnsTarget } from './netnsTarget.js';
+import { changedSpec, etcdLeaderIndex } from './clusterOps.js';
 import { startRaftMonitor, type RaftMonitor } from './raftMonitor.js';
 import { loopDelayStats } from '../agent/loopDelay.js';
 import { localTarget, type ChaosTarget } from './target.js';
+import type { GapStats } from '../invariant/observer.js';
 import {
   failoverLatencies,
   failoverStats,
@@ -16,7 +18,7 @@ import {
   type ChaosReport,
   type FaultRecord,
 } from './report.js';
-import { planSchedule, type FaultKind, type PlannedFault } from './schedule.js';
+import { backendFaultOf, ETCD_KINDS, planSchedule, type FaultKind, type PlannedFault } from './schedule.js';
 
 // `clusterip-ha chaos`: a local cluster (etcd + N agents with file backends + the invariant observer), a seeded
 // schedule of bounded faults that are always undone, and a report. Exit code 1 on any violation.
@@ -41,6 +43,10 @@ export interface ChaosOptions {
   concurrency?: number;
   /** Mean gap between fault starts (ms). */
   meanGapMs?: number;
+  /** Only these fault kinds (a short run of some faults); default every kind the target supports. */
+  only?: readonly FaultKind[];
+  /** Leave these kinds out. */
+  exclude?: readonly FaultKind[];
   /** Where the cluster's data, backend dirs and agent logs go (temp dir by default, removed afterwards). */
   baseDir?: string;
   /** Summary and notable lines; default: stderr. */
@@ -55,10 +61,26 @@ export interface ChaosResult {
   text: string;
 }
 
+/** etcd's election timeout: 1000 ms by default, 500 with the fast flags. */
+const ETCD_ELECTION_MS = (fast: boolean): number => (fast ? 500 : 1000);
+
+/** How long a clone may take to refuse to start (it waits for etcd, which another fault may have slowed). */
+const CLONE_REFUSE_MS = 15_000;
+
 /** A running node needs this long after a fault is undone before another fault may pick it. */
 const SETTLE_MS = 600;
 /** Never fault a node when fewer than this many healthy (running, unfaulted) nodes would remain. */
 const MIN_HEALTHY = 2;
+
+/** The netns target's probe gap figures as GapStats. */
+function dataplaneResolution(x: Record<string, number>): GapStats {
+  return {
+    count: x.probes ?? 0,
+    p50Ms: x.probeGapP50Ms ?? 0,
+    p99Ms: x.probeGapP99Ms ?? 0,
+    maxMs: x.probeGapMaxMs ?? 0,
+  };
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 
@@ -107,7 +129,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     ...(wantFaults !== undefined ? { faults: wantFaults * 2 + 20 } : { durationMs: durationMs! }),
     ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     ...(opts.meanGapMs !== undefined ? { meanGapMs: opts.meanGapMs } : {}),
-    ...(netns ? { exclude: ['addNode'] as const } : {}),
+    exclude: [...(netns ? NETNS_UNSUPPORTED : []), ...(opts.exclude ?? [])],
+    ...(opts.only ? { only: opts.only } : {}),
+    etcdElectionMs: ETCD_ELECTION_MS(opts.fastEtcd ?? false),
   });
   // Hard bound on the fault phase, whatever happens.
   const maxWallMs = durationMs !== undefined ? durationMs + 5000 : (plan[plan.length - 1]?.atMs ?? 0) + 60_000;
@@ -138,6 +162,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const records: FaultRecord[] = [];
   const busy = new Map<string, FaultKind>();
   let etcdBusy = false;
+  let specBusy = false;
   const inFlight = new Set<Promise<void>>();
   let done = 0;
   let t0 = Date.now();
@@ -214,6 +239,70 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
           await lc.restartMember(i);
           break;
         }
+        case 'etcdLeaderStop': {
+          const i = await etcdLeaderIndex(lc.etcdClientUrls);
+          if (i === null) {
+            rec.error = 'no etcd member names a leader';
+            break;
+          }
+          rec.target = `m${i}`;
+          endImpair = obs.impair(null, 'etcdLeaderStop');
+          const from = Date.now();
+          rec.injectedAt = from;
+          lc.freezeMember(i);
+          try {
+            await hold();
+          } finally {
+            lc.thawMember(i);
+          }
+          // Our own watch may sit on the frozen member: its events arrive late, not lost (it resumes).
+          obs.declareBlind(from, Date.now() + 1000);
+          break;
+        }
+        case 'specChange': {
+          const before = obs.cluster().spec?.spec;
+          if (!before) {
+            rec.error = 'no spec to change';
+            break;
+          }
+          const { change, spec } = changedSpec(before, f.pick);
+          rec.detail = change;
+          // A new hash identity goes through the empty-assignment barrier: the VIP is dark by design (DESIGN §12),
+          // for as long as the slowest node takes to release (a frozen one: its lease).
+          endImpair = obs.impair(null, 'specChange');
+          rec.injectedAt = Date.now();
+          await lc.applySpec(spec);
+          await hold();
+          const ended = obs.impair(null, 'specChange');
+          try {
+            await lc.applySpec(before);
+          } finally {
+            ended(Date.now());
+          }
+          break;
+        }
+        case 'duplicateId': {
+          rec.injectedAt = Date.now();
+          const { label, exit } = await lc.startClone(target, CLONE_REFUSE_MS);
+          const took = Date.now() - rec.injectedAt;
+          rec.detail = `${label} exit ${exit ? (exit.code ?? exit.signal) : 'none (killed)'} after ${took} ms`;
+          // DESIGN §13: a node id held by a live foreign lease refuses to start, exit 1.
+          if (!exit || exit.code !== 1) rec.checkFailed = `a second ${target} did not refuse: ${rec.detail}`;
+          break;
+        }
+        case 'backendFault': {
+          const spec = { seed: f.seq, ...backendFaultOf(f.pick) };
+          rec.detail = `fail ${spec.failShare}, stall ${spec.stallShare} x ${spec.stallMs} ms`;
+          endImpair = obs.impair(target, 'backendFault');
+          rec.injectedAt = Date.now();
+          await lc.setWriteFaults(target, spec);
+          try {
+            await hold();
+          } finally {
+            await lc.setWriteFaults(target, null);
+          }
+          break;
+        }
       }
       rec.undoneAt = Date.now();
     } catch (err) {
@@ -235,7 +324,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     };
     records.push(rec);
     let target: string;
-    if (f.kind === 'etcdMember') {
+    if (ETCD_KINDS.includes(f.kind)) {
       if (etcdBusy) {
         rec.skipReason = 'etcd member fault in flight';
         return;
@@ -244,7 +333,14 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         rec.skipReason = 'no etcd member to kill';
         return;
       }
-      target = `m${Math.floor(f.pick * lc.killableEtcdMembers)}`;
+      // etcdLeaderStop names its member (the raft leader) when it runs.
+      target = f.kind === 'etcdMember' ? `m${Math.floor(f.pick * lc.killableEtcdMembers)}` : 'leader';
+    } else if (f.kind === 'specChange') {
+      if (specBusy) {
+        rec.skipReason = 'spec change in flight';
+        return;
+      }
+      target = 'spec';
     } else if (f.kind === 'addNode') {
       if (!lc.supportsAddNode) {
         rec.skipReason = 'this dataplane cannot add nodes';
@@ -271,12 +367,14 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     rec.target = target;
     rec.outcome = 'done';
     done++;
-    if (f.kind === 'etcdMember') etcdBusy = true;
+    if (ETCD_KINDS.includes(f.kind)) etcdBusy = true;
+    else if (f.kind === 'specChange') specBusy = true;
     else if (target) busy.set(target, f.kind);
     const p = execute(f, rec, target)
       .then(() => sleep(SETTLE_MS))
       .finally(() => {
-        if (f.kind === 'etcdMember') etcdBusy = false;
+        if (ETCD_KINDS.includes(f.kind)) etcdBusy = false;
+        else if (f.kind === 'specChange') specBusy = false;
         else if (target) busy.delete(target);
         inFlight.delete(p);
       });
@@ -322,7 +420,8 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     raft?.stop();
     const inv = await lc.finish({ expectConverged: true, convergeTimeoutMs: 5000 });
     const backendHistory = obs.history().filter((s) => s.source === 'backend');
-    const samples = failoverLatencies(records, backendHistory);
+    const scopes = obs.facts().flatMap((f) => (f.type === 'scope' ? [f] : []));
+    const samples = failoverLatencies(records, backendHistory, scopes);
     const faultsByKind: Record<string, number> = {};
     const skippedByKind: Record<string, number> = {};
     for (const r of records) {
@@ -359,6 +458,10 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       dataplane: netns ? 'netns' : 'file',
       ...(raft ? { etcdLeaderChanges: raft.changes().length } : {}),
       dataplaneCounts: lc.extras(),
+      resolution: {
+        backend: obs.resolution(),
+        ...(netns ? { dataplane: dataplaneResolution(lc.extras()) } : {}),
+      },
       // This process forwards every agent's etcd traffic (the proxies) and reads every backend: if its event loop
       // stalled, agents saw etcd late and the run measured the harness, not clusterip-ha.
       harnessLoopDelayMs: (({ p99Ms, maxMs }) => ({ p99: p99Ms, max: maxMs }))(loopDelayStats(loopDelay, 10)),
@@ -380,6 +483,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     await writeFile(join(opts.reportDir, 'timeline.svg'), renderSvg(report));
     log(`chaos: report written to ${opts.reportDir} (report.txt, report.json, timeline.svg)`);
   }
-  const exitCode = report.violations.length === 0 && report.converged ? 0 : 1;
+  const exitCode =
+    report.violations.length === 0 && report.converged && !report.faults.some((f) => f.checkFailed) ? 0 : 1;
   return { exitCode, report, text };
 }

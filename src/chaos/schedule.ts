@@ -15,11 +15,48 @@ export const FAULT_KINDS = [
   'terminate', // SIGTERM: graceful drain, handoff and exit; start it again after holdMs
   'addNode', // start one more agent; after holdMs it leaves gracefully (SIGTERM)
   'etcdMember', // SIGKILL one etcd member (3 members only), restart after holdMs
+  // SIGSTOP the etcd raft leader (3 members only) for longer than its election timeout. etcd 3.4.23 (Debian) then
+  // revokes live leases: the resumed old leader's lessor still counts itself primary and its revokes are forwarded
+  // to the new leader (etcd issues 12528, 15247; fixed by PR 16822, v3.4.28+): claims vanish under live kernels.
+  'etcdLeaderStop',
+  'specChange', // `clusterip-ha apply` a new seed, hash mode, bucket count or an added VIP; apply the old back after holdMs
+  'duplicateId', // start a second agent (another machine) with a live node's id: it must refuse (exit 1)
+  'backendFault', // a seeded share of the node's backend writes (clears included) fails or stalls for holdMs
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Faults after which survivors must take over the target's buckets: the failover latency is measured for these. */
 export const FAILOVER_KINDS: readonly FaultKind[] = ['kill', 'killLeader', 'stopLong', 'partitionLong'];
+
+/** Faults on etcd itself: one at a time, in the etcd slot. */
+export const ETCD_KINDS: readonly FaultKind[] = ['etcdMember', 'etcdLeaderStop'];
+/** Faults on the whole cluster's spec: one at a time, in their own slot. */
+export const CLUSTER_KINDS: readonly FaultKind[] = ['specChange'];
+
+/** The variants of a spec change (picked from the fault's pick). */
+export const SPEC_CHANGES = ['seed', 'hashMode', 'buckets', 'addVip'] as const;
+export type SpecChange = (typeof SPEC_CHANGES)[number];
+
+/** A second number in [0, 1) from a fault's pick, for a fault's own parameters (variant, shares). */
+export function subPick(pick: number, k: number): number {
+  const x = pick * 7919 * (k + 1);
+  return x - Math.floor(x);
+}
+
+export function specChangeOf(pick: number): SpecChange {
+  return SPEC_CHANGES[Math.floor(subPick(pick, 1) * SPEC_CHANGES.length)]!;
+}
+
+/** A backend fault's shares: from a few failures to most writes failing or stalling (a stall: 50–800 ms). */
+export function backendFaultOf(pick: number): { failShare: number; stallShare: number; stallMs: number } {
+  const a = subPick(pick, 2);
+  const b = subPick(pick, 3);
+  return {
+    failShare: Math.round((0.1 + 0.6 * a) * 100) / 100,
+    stallShare: Math.round(0.3 * b * 100) / 100,
+    stallMs: Math.round(50 + 750 * subPick(pick, 4)),
+  };
+}
 
 export interface PlannedFault {
   seq: number;
@@ -49,6 +86,10 @@ export interface ScheduleOptions {
   settleMs?: number;
   /** Kinds the target cannot do (the netns dataplane cannot add nodes). */
   exclude?: readonly FaultKind[];
+  /** Only these kinds (a short run of some faults); default all. */
+  only?: readonly FaultKind[];
+  /** etcd's election timeout (ms); default 1000. An etcd leader stop lasts longer than it. */
+  etcdElectionMs?: number;
 }
 
 /** mulberry32: a small, fast, seedable PRNG with 32-bit state. Returns floats in [0, 1). */
@@ -74,6 +115,10 @@ const WEIGHTS: Record<FaultKind, number> = {
   terminate: 6,
   addNode: 6,
   etcdMember: 10,
+  etcdLeaderStop: 6,
+  specChange: 5,
+  duplicateId: 4,
+  backendFault: 8,
 };
 
 /** Leave at least two nodes unfaulted, and fault at most half of them at once. */
@@ -82,7 +127,7 @@ export function defaultConcurrency(agents: number): number {
 }
 
 /** How long a fault of this kind lasts, drawn from its range (ms). */
-export function holdRange(kind: FaultKind, ttlMs: number): [number, number] {
+export function holdRange(kind: FaultKind, ttlMs: number, etcdElectionMs = 1000): [number, number] {
   switch (kind) {
     case 'kill':
     case 'killLeader':
@@ -104,6 +149,15 @@ export function holdRange(kind: FaultKind, ttlMs: number): [number, number] {
       return [1000, 4000];
     case 'etcdMember':
       return [300, 3000];
+    case 'etcdLeaderStop':
+      return [etcdElectionMs + 300, etcdElectionMs * 2 + 500];
+    case 'specChange':
+      return [500, 3000];
+    case 'duplicateId':
+      // The slot the clone takes while it starts and refuses (run.ts waits up to 15 s for its exit).
+      return [2000, 2000];
+    case 'backendFault':
+      return [500, 4000];
   }
 }
 
@@ -111,8 +165,12 @@ export function planSchedule(opts: ScheduleOptions): PlannedFault[] {
   if (opts.faults === undefined && opts.durationMs === undefined) throw new Error('planSchedule: faults or durationMs');
   const rnd = mulberry32(opts.seed);
   const kinds = FAULT_KINDS.filter(
-    (k) => (k !== 'etcdMember' || opts.etcdMembers === 3) && !(opts.exclude ?? []).includes(k),
+    (k) =>
+      (!ETCD_KINDS.includes(k) || opts.etcdMembers === 3) &&
+      !(opts.exclude ?? []).includes(k) &&
+      (opts.only === undefined || opts.only.includes(k)),
   );
+  if (kinds.length === 0) throw new Error('planSchedule: no fault kind left');
   const total = kinds.reduce((s, k) => s + WEIGHTS[k], 0);
   const concurrency = opts.concurrency ?? defaultConcurrency(opts.agents);
   const meanGap = opts.meanGapMs ?? 400;
@@ -120,6 +178,7 @@ export function planSchedule(opts: ScheduleOptions): PlannedFault[] {
   // When each node-fault slot and the etcd slot are free again.
   const slots = new Array<number>(concurrency).fill(0);
   let etcdFree = 0;
+  let clusterFree = 0;
   const out: PlannedFault[] = [];
   let t = 1000;
   const maxFaults = opts.faults ?? Number.MAX_SAFE_INTEGER;
@@ -135,13 +194,16 @@ export function planSchedule(opts: ScheduleOptions): PlannedFault[] {
         break;
       }
     }
-    const [lo, hi] = holdRange(kind, opts.ttlMs);
+    const [lo, hi] = holdRange(kind, opts.ttlMs, opts.etcdElectionMs);
     const holdMs = Math.round(lo + rnd() * (hi - lo));
     const pick = rnd();
     let at: number;
-    if (kind === 'etcdMember') {
+    if (ETCD_KINDS.includes(kind)) {
       at = Math.max(t, etcdFree);
       etcdFree = at + holdMs + 2000;
+    } else if (CLUSTER_KINDS.includes(kind)) {
+      at = Math.max(t, clusterFree);
+      clusterFree = at + holdMs + 2000;
     } else {
       const i = slots.indexOf(Math.min(...slots));
       at = Math.max(t, slots[i]!);

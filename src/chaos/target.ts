@@ -1,5 +1,10 @@
 import type { FullObserver, FullReport } from '../invariant/observer.js';
+import type { WriteFaultSpec } from '../backends/writeFaults.js';
+import type { ClusterSpec } from '../config/types.js';
+import type { AgentExit } from '../localcluster/agentProcess.js';
 import type { LocalCluster, NodeRunState } from '../localcluster/cluster.js';
+import { applyWithCli } from './clusterOps.js';
+import type { FaultKind } from './schedule.js';
 
 // What the chaos runner needs from a cluster under test, whatever its dataplane: local processes with file
 // backends (LocalCluster) or agents in network namespaces with nftables (netnsTarget.ts).
@@ -11,6 +16,8 @@ export interface ChaosTarget {
   /** Client URLs of the etcd members we started (to watch their raft term); empty when etcd is not ours. */
   readonly etcdClientUrls: readonly string[];
   readonly supportsAddNode: boolean;
+  /** Fault kinds this target cannot inject (left out of the schedule). */
+  readonly unsupported: readonly FaultKind[];
   nodes(): { id: string; run: NodeRunState }[];
   kill(id: string, sig?: NodeJS.Signals): Promise<void>;
   freeze(id: string): void;
@@ -25,6 +32,13 @@ export interface ChaosTarget {
   terminate(id: string): Promise<void>;
   killMember(i: number): Promise<void>;
   restartMember(i: number): Promise<void>;
+  freezeMember(i: number): void;
+  thawMember(i: number): void;
+  /** `clusterip-ha apply` this spec. */
+  applySpec(spec: ClusterSpec): Promise<void>;
+  /** A second agent with a live node's id, as another machine; its exit (null: had to be killed). */
+  startClone(id: string, waitMs: number): Promise<{ label: string; exit: AgentExit | null }>;
+  setWriteFaults(id: string, spec: WriteFaultSpec | null): Promise<void>;
   waitConverged(timeoutMs: number): Promise<boolean>;
   finish(opts?: { expectConverged?: boolean; convergeTimeoutMs?: number }): Promise<FullReport>;
   /** Figures only this dataplane has (probe counts, double replies), for the report. */
@@ -38,6 +52,7 @@ export function localTarget(lc: LocalCluster, killableEtcdMembers: number): Chao
     killableEtcdMembers,
     etcdClientUrls: killableEtcdMembers > 0 ? lc.etcd.members.map((m) => m.clientUrl) : [],
     supportsAddNode: true,
+    unsupported: [],
     nodes: () => lc.nodes().map((n) => ({ id: n.id, run: n.run })),
     kill: (id, sig) => lc.kill(id, sig),
     freeze: (id) => lc.freeze(id),
@@ -51,6 +66,11 @@ export function localTarget(lc: LocalCluster, killableEtcdMembers: number): Chao
     terminate: (id) => lc.terminate(id),
     killMember: (i) => lc.etcd.killMember(i),
     restartMember: (i) => lc.etcd.restartMember(i),
+    freezeMember: (i) => lc.freezeMember(i),
+    thawMember: (i) => lc.thawMember(i),
+    applySpec: (spec) => applyWithCli(lc.etcd.endpoints, lc.cluster, spec),
+    startClone: (id, ms) => lc.startClone(id, ms),
+    setWriteFaults: (id, spec) => lc.setWriteFaults(id, spec),
     waitConverged: (ms) => lc.waitConverged(ms),
     finish: (o) => lc.finish(o),
     extras: () => ({}),

@@ -379,6 +379,8 @@ export interface WatchClusterOptions {
   onError?: (error: Error) => void;
   /** Start from this picture (must come from loadClusterState); loads one otherwise. */
   initial?: ClusterState;
+  /** The stream was down during [fromMs, toMs] and has resumed: events of that time arrived late (if at all). */
+  onStale?: (fromMs: number, toMs: number) => void;
 }
 
 /**
@@ -390,6 +392,8 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
   let state = opts.initial ?? (await loadClusterState(etcd, keys));
   let watcher: Watcher | undefined;
   let closed = false;
+  // Since when the stream has been down (null: up), for onStale.
+  let downSince: number | null = null;
 
   const start = async (): Promise<void> => {
     const w = await etcd
@@ -424,7 +428,16 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
       if (res.events.length > 0) opts.onChange(change);
     });
     resumeAfterApplied(w, () => state.revision);
-    w.on('disconnected', (err: Error) => opts.onError?.(err));
+    w.on('disconnected', (err: Error) => {
+      downSince ??= Date.now();
+      opts.onError?.(err);
+    });
+    w.on('connected', () => {
+      if (downSince === null) return;
+      const from = downSince;
+      downSince = null;
+      opts.onStale?.(from, Date.now());
+    });
     w.on('error', (err: Error) => {
       opts.onError?.(err);
       void restart();
@@ -435,6 +448,7 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
   const restart = async (): Promise<void> => {
     if (restarting || closed) return;
     restarting = true;
+    downSince ??= Date.now();
     try {
       await watcher?.cancel().catch(() => undefined);
       watcher = undefined;
@@ -445,6 +459,9 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
           watchHandle.state = fresh;
           opts.onChange({ revision: fresh.revision, puts: [keys.prefix], deletes: [], bad: fresh.badValues });
           await start();
+          const from = downSince ?? Date.now();
+          downSince = null;
+          opts.onStale?.(from, Date.now());
           return;
         } catch (err) {
           opts.onError?.(err as Error);

@@ -11,6 +11,14 @@ import type { InvariantReport, OwnershipSample, Violation } from './types.js';
 //   An injected fault (chaos `impair`) that hits the bucket's assignee, the leader or etcd before or during the
 //   stretch restarts the failover clock at the fault (see `allowedMs`); one after an overrun excuses nothing.
 //   Without injected faults (the agent's tests) the bound is exactly `boundMs`.
+// - Kernel ⊆ claims: a backend holder that is not the claim's owner for longer than `claimLagMs` is
+//   `heldWithoutClaim`; one whose node had no claim of the bucket at any moment of its stretch (or within
+//   `claimLagMs` after it: the watch may deliver the claim after the file write is seen) is `heldNeverClaimed`.
+// - Legal transitions: claims are compared by holder and lease (incarnation). When a claim changes hands or goes
+//   away, the previous holder released its kernel first (DESIGN §5), so the first complete read of every backend
+//   that *started after* the change was observed (a `round` fact) must not show it: `heldAfterRelease`. This needs
+//   no time allowance (the real release precedes the real claim change, which precedes its observation), so it
+//   is exact to the backend read period.
 
 export type Source = OwnershipSample['source'];
 
@@ -37,6 +45,25 @@ export interface BlindFact {
   t: number;
   from: number;
   to: number;
+}
+
+/**
+ * Every node's backend was read completely, each read starting at or after t, and every change it showed was fed
+ * before this fact.
+ */
+export interface RoundFact {
+  t: number;
+}
+
+/**
+ * From time t, buckets 1..buckets of this VIP are in the spec (0: the VIP is not). A bucket out of the spec owes
+ * no owner (its unowned time is not counted); it is still checked for double owners and holders without claims.
+ * Before a VIP's first scope fact every bucket counts.
+ */
+export interface ScopeFact {
+  t: number;
+  vip: string;
+  buckets: number;
 }
 
 /** Who led the cluster from time t (null: nobody). */
@@ -75,13 +102,26 @@ interface KeyState {
 }
 
 interface BucketState {
-  /** Start of the current unowned stretch in the backend source; null when owned or never sampled. */
+  /** Start of the current unowned stretch in the backend source; null when owned, never sampled, out of spec. */
   unownedSince: number | null;
+  /** Whether a backend sample of this bucket arrived. */
+  sampled?: boolean;
   /** The claim's owner (null: no claim); undefined until a claims sample arrived (then kernel ⊆ claims is checked). */
   claimOwner?: string | null;
+  /** The claim's lease (the owner's incarnation), when known. */
+  claimLease?: string | undefined;
   backendHolders: readonly string[];
   /** Backend holders without the claim, and since when. */
   unclaimedSince: Map<string, number>;
+  /**
+   * Open backend stretches per holder: since when, whether that node had the claim during it, and whether the
+   * bucket's claims were known at all then (before any claims sample nothing is checked, as for heldWithoutClaim).
+   */
+  holding: Map<string, { since: number; claimed: boolean; checked: boolean }>;
+  /** Closed stretches with no claim seen yet, waiting `claimLagMs` for a late claim event. */
+  unjustified: { node: string; from: number; to: number }[];
+  /** Previous holders that must be gone from the next backend round that starts after `t` (raw time). */
+  released: { node: string; lease: string; t: number }[];
   assignees: { t: number; assignee: string | null }[];
 }
 
@@ -113,6 +153,7 @@ export class InvariantChecker {
   private readonly leaders: { t: number; leader: string | null }[] = [];
   private readonly impairments: Impairment[] = [];
   private readonly blinds: BlindFact[] = [];
+  private readonly scopes = new Map<string, number>();
   private readonly found: Violation[] = [];
   private readonly intervals: UnownedInterval[] = [];
   private readonly maxUnowned = new Map<string, number>();
@@ -144,7 +185,15 @@ export class InvariantChecker {
     const k = bucketKey(vip, bucket);
     let b = this.buckets.get(k);
     if (!b) {
-      b = { unownedSince: null, assignees: [], backendHolders: [], unclaimedSince: new Map() };
+      b = {
+        unownedSince: null,
+        assignees: [],
+        backendHolders: [],
+        unclaimedSince: new Map(),
+        holding: new Map(),
+        unjustified: [],
+        released: [],
+      };
       this.buckets.set(k, b);
     }
     return b;
@@ -168,19 +217,82 @@ export class InvariantChecker {
     }
     if (sample.source === 'claims' || sample.source === 'backend') {
       const b = this.bucket(sample.vip, sample.bucket);
-      if (sample.source === 'claims') b.claimOwner = holders[0] ?? null;
-      else b.backendHolders = holders;
+      if (sample.source === 'claims') this.claimChanged(b, holders[0] ?? null, sample.lease, sample.t, t);
+      else this.backendChanged(b, holders, t);
       this.checkClaimed(sample.vip, sample.bucket, b, t);
     }
     if (sample.source === 'backend') {
       const b = this.bucket(sample.vip, sample.bucket);
-      if (holders.length === 0 && b.unownedSince === null) b.unownedSince = t;
+      b.sampled = true;
+      if (holders.length === 0 && b.unownedSince === null && this.inScope(sample.vip, sample.bucket)) {
+        b.unownedSince = t;
+      }
       if (holders.length > 0 && b.unownedSince !== null) {
         this.closeUnowned(sample.vip, sample.bucket, b.unownedSince, t);
         b.unownedSince = null;
       }
     }
     if (!sameSet(st.holders, holders)) st.holders = holders;
+  }
+
+  /** A new claim value: a transition away from a holder (or incarnation) must find its backend already clear. */
+  private claimChanged(b: BucketState, owner: string | null, lease: string | undefined, rawT: number, t: number): void {
+    const prev = b.claimOwner;
+    const prevLease = b.claimLease;
+    b.claimOwner = owner;
+    b.claimLease = lease;
+    for (const h of b.holding.values()) h.checked = true;
+    if (owner !== null) {
+      // The new holder may hold it from now on; a late claim also justifies its recent stretches.
+      b.released = b.released.filter((r) => r.node !== owner);
+      const h = b.holding.get(owner);
+      if (h) h.claimed = true;
+      b.unjustified = b.unjustified.filter((u) => !(u.node === owner && u.to + this.claimLagMs >= t));
+    }
+    if (prev === undefined || prev === null) return;
+    if (prev === owner && prevLease === lease) return;
+    // Same node under a new lease: backends are known per node, so its new incarnation may hold the bucket.
+    if (prev === owner) return;
+    b.released.push({ node: prev, lease: prevLease ?? '', t: rawT });
+  }
+
+  private backendChanged(b: BucketState, holders: readonly string[], t: number): void {
+    b.backendHolders = holders;
+    for (const n of holders) {
+      if (!b.holding.has(n)) {
+        b.holding.set(n, { since: t, claimed: b.claimOwner === n, checked: b.claimOwner !== undefined });
+      }
+    }
+    for (const [n, h] of [...b.holding]) {
+      if (holders.includes(n)) continue;
+      b.holding.delete(n);
+      if (!h.claimed && h.checked) b.unjustified.push({ node: n, from: h.since, to: t });
+    }
+  }
+
+  /** A complete backend round: every holder released before its start must be gone. */
+  round(fact: RoundFact): void {
+    this.at(fact.t);
+    for (const [k, b] of this.buckets) {
+      if (b.released.length === 0) continue;
+      const [vip, bs] = k.split('#') as [string, string];
+      const keep: BucketState['released'] = [];
+      for (const r of b.released) {
+        if (r.t >= fact.t) keep.push(r);
+        else if (b.backendHolders.includes(r.node)) {
+          this.found.push({
+            kind: 'heldAfterRelease',
+            vip,
+            bucket: Number(bs),
+            node: r.node,
+            lease: r.lease,
+            claimAt: r.t,
+            seenAt: fact.t,
+          });
+        }
+      }
+      b.released = keep;
+    }
   }
 
   /** Per node kernel ⊆ claims: a backend holder that is not the claim's owner starts (or continues) a stretch. */
@@ -228,6 +340,40 @@ export class InvariantChecker {
   assignee(fact: AssigneeFact): void {
     const t = this.at(fact.t);
     this.bucket(fact.vip, fact.bucket).assignees.push({ t, assignee: fact.assignee });
+  }
+
+  /** Stretches that had no claim of their node (checked at the end, when every blind stretch is known). */
+  private closeNeverClaimed(vip: string, bucket: number, b: BucketState, end: number): void {
+    for (const [n, h] of b.holding)
+      if (!h.claimed && h.checked) b.unjustified.push({ node: n, from: h.since, to: end });
+    b.holding.clear();
+    for (const u of b.unjustified) {
+      const blind = this.blinds.some((x) => x.from <= u.to + this.claimLagMs && x.to >= u.from);
+      if (!blind) this.found.push({ kind: 'heldNeverClaimed', vip, bucket, node: u.node, fromMs: u.from, toMs: u.to });
+    }
+    b.unjustified = [];
+  }
+
+  private inScope(vip: string, bucket: number): boolean {
+    const n = this.scopes.get(vip);
+    return n === undefined || bucket <= n;
+  }
+
+  /** The spec's buckets of a VIP from now: unowned stretches of buckets leaving it end here, entering it start. */
+  scope(fact: ScopeFact): void {
+    const t = this.at(fact.t);
+    this.scopes.set(fact.vip, fact.buckets);
+    for (const [k, b] of this.buckets) {
+      const [vip, bs] = k.split('#') as [string, string];
+      if (vip !== fact.vip) continue;
+      const bucket = Number(bs);
+      if (!this.inScope(vip, bucket)) {
+        if (b.unownedSince !== null) this.closeUnowned(vip, bucket, b.unownedSince, t);
+        b.unownedSince = null;
+      } else if (b.unownedSince === null && b.sampled && b.backendHolders.length === 0) {
+        b.unownedSince = t;
+      }
+    }
   }
 
   blind(fact: BlindFact): void {
@@ -360,6 +506,7 @@ export class InvariantChecker {
         const [v, n] = k.split('#') as [string, string];
         for (const [node, since] of b.unclaimedSince) this.closeUnclaimed(v, Number(n), node, since, end);
         b.unclaimedSince.clear();
+        this.closeNeverClaimed(v, Number(n), b, end);
         if (b.unownedSince === null) continue;
         const [vip, bs] = k.split('#') as [string, string];
         // An interval still open at the end is not a completed failover; it is still checked against its bound.
@@ -396,7 +543,9 @@ export type TimelineFact =
   | ({ type: 'liveness' } & LivenessFact)
   | ({ type: 'assignee' } & AssigneeFact)
   | ({ type: 'leader' } & LeaderFact)
-  | ({ type: 'blind' } & BlindFact);
+  | ({ type: 'blind' } & BlindFact)
+  | ({ type: 'round' } & RoundFact)
+  | ({ type: 'scope' } & ScopeFact);
 
 /** Check a whole recorded timeline at once (facts in time order). */
 export function checkTimeline(
@@ -418,6 +567,8 @@ export function checkTimeline(
     else if (f.type === 'liveness') c.liveness(f);
     else if (f.type === 'assignee') c.assignee(f);
     else if (f.type === 'blind') c.blind(f);
+    else if (f.type === 'round') c.round(f);
+    else if (f.type === 'scope') c.scope(f);
     else c.leader(f);
   }
   return c.finish(opts.endMs, opts.startedAt);

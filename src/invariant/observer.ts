@@ -1,22 +1,19 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { parseFileBackendHeld } from '../backends/fileFormat.js';
+import { startFilePoll, type FilePoll, type PollResult, type PollVip } from './filePoll.js';
+import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
 import {
-  applyDelete,
-  applyPut,
   emptyClusterState,
-  loadClusterState,
-  resumeAfterApplied,
+  watchCluster,
   type ClusterState,
+  type ClusterWatch,
+  type StateChange,
 } from '../etcd/store.js';
 import { InvariantChecker, type Impairment, type TimelineFact, type UnownedInterval } from './checker.js';
 import type { InvariantReport, Observer, ObserverOptions, OwnershipSample, Violation } from './types.js';
 
-// The invariant observer: one prefix watch on the cluster's keys (claims, nodes, leader, assignments, spec) from a
-// known revision, plus a poll of every node's file-backend state (expiry applied at read time), fed in time order
+// The invariant observer: the store's prefix watch on the cluster's keys (claims, nodes, leader, assignments, spec),
+// plus a poll of every node's file-backend state (expiry applied at read time), fed in time order
 // into the pure checker. It also keeps the ownership changes, for the chaos report's time line.
 
 export interface ObserverExtras {
@@ -25,6 +22,12 @@ export interface ObserverExtras {
    * whose failover chain includes impaired nodes get one more bound per such node (see checker.ts).
    */
   impair(node: string | null, kind: string, fromMs?: number): (toMs?: number) => void;
+  /** Our own view of etcd may have been stale during [from, to] (a fault that freezes the member we watch). */
+  declareBlind(from: number, to: number): void;
+  /** backendFromRecord: every backend was read completely since `t` and the changes were recorded. */
+  round(t: number): void;
+  /** Gaps between the starts of complete backend rounds: a holder present longer than maxMs is always seen. */
+  resolution(): GapStats;
   /** The decoded cluster as the watch sees it now. */
   cluster(): ClusterState;
   /** What each node's backend held at the last poll: vip → bucket → holders. */
@@ -52,6 +55,20 @@ export interface FullReport extends InvariantReport {
 
 const sampleKey = (vip: string, bucket: number): string => `${vip}#${bucket}`;
 
+export interface GapStats {
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/** Percentiles of the gaps between successive observations. */
+export function gapStats(gaps: readonly number[]): GapStats {
+  const s = [...gaps].sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
+  return { count: s.length, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: s[s.length - 1] ?? 0 };
+}
+
 export async function startObserver(opts: ObserverOptions): Promise<FullObserver> {
   const pollMs = opts.pollMs ?? 10;
   const keys: Keys = keysFor(opts.cluster);
@@ -59,16 +76,19 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const checker = new InvariantChecker(opts.unownedBoundMs, opts.claimLagMs);
   const startedAt = Date.now();
   const dirs = new Map(Object.entries(opts.backendDirs));
+  let filePoll: FilePoll | undefined;
   const hist: OwnershipSample[] = [];
   const facts: TimelineFact[] = [];
   const lastClaims = new Map<string, string>();
   const lastBackend = new Map<string, string[]>();
   const lastAssignee = new Map<string, string | null>();
+  const claimsKnown = new Set<string>();
+  /** Buckets per VIP as the checker was last told; every bucket any spec had (polled after it left the spec). */
+  const lastScope = new Map<string, number>();
+  const pollBuckets = new Map<string, number>();
   let lastLeader: string | null = null;
   let lastLive = '';
   let state: ClusterState = emptyClusterState();
-  let watcher: Watcher | undefined;
-  let stopped = false;
   let observations = 0;
   const errors: string[] = [];
 
@@ -91,11 +111,27 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       checker.leader({ t, leader: state.leader });
       facts.push({ type: 'leader', t, leader: state.leader });
     }
+    // The spec's buckets per VIP: the checker owes no owner to a bucket (or VIP) the spec no longer has.
+    const inSpec = new Map((state.spec?.spec.vips ?? []).map((v) => [v.address, v.buckets]));
+    for (const vip of new Set([...inSpec.keys(), ...lastScope.keys()])) {
+      const n = inSpec.get(vip) ?? 0;
+      if (lastScope.get(vip) === n) continue;
+      lastScope.set(vip, n);
+      pollBuckets.set(vip, Math.max(pollBuckets.get(vip) ?? 0, n));
+      filePoll?.setVips(pollVips());
+      checker.scope({ t, vip, buckets: n });
+      facts.push({ type: 'scope', t, vip, buckets: n });
+    }
     for (const vip of state.spec?.spec.vips ?? []) {
       const owners = state.assignments.get(vip.address)?.value.owners ?? {};
       for (let b = 1; b <= vip.buckets; b++) {
         const a = owners[String(b)] ?? null;
         const k = sampleKey(vip.address, b);
+        // A bucket nobody has claimed yet: its claims are known (empty), so its backend holders are checked.
+        if (!claimsKnown.has(k)) {
+          claimsKnown.add(k);
+          if (!lastClaims.has(k)) feed({ t, source: 'claims', vip: vip.address, bucket: b, holders: [] });
+        }
         if (lastAssignee.get(k) !== a || !lastAssignee.has(k)) {
           lastAssignee.set(k, a);
           checker.assignee({ t, vip: vip.address, bucket: b, assignee: a });
@@ -105,180 +141,97 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     }
   };
 
-  const onPut = (kv: IKeyValue, t: number): void => {
-    const key = kv.key.toString();
-    const pk = parseKey(keys, key);
-    applyPut(state, keys, kv);
-    if (pk.family !== 'claim') return;
-    const k = sampleKey(pk.vip, pk.bucket);
-    const owner = state.claims.get(pk.vip)?.get(pk.bucket)?.owner;
-    if (owner === undefined) return; // a bad value: dropped by the store, counted in badValues
-    // A claim key holds one owner by construction. A put over another node's claim is the agent's handoff txn
-    // (the old owner ends its claim and writes the new owner's in one txn, after its kernel let go), not two
-    // owners: what two nodes really hold shows in the backend source.
-    lastClaims.set(k, owner);
-    feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [owner] });
-  };
-
-  const onDelete = (key: string, t: number): void => {
-    applyDelete(state, keys, key);
-    const pk = parseKey(keys, key);
-    if (pk.family !== 'claim') return;
-    lastClaims.delete(sampleKey(pk.vip, pk.bucket));
-    feed({ t, source: 'claims', vip: pk.vip, bucket: pk.bucket, holders: [] });
-  };
-
-  const load = async (): Promise<void> => {
-    const fresh = await loadClusterState(etcd, keys);
-    const t = Date.now();
-    state = fresh;
-    // Claims: report every bucket's holder as of this snapshot.
+  // Claims as the watch's picture shows them after a batch: every bucket whose (holder, lease) changed is one sample.
+  // Only `touched` claim keys are compared (all of them after a reload).
+  const syncClaims = (t: number, touched: Set<string> | 'all'): void => {
     const seen = new Set<string>();
     for (const [vip, m] of state.claims) {
       for (const [bucket, c] of m) {
         const k = sampleKey(vip, bucket);
         seen.add(k);
-        if (lastClaims.get(k) !== c.owner) {
-          lastClaims.set(k, c.owner);
-          feed({ t, source: 'claims', vip, bucket, holders: [c.owner] });
-        }
+        if (touched !== 'all' && !touched.has(k)) continue;
+        // A put over another node's claim is the agent's handoff txn (the old owner ends its claim and writes the
+        // new owner's in one txn, after its kernel let go), not two owners: the checker checks that transition.
+        const id = `${c.owner}@${c.lease}`;
+        claimsKnown.add(k);
+        if (lastClaims.get(k) === id) continue;
+        lastClaims.set(k, id);
+        feed({ t, source: 'claims', vip, bucket, holders: [c.owner], lease: c.lease });
       }
     }
     for (const k of [...lastClaims.keys()]) {
-      if (seen.has(k)) continue;
+      if (seen.has(k) || (touched !== 'all' && !touched.has(k))) continue;
       lastClaims.delete(k);
       const [vip, b] = k.split('#') as [string, string];
       feed({ t, source: 'claims', vip, bucket: Number(b), holders: [] });
     }
-    refreshDerived(t);
   };
 
-  const startWatch = async (): Promise<void> => {
-    const w = await etcd
-      .watch()
-      .prefix(keys.prefix)
-      .startRevision((BigInt(state.revision) + 1n).toString())
-      .create();
-    if (stopped) {
-      await w.cancel().catch(() => undefined);
-      return;
+  const claimKeysOf = (change: StateChange): Set<string> | 'all' => {
+    const out = new Set<string>();
+    for (const key of [...change.puts, ...change.deletes]) {
+      if (key === keys.prefix) return 'all'; // a reload
+      const pk = parseKey(keys, key);
+      if (pk.family === 'claim') out.add(sampleKey(pk.vip, pk.bucket));
     }
-    watcher = w;
-    let applied = BigInt(state.revision);
-    w.on('data', (res) => {
+    return out;
+  };
+
+  const markBlind = (from: number, to: number): void => {
+    const fact = { t: Date.now(), from, to };
+    checker.blind(fact);
+    facts.push({ type: 'blind', ...fact });
+  };
+
+  // One watch implementation for everyone (store.ts): resumes after the last applied event, reloads on failure.
+  // The handle, for onChange (which may in principle run before watchCluster returns).
+  const ref: { watch?: ClusterWatch } = {};
+  const watch = await watchCluster(etcd, keys, {
+    onChange: (change) => {
       const t = Date.now();
-      for (const ev of res.events) {
-        if (BigInt(ev.kv.mod_revision) > applied) applied = BigInt(ev.kv.mod_revision);
-        if (ev.type === 'Put') onPut(ev.kv, t);
-        else onDelete(ev.kv.key.toString(), t);
-      }
-      state.revision = res.header.revision;
+      if (ref.watch) state = ref.watch.state;
+      syncClaims(t, claimKeysOf(change));
       refreshDerived(t);
-    });
-    resumeAfterApplied(w, () => applied.toString());
-    // While the watch reconnects (an etcd member died under it) our claims view is stale: say so to the checker.
-    let blindSince: number | null = null;
-    w.on('disconnected', () => {
-      blindSince ??= Date.now();
-    });
-    w.on('connected', () => {
-      if (blindSince === null) return;
-      const now = Date.now();
-      const fact = { t: now, from: blindSince, to: now };
-      blindSince = null;
-      checker.blind(fact);
-      facts.push({ type: 'blind', ...fact });
-    });
-    // A watch that fails for good (compaction): reload the picture and watch again.
-    w.on('error', (err: Error) => {
+    },
+    onError: (err) => {
       errors.push(err.message);
-      void restartWatch();
-    });
+      if (errors.length > 100) errors.splice(0, errors.length - 20);
+    },
+    // While the watch reconnected our claims view was stale: say so to the checker.
+    onStale: (from, to) => markBlind(from, to),
+  }).catch((err: unknown) => {
+    etcd.close();
+    throw err;
+  });
+  ref.watch = watch;
+  state = watch.state;
+  syncClaims(Date.now(), 'all');
+  refreshDerived(Date.now());
+
+  // A complete read of every backend, each read starting at or after `t`: the checker's transition check.
+  const roundGaps: number[] = [];
+  let lastRoundAt: number | undefined;
+  const endRound = (t: number): void => {
+    if (lastRoundAt !== undefined) roundGaps.push(t - lastRoundAt);
+    lastRoundAt = t;
+    checker.round({ t });
+    facts.push({ type: 'round', t });
   };
 
-  let restarting = false;
-  const restartWatch = async (): Promise<void> => {
-    if (restarting || stopped) return;
-    restarting = true;
-    try {
-      await watcher?.cancel().catch(() => undefined);
-      for (let attempt = 0; !stopped && attempt < 1000; attempt++) {
-        try {
-          await load();
-          await startWatch();
-          return;
-        } catch (err) {
-          errors.push((err as Error).message);
-          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-        }
-      }
-    } finally {
-      restarting = false;
-    }
-  };
-
-  // Backend poll: read every node's file for every VIP of the spec, synchronously so all nodes are read within
-  // the same instant, and emit a sample for each bucket whose holders changed.
+  // Backend poll (file backends): FilePoller rounds, on a worker thread, fed in order.
   const holdersNow = new Map<string, Map<number, string[]>>();
-  const lastFileEntries = new Map<string, Set<number>>();
-  const unreadable = new Map<string, string>();
-  let lastPollAt = Date.now();
-  const poll = (): void => {
-    const vips = state.spec?.spec.vips ?? [];
-    if (vips.length === 0) return;
-    const pollStart = Date.now();
+  let unreadable: [string, string][] = [];
+  const onPoll = (r: PollResult): void => {
     observations++;
-    for (const vip of vips) {
-      const perBucket = new Map<number, string[]>();
-      for (let b = 1; b <= vip.buckets; b++) perBucket.set(b, []);
-      // bucket → node → expiry, for entries that expired since the previous poll.
-      const expiredAt = new Map<number, Map<string, number>>();
-      for (const [node, dir] of dirs) {
-        const path = join(dir, vip.address);
-        const now = Date.now();
-        let held: Set<number>;
-        try {
-          const text = readFileSync(path, 'utf8');
-          held = parseFileBackendHeld(text, now, path);
-          // Expiry times of entries that just expired: the precise moment the bucket stopped being held.
-          for (const m of text.matchAll(/(\d+)=(\d+)/g)) {
-            const bucket = Number(m[1]);
-            const exp = Number(m[2]);
-            if (exp <= now && exp > lastPollAt) {
-              if (!expiredAt.has(bucket)) expiredAt.set(bucket, new Map());
-              expiredAt.get(bucket)!.set(node, exp);
-            }
-          }
-          unreadable.delete(path);
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT') held = new Set();
-          else {
-            // Keep the last good state of this file; files are replaced by rename, so this should not happen.
-            unreadable.set(path, (err as Error).message);
-            held = lastFileEntries.get(path) ?? new Set();
-          }
-        }
-        lastFileEntries.set(path, held);
-        for (const b of held) perBucket.get(b)?.push(node);
-      }
-      const t = Date.now();
-      holdersNow.set(vip.address, perBucket);
-      for (const [b, holders] of perBucket) {
-        holders.sort();
-        const k = sampleKey(vip.address, b);
-        const prev = lastBackend.get(k);
-        if (prev !== undefined && prev.join(',') === holders.join(',')) continue;
-        lastBackend.set(k, holders);
-        // A bucket its previous holders lost by expiry went unowned at that expiry, not when we read it.
-        const exps = (prev ?? []).map((n) => expiredAt.get(b)?.get(n));
-        const byExpiry = holders.length === 0 && exps.length > 0 && exps.every((e) => e !== undefined);
-        const when = byExpiry ? Math.max(...(exps as number[])) : t;
-        feed({ t: when, source: 'backend', vip: vip.address, bucket: b, holders });
-      }
+    for (const s of r.samples) {
+      lastBackend.set(sampleKey(s.vip, s.bucket), s.holders);
+      feed(s);
     }
-    lastPollAt = pollStart;
+    for (const [vip, m] of r.holders) holdersNow.set(vip, new Map(m));
+    unreadable = r.unreadable;
+    endRound(r.roundT);
   };
+  const pollVips = (): PollVip[] => [...pollBuckets].map(([address, buckets]) => ({ address, buckets }));
 
   const convergence = (): { converged: boolean; problems: Violation[] } => {
     const problems: Violation[] = [];
@@ -305,19 +258,16 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     return { converged: problems.length === 0, problems };
   };
 
-  try {
-    await load();
-    await startWatch();
-  } catch (err) {
-    etcd.close();
-    throw err;
+  if (!opts.backendFromRecord) {
+    filePoll = startFilePoll(pollMs, onPoll);
+    filePoll.setDirs(dirs);
+    filePoll.setVips(pollVips());
   }
-  const timer = opts.backendFromRecord ? undefined : setInterval(poll, pollMs);
-  if (timer) poll();
 
   return {
     addNode(id, backendDir) {
       dirs.set(id, backendDir);
+      filePoll?.setDirs(dirs);
     },
     record(sample) {
       if (sample.source !== 'backend') return feed(sample);
@@ -333,6 +283,9 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       lastBackend.set(k, holders);
       feed({ ...sample, holders });
     },
+    round: endRound,
+    declareBlind: (from, to) => markBlind(from, to),
+    resolution: () => gapStats(roundGaps),
     violations() {
       return [...checker.violations(), ...checker.openViolations(Date.now())];
     },
@@ -360,9 +313,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
           await new Promise((r) => setTimeout(r, 50));
         }
       }
-      stopped = true;
-      clearInterval(timer);
-      await watcher?.cancel().catch(() => undefined);
+      await filePoll?.stop();
+      await watch.close();
       etcd.close();
       const endedAt = Date.now();
       const r = checker.finish(endedAt, startedAt);

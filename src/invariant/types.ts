@@ -11,6 +11,8 @@ export interface OwnershipSample {
   /** Nodes holding it: the claim owner (claims), nodes whose backend holds it unexpired (backend), nodes that
    *  answered a probe (dataplane). */
   holders: string[];
+  /** claims only: the claim's lease, i.e. the holder's incarnation (one node id may come back under a new lease). */
+  lease?: string;
 }
 
 export type Violation =
@@ -34,7 +36,23 @@ export type Violation =
       fromMs: number;
       toMs: number;
       durationMs: number;
-    };
+    }
+  /**
+   * A claim changed hands (or went away) at `claimAt`, and a complete read of every backend that started after it
+   * (`seenAt`) still found the previous holder: it had not let go before the claim moved (DESIGN §5 releases
+   * kernel first, claim second).
+   */
+  | {
+      kind: 'heldAfterRelease';
+      vip: string;
+      bucket: number;
+      node: string;
+      lease: string;
+      claimAt: number;
+      seenAt: number;
+    }
+  /** A backend held the bucket during [fromMs, toMs] and no claim of that node was seen then (or within the lag). */
+  | { kind: 'heldNeverClaimed'; vip: string; bucket: number; node: string; fromMs: number; toMs: number };
 
 export interface InvariantReport {
   violations: Violation[];

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateClusterSpec } from '../config/index.js';
@@ -11,7 +11,8 @@ import { startLocalEtcd, type LocalEtcd } from '../etcd/localEtcd.js';
 import { writeSpec } from '../etcd/spec.js';
 import { startObserver, type FullObserver, type FullReport } from '../invariant/observer.js';
 import { waitObserverConverged } from '../invariant/converge.js';
-import { spawnAgent, type AgentProcess } from './agentProcess.js';
+import { spawnAgent, type AgentExit, type AgentProcess } from './agentProcess.js';
+import { WRITE_FAULTS_ENV, type WriteFaultSpec } from '../backends/writeFaults.js';
 import { startTcpProxy, type CutMode, type TcpProxy } from './tcpProxy.js';
 
 // A whole cluster on one machine: etcd on loopback (1 or 3 members), N agent processes with file backends, each
@@ -86,6 +87,16 @@ export interface LocalCluster {
   undrain(id: string): Promise<boolean>;
   /** Graceful stop: SIGTERM (the agent drains, hands off, revokes, exits), bounded by waitMs. */
   terminate(id: string, waitMs?: number): Promise<void>;
+  /**
+   * Start a second agent with node `id` as another machine would (its own backend dir and state dir, observed as
+   * backend holder `<id>~clone<k>`), wait up to `waitMs` for it to exit, kill it if it did not.
+   */
+  startClone(id: string, waitMs: number): Promise<{ label: string; exit: AgentExit | null }>;
+  /** Make a share of the node's backend writes fail or stall (null: stop). Takes effect at its next write. */
+  setWriteFaults(id: string, spec: WriteFaultSpec | null): Promise<void>;
+  /** SIGSTOP / SIGCONT one etcd member. */
+  freezeMember(i: number): void;
+  thawMember(i: number): void;
   /** Wait until claims == assignment == backend with every running node; false on timeout. */
   waitConverged(timeoutMs: number): Promise<boolean>;
   /** Stop the observer and return its report (idempotent: later calls return the same report). */
@@ -153,6 +164,8 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
         fastElection: opts.fastEtcd ?? false,
         baseDir: join(baseDir, 'etcd'),
         preferContainer: false,
+        // Kept beside the agents' logs when the caller keeps the directory (chaos --work-dir).
+        ...(ownBase ? {} : { logFile: join(baseDir, 'etcd.log') }),
       });
   const cleanup: (() => Promise<void>)[] = [() => etcd.stop()];
   const nodes = new Map<string, LocalNode>();
@@ -165,6 +178,7 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     return { host: u.hostname, port: Number(u.port) };
   });
 
+  const faultFile = (id: string): string => join(baseDir, 'faults', `${id}.json`);
   const spawnFor = (n: { id: string; backendDir: string; logFile: string | undefined; proxies: TcpProxy[] }) =>
     spawnAgent({
       nodeId: n.id,
@@ -173,8 +187,11 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
       backendDir: n.backendDir,
       leaseTtlSeconds: opts.leaseTtlSeconds,
       extraArgs: opts.agentArgs ?? [],
+      env: { [WRITE_FAULTS_ENV]: faultFile(n.id) },
       ...(n.logFile ? { logFile: n.logFile } : {}),
     });
+  let clones = 0;
+  const cloneProcs = new Set<AgentProcess>();
 
   const add = async (): Promise<LocalNode> => {
     const id = `n${++seq}`;
@@ -204,6 +221,7 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
   };
 
   const killAll = async (): Promise<void> => {
+    for (const c of cloneProcs) c.signal('SIGKILL');
     await Promise.all(
       [...nodes.values()].map(async (n) => {
         n.proc.signal('SIGKILL');
@@ -292,6 +310,47 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     undrain: (id) => setDraining(client, keys, id, false),
     async terminate(id, waitMs = 30_000) {
       await lc.kill(id, 'SIGTERM', waitMs);
+    },
+    async startClone(id, waitMs) {
+      get(id);
+      const k = ++clones;
+      const label = `${id}~clone${k}`;
+      const backendDir = join(baseDir, 'backends', label);
+      await mkdir(backendDir, { recursive: true });
+      obs.addNode(label, backendDir);
+      const proc = spawnAgent({
+        nodeId: id,
+        endpoints: etcd.endpoints,
+        cluster,
+        backendDir,
+        leaseTtlSeconds: opts.leaseTtlSeconds,
+        extraArgs: opts.agentArgs ?? [],
+        ...(logs ? { logFile: join(baseDir, 'logs', `${label}.log`) } : {}),
+      });
+      cloneProcs.add(proc);
+      try {
+        return { label, exit: await proc.waitExit(waitMs) };
+      } catch {
+        proc.signal('SIGKILL');
+        await proc.waitExit(5000).catch(() => undefined);
+        return { label, exit: null };
+      } finally {
+        cloneProcs.delete(proc);
+      }
+    },
+    async setWriteFaults(id, spec) {
+      get(id);
+      await mkdir(join(baseDir, 'faults'), { recursive: true });
+      if (spec) await writeFile(faultFile(id), JSON.stringify(spec));
+      else await rm(faultFile(id), { force: true });
+    },
+    freezeMember(i) {
+      const pid = etcd.members[i]?.pid();
+      if (pid !== undefined) process.kill(pid, 'SIGSTOP');
+    },
+    thawMember(i) {
+      const pid = etcd.members[i]?.pid();
+      if (pid !== undefined) process.kill(pid, 'SIGCONT');
     },
     async waitConverged(timeoutMs) {
       // A restarted node counts only once its current process registered: until the old lease expires, the old

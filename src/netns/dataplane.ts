@@ -14,7 +14,14 @@ import { spawnAgent, type AgentExit, type AgentProcess } from '../localcluster/a
 import { ETCD_CLIENT_PORT, SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
 import { startEtcdInNs, type NsEtcd } from './etcdNs.js';
 import { readOwnedSet } from './nftRead.js';
-import { startProber, type ProbeOptions, type ProbeResult, type Prober } from './prober.js';
+import {
+  startProber,
+  type ProbeOptions,
+  type ProbeResult,
+  type Prober,
+  type StreamOptions,
+  type StreamReport,
+} from './prober.js';
 import { NetnsError } from './run.js';
 import { startNodeServer, type NodeServer } from './servers.js';
 import { createTopology, sweepStaleNamespaces, type ControlCutMode, type Topology } from './topology.js';
@@ -81,6 +88,8 @@ export interface Dataplane {
   readonly agents: Map<string, AgentProcess>;
   readonly setupMs: number;
   probe(opts?: ProbeOptions): Promise<ProbeResult>;
+  /** Continuous probing on the prober's own clock (see Prober.stream). */
+  probeStream(opts: StreamOptions, onReport: (r: StreamReport) => void): { stop(): void };
   cutControl(node: string, mode?: ControlCutMode): Promise<void>;
   healControl(node: string): Promise<void>;
   nsOf(node: string): string;
@@ -104,7 +113,12 @@ export interface Dataplane {
    * Feed sampleKernel() to `onSample` every `intervalMs` (default 200; each round runs one `nft` per node) until
    * stop() or destroy(). The invariant observer has no reader for nftables backends: this is that reader.
    */
-  startKernelSampler(onSample: (s: OwnershipSample) => void, intervalMs?: number): { stop(): Promise<void> };
+  startKernelSampler(
+    onSample: (s: OwnershipSample) => void,
+    intervalMs?: number,
+    /** After each complete round: every set was read at or after `t` (the observer's transition check). */
+    onRound?: (t: number) => void,
+  ): { stop(): Promise<void> };
   /** Kill every process and delete every namespace. Idempotent; returns the teardown time in ms. */
   destroy(): Promise<number>;
 }
@@ -286,6 +300,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     agents,
     setupMs: 0,
     probe: (p) => probeProc.probe(p),
+    probeStream: (o, f) => probeProc.stream(o, f),
     cutControl: (n, mode) => topo.cutControl(n, mode),
     healControl: (n) => topo.healControl(n),
     nsOf: (n) => topo.nsOf(n),
@@ -351,7 +366,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       );
       return kernelSamples(t, vip.address, vip.buckets, new Map(o));
     },
-    startKernelSampler(onSample, intervalMs = 200) {
+    startKernelSampler(onSample, intervalMs = 200, onRound) {
       let stopped = false;
       const loop = (async () => {
         let previous = new Map<number, readonly string[]>();
@@ -359,6 +374,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
         while (!stopped && destroyed === undefined) {
           const samples = await dp.sampleKernel().catch(() => []);
           if (!stopped) for (const s of confirmedSamples(previous, samples)) onSample(s);
+          if (!stopped && samples[0]) onRound?.(samples[0].t);
           if (samples.length > 0) previous = new Map(samples.map((s) => [s.bucket, s.holders]));
           await new Promise((r) => setTimeout(r, intervalMs));
         }
@@ -420,6 +436,8 @@ export function confirmedSamples(
     const kept = s.holders.filter((h) => before.has(h));
     if (kept.length >= 2) out.push({ ...s, holders: kept.length === s.holders.length ? s.holders : kept });
     else if (kept.length === 1) out.push({ ...s, holders: kept });
+    // Every previous holder is gone in this read (they let go): say so, or a stale holder would stand for them.
+    else if (before.size > 0) out.push({ ...s, holders: [] });
   }
   return out;
 }

@@ -41,6 +41,10 @@ process.stdin.resume();
  *      "late":[{"id":6,"i":3,"node":"n2"}]}
  * `udp[i]` lists EVERY reply that source i got for this probe within the window (duplicates kept); replies that
  * arrive for an older probe are reported in `late` of the next answer, so nothing is silently lost.
+ * Stream mode (`{"stream":{"id":1,"periodMs":5,"reportMs":50,"settleMs":20}}`, stopped by `{"stream":null}`):
+ * the prober sends from every source every periodMs on its own clock and reports every reportMs:
+ *   < {"stream":1,"t":..,"from":..,"to":..,"sends":10,"owners":[["n1"],[],..],"silent":[0,3,..],
+ *      "doubles":[{"seq":..,"t":..,"i":4,"nodes":["n1","n2"]}],"gaps":[5,5,6,..]}
  */
 export const PROBER_PROGRAM = String.raw`
 'use strict';
@@ -65,6 +69,7 @@ for (let i = 0; i < n; i++) {
     const idx = Number(parts[2]);
     if (idx !== i) return; // a reply must come back to the socket that asked
     if (current && current.id === id) current.udp[i].push(node);
+    else if (stream && id >= STREAM_BASE) streamReply(id, i, node);
     else if (late.length < 10000) late.push({ id, i, node });
   });
   s.bind(0, cfg.sources[i], () => { if (++bound === n) out({ ready: true }); });
@@ -105,11 +110,67 @@ async function probe(req) {
     late: lateNow,
   });
 }
+// Stream mode: every periodMs one request from every source, whatever the harness is doing; every reportMs a
+// report line. A request answered by two nodes is a double (reported once, with its send time); per source the
+// distinct nodes that answered the sends of the report window (sends older than settleMs, so their replies are in).
+const STREAM_BASE = 1000000000;
+let stream = null;
+function streamReply(seq, i, node) {
+  const e = stream.sent.get(seq);
+  if (!e) return;
+  const got = (e.got[i] = e.got[i] || []);
+  if (got.includes(node)) return;
+  got.push(node);
+  if (got.length >= 2) stream.doubles.push({ seq, t: e.t, i, nodes: got.slice() });
+}
+function streamTick() {
+  if (!stream) return;
+  const now = Date.now();
+  if (stream.lastSend !== null) stream.gaps.push(now - stream.lastSend);
+  stream.lastSend = now;
+  const seq = ++stream.seq;
+  stream.sent.set(seq, { t: now, got: new Array(n) });
+  for (let i = 0; i < n; i++) sockets[i].send('P ' + seq + ' ' + i, cfg.udpPort, cfg.vip);
+  stream.timer = setTimeout(streamTick, Math.max(0, stream.periodMs - (Date.now() - now)));
+}
+function streamReport() {
+  if (!stream) return;
+  const now = Date.now();
+  const upTo = now - stream.settleMs;
+  const owners = Array.from({ length: n }, () => []);
+  const silent = new Array(n).fill(0);
+  let sends = 0;
+  for (const [seq, e] of stream.sent) {
+    if (e.t > upTo) continue;
+    if (!e.reported) {
+      e.reported = true;
+      sends++;
+      for (let i = 0; i < n; i++) {
+        const got = e.got[i] || [];
+        if (got.length === 0) silent[i]++;
+        else if (got.length === 1 && !owners[i].includes(got[0])) owners[i].push(got[0]);
+      }
+    }
+    if (e.t < now - 2000) stream.sent.delete(seq);
+  }
+  out({ stream: stream.id, t: now, from: stream.reportedUpTo, to: upTo, sends, owners, silent,
+        doubles: stream.doubles.splice(0), gaps: stream.gaps.splice(0) });
+  stream.reportedUpTo = upTo;
+}
 let chain = Promise.resolve();
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   let req;
   try { req = JSON.parse(line); } catch { out({ fatal: 'bad request' }); return; }
+  if (req.stream !== undefined) {
+    if (stream) { clearTimeout(stream.timer); clearInterval(stream.reporter); streamReport(); stream = null; }
+    if (req.stream === null) return;
+    stream = { id: req.stream.id, periodMs: req.stream.periodMs || 5, settleMs: req.stream.settleMs || 20,
+               seq: STREAM_BASE, sent: new Map(), doubles: [], gaps: [], lastSend: null, reportedUpTo: Date.now() };
+    stream.reporter = setInterval(streamReport, req.stream.reportMs || 50);
+    streamTick();
+    return;
+  }
   chain = chain.then(() => probe(req)).catch((e) => out({ id: req.id, error: String(e) }));
 });
 rl.on('close', () => process.exit(0));

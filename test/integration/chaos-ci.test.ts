@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { runChaos } from '../../src/chaos/run.js';
+import { runChaos, type ChaosOptions } from '../../src/chaos/run.js';
 import { FAILOVER_KINDS } from '../../src/chaos/schedule.js';
 
 // The CI chaos run (issue 6 item 4): two short runs of 5 real agent processes against a real etcd with a seeded
@@ -11,13 +11,14 @@ const RANDOM_SEED = process.env.CLUSTERIP_HA_CHAOS_SEED
   ? Number(process.env.CLUSTERIP_HA_CHAOS_SEED)
   : randomInt(0, 2 ** 31 - 1);
 
-async function chaosRun(seed: number) {
+async function chaosRun(seed: number, extra: Partial<ChaosOptions> = {}) {
   const lines: string[] = [];
   const { exitCode, report, text } = await runChaos({
     seed,
     agents: 5,
     durationSeconds: 25,
     etcdMembers: 1,
+    ...extra,
     log: (l) => lines.push(l),
     progress: () => undefined,
   });
@@ -46,4 +47,19 @@ describe('chaos (CI)', () => {
     expect(report.converged).toBe(true);
     expect(exitCode).toBe(0);
   }, 180_000);
+
+  it('a short run of the operator and backend faults: spec changes, clones, failing and stalling writes', async () => {
+    const { exitCode, report } = await chaosRun(2, {
+      durationSeconds: 18,
+      only: ['specChange', 'duplicateId', 'backendFault'],
+      meanGapMs: 600,
+    });
+    expect(report.violations).toEqual([]);
+    expect(report.converged).toBe(true);
+    expect(report.faults.filter((f) => f.checkFailed)).toEqual([]);
+    expect(exitCode).toBe(0);
+    for (const k of ['specChange', 'duplicateId', 'backendFault'])
+      expect(report.faultsByKind[k] ?? 0).toBeGreaterThan(0);
+    expect(report.resolution?.backend.count).toBeGreaterThan(0);
+  }, 150_000);
 });

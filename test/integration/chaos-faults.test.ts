@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster, type LocalCluster } from '../../src/localcluster/cluster.js';
+import { applyWithCli, changedSpec } from '../../src/chaos/clusterOps.js';
 
 // Every fault kind of the chaos schedule once, alone, on a 4-agent cluster (real etcd, real processes), each
 // undone and followed by convergence; the observer must see no violation across all of them. A failure here
@@ -117,6 +118,39 @@ describe('each chaos fault alone', () => {
     end();
     await converged('killLeader');
   }, 60_000);
+
+  it("a second agent with a live node's id refuses to start (exit 1); nothing double-owns", async () => {
+    const id = victim();
+    const { label, exit } = await lc.startClone(id, 15_000);
+    expect(exit, `${label} exited`).toEqual({ code: 1, signal: null });
+    await converged('duplicateId');
+  }, 60_000);
+
+  it('half the backend writes fail and a quarter stall (clears included), then the fault ends', async () => {
+    const id = victim();
+    const end = lc.observer.impair(id, 'backendFault');
+    await lc.setWriteFaults(id, { seed: 3, failShare: 0.5, stallShare: 0.25, stallMs: 300 });
+    // A drain makes the node write (releases) under the fault.
+    expect(await lc.drain(id)).toBe(true);
+    await sleep(2500);
+    await lc.setWriteFaults(id, null);
+    end();
+    expect(await lc.undrain(id)).toBe(true);
+    await converged('backendFault');
+  }, 60_000);
+
+  it('apply a new bucket count, then an added VIP, through the CLI; then the old spec again', async () => {
+    const before = lc.observer.cluster().spec!.spec;
+    const end = lc.observer.impair(null, 'specChange');
+    for (const pick of [0.0001, 0.02]) {
+      const { change, spec } = changedSpec(before, pick);
+      await applyWithCli(lc.etcd.endpoints, lc.cluster, spec);
+      await converged(`specChange ${change}`);
+    }
+    await applyWithCli(lc.etcd.endpoints, lc.cluster, before);
+    end();
+    await converged('spec reverted');
+  }, 90_000);
 
   it('add a node, then it leaves gracefully', async () => {
     const id = await lc.addNode();

@@ -162,6 +162,8 @@ describe('invariant observer (real etcd, real files)', () => {
       await lease.put(cl.node('c')).value(nodeValue('c'));
       await lease.put(cl.node('d')).value(nodeValue('d'));
       let owner: 'c' | 'd' = 'c';
+      // c keeps bucket 2 throughout, under its claim (a backend holder without any claim is a violation).
+      await lease.put(cl.claim(VIP, 2)).value('c');
       await writeHeld(dirs.c, [
         [1, null],
         [2, null],

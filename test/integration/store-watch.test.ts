@@ -9,6 +9,7 @@ import { keysFor } from '../../src/etcd/keys.js';
 import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
 import { loadClusterState, watchCluster, type ClusterState } from '../../src/etcd/store.js';
 import { startTcpProxy, type TcpProxy } from '../../src/localcluster/tcpProxy.js';
+import { startObserver } from '../../src/invariant/observer.js';
 
 let etcd: LocalEtcd;
 let proxy: TcpProxy;
@@ -33,6 +34,54 @@ function claimsOf(s: ClusterState): Record<string, string> {
   return Object.fromEntries(out.sort(([a], [b]) => a.localeCompare(b)));
 }
 
+/** Write claims (puts and deletes interleaved) for 8 s while the proxy flaps; returns the counts. */
+async function flapUnderWrites(
+  direct: ReturnType<typeof createEtcdClient>,
+  keys: ReturnType<typeof keysFor>,
+  lease: string,
+): Promise<{ flaps: number; writes: number }> {
+  const end = Date.now() + 8000;
+  let n = 0;
+  const writer = (async () => {
+    while (Date.now() < end) {
+      const b = (n % 16) + 1;
+      // Puts and deletes interleaved, so a lost event leaves the picture visibly wrong.
+      if (n % 3 === 2) await direct.delete().key(keys.claim('10.0.0.1', b));
+      else
+        await direct
+          .put(keys.claim('10.0.0.1', b))
+          .value(`n${n % 5}`)
+          .lease(lease);
+      n++;
+      await sleep(2);
+    }
+  })();
+  let flaps = 0;
+  while (Date.now() < end) {
+    await sleep(10 + Math.floor(Math.random() * 40));
+    proxy.cut(flaps % 2 === 0 ? 'reset' : 'blackhole');
+    await sleep(5 + Math.floor(Math.random() * 20));
+    proxy.heal();
+    flaps++;
+  }
+  await writer;
+  return { flaps, writes: n };
+}
+
+/** Poll until `seen()` equals `truth` (the last reconnect catching up), bounded. */
+async function settle(
+  seen: () => Record<string, string>,
+  truth: Record<string, string>,
+): Promise<Record<string, string>> {
+  let s: Record<string, string> = {};
+  for (let i = 0; i < 100; i++) {
+    s = seen();
+    if (JSON.stringify(s) === JSON.stringify(truth)) break;
+    await sleep(100);
+  }
+  return s;
+}
+
 describe('watchCluster across reconnects', () => {
   it('misses no event while its connection flaps (every ~30 ms) during a stream of writes', async () => {
     const keys = keysFor(`watch${process.pid}`);
@@ -41,49 +90,51 @@ describe('watchCluster across reconnects', () => {
     const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
     const w = await watchCluster(viaProxy, keys, { onChange: () => undefined });
     try {
-      const end = Date.now() + 8000;
-      let n = 0;
-      const writer = (async () => {
-        while (Date.now() < end) {
-          const b = (n % 16) + 1;
-          // Puts and deletes interleaved, so a lost event leaves the picture visibly wrong.
-          if (n % 3 === 2) await direct.delete().key(keys.claim('10.0.0.1', b));
-          else
-            await direct
-              .put(keys.claim('10.0.0.1', b))
-              .value(`n${n % 5}`)
-              .lease(lease);
-          n++;
-          await sleep(2);
-        }
-      })();
-      let flaps = 0;
-      while (Date.now() < end) {
-        await sleep(10 + Math.floor(Math.random() * 40));
-        proxy.cut(flaps % 2 === 0 ? 'reset' : 'blackhole');
-        await sleep(5 + Math.floor(Math.random() * 20));
-        proxy.heal();
-        flaps++;
-      }
-      await writer;
+      const { flaps, writes } = await flapUnderWrites(direct, keys, lease);
       expect(flaps).toBeGreaterThan(50);
-      expect(n).toBeGreaterThan(100);
+      expect(writes).toBeGreaterThan(100);
       // Let the last reconnect catch up, then the picture must equal a fresh read.
       const truth = claimsOf(await loadClusterState(direct, keys));
-      let seen: Record<string, string> = {};
-      for (let i = 0; i < 100; i++) {
-        seen = claimsOf(w.state);
-        if (JSON.stringify(seen) === JSON.stringify(truth)) break;
-        await sleep(100);
-      }
-      expect(seen).toEqual(truth);
+      expect(await settle(() => claimsOf(w.state), truth)).toEqual(truth);
     } finally {
       await w.close();
-      await direct
-        .lease(30)
-        .revoke?.()
-        .catch(() => undefined);
       viaProxy.close();
+      direct.close();
+    }
+  }, 60_000);
+
+  it("the invariant observer (the same watch) feeds its checker every claim's holder and lease", async () => {
+    const cluster = `obswatch${process.pid}`;
+    const keys = keysFor(cluster);
+    const direct = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
+    const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
+    const obs = await startObserver({
+      endpoints: [`http://127.0.0.1:${proxy.port}`],
+      cluster,
+      backendDirs: {},
+      unownedBoundMs: 10_000,
+      backendFromRecord: true,
+    });
+    // The last claims sample per bucket, as the checker got it.
+    const fed = (): Record<string, string> => {
+      const last = new Map<string, string>();
+      for (const f of obs.facts()) {
+        if (f.type !== 'sample' || f.source !== 'claims') continue;
+        const k = `${f.vip}#${f.bucket}`;
+        if (f.holders.length === 0) last.delete(k);
+        else last.set(k, `${f.holders[0]}@${f.lease}`);
+      }
+      return Object.fromEntries([...last].sort(([a], [b]) => a.localeCompare(b)));
+    };
+    try {
+      const { flaps } = await flapUnderWrites(direct, keys, lease);
+      expect(flaps).toBeGreaterThan(50);
+      const truth = claimsOf(await loadClusterState(direct, keys));
+      expect(Object.keys(truth).length).toBeGreaterThan(0);
+      expect(await settle(() => claimsOf(obs.cluster()), truth)).toEqual(truth);
+      expect(await settle(fed, truth)).toEqual(truth);
+    } finally {
+      await obs.stop();
       direct.close();
     }
   }, 60_000);

@@ -1,6 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { FAULT_KINDS, holdRange, mulberry32, planSchedule, defaultConcurrency } from '../../src/chaos/schedule.js';
+import {
+  backendFaultOf,
+  CLUSTER_KINDS,
+  ETCD_KINDS,
+  FAULT_KINDS,
+  holdRange,
+  mulberry32,
+  planSchedule,
+  defaultConcurrency,
+  SPEC_CHANGES,
+  specChangeOf,
+} from '../../src/chaos/schedule.js';
+import { changedSpec, EXTRA_VIP } from '../../src/chaos/clusterOps.js';
+import { defaultSpec } from '../../src/localcluster/cluster.js';
 
 describe('chaos schedule', () => {
   it('is a function of the seed: same seed, same schedule; another seed, another schedule', () => {
@@ -40,9 +53,18 @@ describe('chaos schedule', () => {
             if (f.kind === 'stopShort' || f.kind === 'partitionShort') expect(f.holdMs).toBeLessThan(ttlMs);
             if (f.kind === 'stopLong' || f.kind === 'partitionLong') expect(f.holdMs).toBeGreaterThan(ttlMs);
           });
-          if (etcdMembers === 1) expect(plan.some((f) => f.kind === 'etcdMember')).toBe(false);
+          if (etcdMembers === 1) expect(plan.some((f) => ETCD_KINDS.includes(f.kind))).toBe(false);
+          // etcd faults and spec changes one at a time each.
+          for (const slot of [ETCD_KINDS, CLUSTER_KINDS]) {
+            const one = plan.filter((f) => slot.includes(f.kind));
+            one.forEach(
+              (f, i) => i > 0 && expect(f.atMs).toBeGreaterThanOrEqual(one[i - 1]!.atMs + one[i - 1]!.holdMs),
+            );
+          }
+          // An etcd leader stop outlasts the election timeout.
+          for (const f of plan) if (f.kind === 'etcdLeaderStop') expect(f.holdMs).toBeGreaterThan(1000);
           // Node faults in flight (start .. undo + settle) never exceed the concurrency.
-          const node = plan.filter((f) => f.kind !== 'etcdMember');
+          const node = plan.filter((f) => !ETCD_KINDS.includes(f.kind) && !CLUSTER_KINDS.includes(f.kind));
           for (const f of node) {
             const overlapping = node.filter((g) => g.atMs <= f.atMs && f.atMs < g.atMs + g.holdMs + 600);
             expect(overlapping.length).toBeLessThanOrEqual(defaultConcurrency(agents));
@@ -57,6 +79,51 @@ describe('chaos schedule', () => {
     const plan = planSchedule({ seed: 7, agents: 5, etcdMembers: 3, ttlMs: 2000, faults: 1000 });
     const kinds = new Set(plan.map((f) => f.kind));
     expect([...kinds].sort()).toEqual([...FAULT_KINDS].sort());
+  });
+
+  it('a run of some kinds has only those', () => {
+    const only = ['specChange', 'duplicateId', 'backendFault', 'etcdLeaderStop'] as const;
+    const plan = planSchedule({ seed: 3, agents: 5, etcdMembers: 3, ttlMs: 2000, faults: 200, only });
+    expect([...new Set(plan.map((f) => f.kind))].sort()).toEqual([...only].sort());
+    expect(() =>
+      planSchedule({ seed: 3, agents: 5, etcdMembers: 1, ttlMs: 2000, faults: 5, only: ['etcdMember'] }),
+    ).toThrow();
+  });
+
+  it('spec changes cover every variant, each a valid change that the revert undoes', () => {
+    const base = defaultSpec(16);
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), (n) => {
+        const pick = n / 2 ** 32;
+        const { change, spec } = changedSpec(base, pick);
+        expect(change).toBe(specChangeOf(pick));
+        seen.add(change);
+        const [a, b] = [base.vips[0]!, spec.vips[0]!];
+        if (change === 'seed') expect(b.seed).not.toBe(a.seed);
+        if (change === 'hashMode') expect(b.hashMode).not.toBe(a.hashMode);
+        if (change === 'buckets') expect(b.buckets).not.toBe(a.buckets);
+        if (change === 'addVip') expect(spec.vips.map((v) => v.address)).toEqual([a.address, EXTRA_VIP]);
+        expect(spec).not.toEqual(base);
+      }),
+      { numRuns: 500 },
+    );
+    expect([...seen].sort()).toEqual([...SPEC_CHANGES].sort());
+    // And a real schedule's picks reach every variant.
+    const plan = planSchedule({ seed: 7, agents: 5, etcdMembers: 3, ttlMs: 2000, faults: 2000, only: ['specChange'] });
+    expect([...new Set(plan.map((f) => specChangeOf(f.pick)))].sort()).toEqual([...SPEC_CHANGES].sort());
+  });
+
+  it('backend faults fail or stall a bounded share of writes', () => {
+    fc.assert(
+      fc.property(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (pick) => {
+        const f = backendFaultOf(pick);
+        expect(f.failShare).toBeGreaterThanOrEqual(0.1);
+        expect(f.failShare + f.stallShare).toBeLessThanOrEqual(1);
+        expect(f.stallMs).toBeGreaterThanOrEqual(50);
+        expect(f.stallMs).toBeLessThanOrEqual(800);
+      }),
+    );
   });
 
   it('mulberry32 is uniform enough and in [0, 1)', () => {

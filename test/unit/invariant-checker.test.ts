@@ -359,3 +359,158 @@ describe('kernel ⊆ claims (heldWithoutClaim)', () => {
     );
   });
 });
+
+describe('legal transitions and holders without any claim', () => {
+  const claim = (t: number, holders: string[], lease = 'L1'): OwnershipSample => ({
+    t,
+    source: 'claims',
+    vip: 'v',
+    bucket: 1,
+    holders,
+    ...(holders.length > 0 ? { lease } : {}),
+  });
+  const back = (t: number, holders: string[]): OwnershipSample => ({
+    t,
+    source: 'backend',
+    vip: 'v',
+    bucket: 1,
+    holders,
+  });
+  const kinds = (c: InvariantChecker, end: number) => c.finish(end, 0).violations.map((v) => v.kind);
+
+  it('flags a previous holder still in the first backend round that started after the claim moved', () => {
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(claim(0, ['a']));
+    c.observe(back(5, ['a']));
+    c.round({ t: 10 });
+    c.observe(claim(100, ['b'])); // handoff a → b ...
+    c.round({ t: 95 }); // a round that started before the handoff was seen proves nothing
+    c.round({ t: 110 }); // ... but a's kernel still held it in a round that began after: released too late
+    c.observe(back(115, []));
+    c.observe(back(120, ['b']));
+    c.round({ t: 130 });
+    const v = c.finish(1000, 0).violations;
+    expect(v).toEqual([
+      { kind: 'heldAfterRelease', vip: 'v', bucket: 1, node: 'a', lease: 'L1', claimAt: 100, seenAt: 110 },
+    ]);
+  });
+
+  it('accepts kernel-first releases, and a node taking its bucket back (a new incarnation too)', () => {
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(claim(0, ['a']));
+    c.observe(back(5, ['a']));
+    c.observe(back(90, [])); // release: kernel first ...
+    c.observe(claim(100, [])); // ... then the claim
+    c.observe(claim(105, ['a'], 'L2')); // a restarted and claims again before the next round
+    c.observe(back(108, ['a']));
+    c.round({ t: 110 });
+    c.observe(claim(200, ['a'], 'L3')); // same node, new lease in one change: its backend may keep it
+    c.round({ t: 210 });
+    expect(kinds(c, 1000)).toEqual([]);
+  });
+
+  it('flags a backend holder that never had a claim, however short, unless the claim arrives within the lag', () => {
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(claim(0, ['a']));
+    c.observe(back(5, ['a']));
+    c.observe(back(100, ['a', 'b'])); // b adds without a claim for 30 ms
+    c.observe(back(130, ['a']));
+    c.observe(back(300, ['a', 'c'])); // c's add is seen before its claim event ...
+    c.observe(back(310, ['a']));
+    c.observe(claim(600, ['c'])); // ... which arrives within the lag: fine
+    const v = c.finish(2000, 0).violations.filter((x) => x.kind === 'heldNeverClaimed');
+    expect(v).toEqual([{ kind: 'heldNeverClaimed', vip: 'v', bucket: 1, node: 'b', fromMs: 100, toMs: 130 }]);
+  });
+
+  it('does not hold a holder without a claim against a node while the observer was blind', () => {
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(claim(0, ['a']));
+    c.observe(back(100, ['b']));
+    c.observe(back(200, []));
+    c.blind({ t: 3000, from: 50, to: 3000 }); // the claim of b may have come and gone unseen
+    expect(kinds(c, 4000)).not.toContain('heldNeverClaimed');
+  });
+
+  it('never fires on protocol-ordered handoffs, whatever the rounds; fires when a release comes after its claim', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            dur: fc.integer({ min: 2, max: 300 }),
+            owner: fc.constantFrom(null, 'a', 'b', 'c'),
+            round: fc.integer({ min: 0, max: 299 }),
+            late: fc.boolean(),
+          }),
+          { minLength: 1, maxLength: 40 },
+        ),
+        (steps) => {
+          const ok = new InvariantChecker(100_000, 500);
+          const bad = new InvariantChecker(100_000, 500);
+          let t = 0;
+          let prev: string | null = null;
+          let expectBad = false;
+          for (const s of steps) {
+            const changed = s.owner !== prev;
+            // ok: kernel before claim. bad: for `late` steps, the old holder lets go 1 ms after the claim moved.
+            if (prev && changed) ok.observe(back(t, []));
+            if (changed) {
+              ok.observe(claim(t, s.owner ? [s.owner] : []));
+              if (prev && s.late) {
+                bad.observe(claim(t, s.owner ? [s.owner] : []));
+                const r = Math.min(t + 1 + s.round, t + s.dur - 1);
+                // A round inside the overlap (it starts after the claim moved, before the release).
+                bad.round({ t: t + 1 });
+                bad.observe(back(Math.max(t + 1, r), []));
+                expectBad = true;
+              } else {
+                if (prev) bad.observe(back(t, []));
+                bad.observe(claim(t, s.owner ? [s.owner] : []));
+              }
+              if (s.owner) {
+                ok.observe(back(t, [s.owner]));
+                bad.observe(back(Math.max(t + 1, Math.min(t + 1 + s.round, t + s.dur - 1)), [s.owner]));
+              }
+            }
+            ok.round({ t: t + Math.min(s.round, s.dur - 1) });
+            prev = s.owner;
+            t += s.dur;
+          }
+          expect(ok.finish(t, 0).violations).toEqual([]);
+          const badKinds = bad.finish(t, 0).violations.map((v) => v.kind);
+          expect(badKinds.includes('heldAfterRelease')).toBe(expectBad);
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+describe('buckets that leave the spec', () => {
+  const back = (t: number, bucket: number, holders: string[]): OwnershipSample => ({
+    t,
+    source: 'backend',
+    vip: 'v',
+    bucket,
+    holders,
+  });
+
+  it('owe no owner while out of the spec, and do again once back in it', () => {
+    const c = new InvariantChecker(300);
+    c.liveness({ t: 0, live: ['a'] });
+    c.scope({ t: 0, vip: 'v', buckets: 2 });
+    c.observe(back(0, 2, ['a']));
+    c.scope({ t: 100, vip: 'v', buckets: 1 }); // 2 → 1 bucket: bucket 2 is released for good
+    c.observe(back(150, 2, []));
+    c.scope({ t: 5000, vip: 'v', buckets: 2 }); // back: unowned from here
+    c.observe(back(5200, 2, ['a'])); // within the bound
+    expect(c.finish(5300, 0).violations).toEqual([]);
+
+    const late = new InvariantChecker(300);
+    late.liveness({ t: 0, live: ['a'] });
+    late.scope({ t: 0, vip: 'v', buckets: 1 });
+    late.observe(back(0, 2, []));
+    late.scope({ t: 5000, vip: 'v', buckets: 2 });
+    late.observe(back(5400, 2, ['a'])); // 400 ms after it re-entered the spec: too long
+    expect(late.finish(5500, 0).violations.map((v) => v.kind)).toEqual(['unownedTooLong']);
+  });
+});

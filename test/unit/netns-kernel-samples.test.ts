@@ -19,6 +19,11 @@ describe('confirmedSamples', () => {
     expect(confirmedSamples(new Map([[1, ['a', 'b']]]), [s(1, ['b'])])).toEqual([s(1, ['b'])]);
   });
 
+  it('a read where every previous holder is gone reports no holder, even if an unproven double is seen', () => {
+    // A stale holder must not stand for a node that already let go (the checker's heldAfterRelease).
+    expect(confirmedSamples(new Map([[1, ['a']]]), [s(1, ['b', 'c'])])).toEqual([s(1, [])]);
+  });
+
   it('a double held across two rounds is reported as a double', () => {
     expect(confirmedSamples(new Map([[1, ['a', 'b']]]), [s(1, ['a', 'b'])])).toEqual([s(1, ['a', 'b'])]);
     expect(confirmedSamples(new Map([[1, ['a', 'b']]]), [s(1, ['a', 'b', 'c'])])).toEqual([s(1, ['a', 'b'])]);

@@ -2,12 +2,20 @@ import { Option, type Command } from 'commander';
 import type { CliIo } from '../io.js';
 import { UsageError } from '../errors.js';
 import type { ChaosOptions } from '../../chaos/run.js';
+import { FAULT_KINDS, type FaultKind } from '../../chaos/schedule.js';
 
 type ChaosCliOptions = ChaosOptions;
 
 const int = (name: string, min: number) => (v: string) => {
   if (!/^\d+$/.test(v) || Number(v) < min) throw new UsageError(`${name}: "${v}" is not an integer >= ${min}`);
   return Number(v);
+};
+
+const kindList = (name: string) => (v: string) => {
+  const kinds = v.split(',').map((k) => k.trim());
+  const bad = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
+  if (bad.length > 0) throw new UsageError(`${name}: unknown fault kind ${bad.join(', ')}`);
+  return kinds as FaultKind[];
 };
 
 export function registerChaos(program: Command, io: CliIo): void {
@@ -30,6 +38,8 @@ export function registerChaos(program: Command, io: CliIo): void {
     .option('--lease-ttl <seconds>', 'lease TTL of every agent', int('--lease-ttl', 1))
     .option('--buckets <n>', 'buckets of the test VIP', int('--buckets', 1))
     .option('--work-dir <dir>', "keep etcd's data, the backends and every agent's log here (default: removed)")
+    .option('--only <kinds>', `only these fault kinds, comma-separated (${FAULT_KINDS.join(', ')})`, kindList('--only'))
+    .option('--exclude <kinds>', 'leave these fault kinds out, comma-separated', kindList('--exclude'))
     .addHelpText(
       'after',
       `
@@ -56,6 +66,8 @@ Examples:
         ...(o.leaseTtl !== undefined ? { leaseTtlSeconds: o.leaseTtl as number } : {}),
         ...(o.buckets !== undefined ? { buckets: o.buckets as number } : {}),
         ...(o.workDir !== undefined ? { baseDir: o.workDir as string } : {}),
+        ...(o.only !== undefined ? { only: o.only as FaultKind[] } : {}),
+        ...(o.exclude !== undefined ? { exclude: o.exclude as FaultKind[] } : {}),
       };
       const { runChaos } = await import('../../chaos/run.js');
       // runChaos prints its own progress line and report (stderr); the exit code says whether anything broke.
