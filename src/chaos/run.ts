@@ -220,6 +220,12 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
           await hold();
           await lc.restart(target);
           break;
+        case 'restart':
+          // The new process adopts lease, claims and kernel (DESIGN §13); the checker sees any move or double.
+          rec.injectedAt = Date.now();
+          await lc.kill(target, 'SIGHUP');
+          await lc.restart(target);
+          break;
         case 'addNode': {
           rec.injectedAt = Date.now();
           const id = await lc.addNode();

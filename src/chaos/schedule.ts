@@ -13,6 +13,7 @@ export const FAULT_KINDS = [
   'partitionLong', // cut for longer than the TTL, then heal
   'drain', // set the node's draining flag (as `clusterip-ha drain`); undrain after holdMs
   'terminate', // SIGTERM: graceful drain, handoff and exit; start it again after holdMs
+  'restart', // SIGHUP (systemctl reload): exit for a hitless restart (or a drain without TTL headroom), start at once
   'addNode', // start one more agent; after holdMs it leaves gracefully (SIGTERM)
   'etcdMember', // SIGKILL one etcd member (3 members only), restart after holdMs
   // SIGSTOP the etcd raft leader (3 members only) for longer than its election timeout. etcd 3.4.23 (Debian) then
@@ -113,6 +114,7 @@ const WEIGHTS: Record<FaultKind, number> = {
   partitionLong: 10,
   drain: 8,
   terminate: 6,
+  restart: 6,
   addNode: 6,
   etcdMember: 10,
   etcdLeaderStop: 6,
@@ -145,6 +147,8 @@ export function holdRange(kind: FaultKind, ttlMs: number, etcdElectionMs = 1000)
       return [300, 2000];
     case 'terminate':
       return [0, 1000];
+    case 'restart':
+      return [0, 0];
     case 'addNode':
       return [1000, 4000];
     case 'etcdMember':

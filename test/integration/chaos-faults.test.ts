@@ -108,6 +108,13 @@ describe('each chaos fault alone', () => {
     await converged('restart after terminate');
   }, 90_000);
 
+  it('SIGHUP (systemctl reload) and start at once: hitless, or a drain when the TTL leaves no headroom', async () => {
+    const id = victim();
+    await lc.kill(id, 'SIGHUP');
+    await lc.restart(id);
+    await converged('SIGHUP restart');
+  }, 90_000);
+
   it('SIGKILL the leader', async () => {
     const leader = lc.observer.cluster().leader;
     expect(leader).toBeTruthy();
