@@ -68,6 +68,8 @@ export interface BadValue {
   error: string;
   /** Mod revision of the bad value (for a delete guarded by Mod == it). */
   modRevision?: string;
+  /** A claim key only: the good claim this value overwrote (its owner may delete the garbage once it let go). */
+  overwrote?: ClaimEntry;
 }
 
 export interface ClusterState {
@@ -176,9 +178,12 @@ export function applyPut(state: ClusterState, keys: Keys, kv: IKeyValue): ApplyO
       // former owner must let go in the kernel (kernel ⊆ claims) before the leader sweeps it.
       const d = decodeClaim(raw);
       if (!d.ok || kv.lease === '0') {
+        const overwrote = state.claims.get(pk.vip)?.get(pk.bucket);
         state.claims.get(pk.vip)?.delete(pk.bucket);
         // A claim outside any lease never goes away by itself.
-        return bad(d.ok ? CLAIM_WITHOUT_LEASE : d.error);
+        const out = bad(d.ok ? CLAIM_WITHOUT_LEASE : d.error);
+        if (overwrote) state.badValues[state.badValues.length - 1]!.overwrote = overwrote;
+        return out;
       }
       let m = state.claims.get(pk.vip);
       if (!m) state.claims.set(pk.vip, (m = new Map()));
