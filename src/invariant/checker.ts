@@ -217,8 +217,9 @@ export class InvariantChecker {
     }
     if (sample.source === 'claims' || sample.source === 'backend') {
       const b = this.bucket(sample.vip, sample.bucket);
-      if (sample.source === 'claims') this.claimChanged(b, holders[0] ?? null, sample.lease, sample.t, t);
-      else this.backendChanged(b, holders, t);
+      if (sample.source === 'claims') {
+        this.claimChanged(b, holders[0] ?? null, sample.lease, sample.t, t, sample.damaged === true);
+      } else this.backendChanged(b, holders, t);
       this.checkClaimed(sample.vip, sample.bucket, b, t);
     }
     if (sample.source === 'backend') {
@@ -236,7 +237,14 @@ export class InvariantChecker {
   }
 
   /** A new claim value: a transition away from a holder (or incarnation) must find its backend already clear. */
-  private claimChanged(b: BucketState, owner: string | null, lease: string | undefined, rawT: number, t: number): void {
+  private claimChanged(
+    b: BucketState,
+    owner: string | null,
+    lease: string | undefined,
+    rawT: number,
+    t: number,
+    damaged: boolean,
+  ): void {
     const prev = b.claimOwner;
     const prevLease = b.claimLease;
     b.claimOwner = owner;
@@ -253,6 +261,8 @@ export class InvariantChecker {
     if (prev === owner && prevLease === lease) return;
     // Same node under a new lease: backends are known per node, so its new incarnation may hold the bucket.
     if (prev === owner) return;
+    // Garbage over the claim is no release by its holder: kernel ⊆ claims (claimLagMs) bounds how long it may hold on.
+    if (damaged) return;
     b.released.push({ node: prev, lease: prevLease ?? '', t: rawT });
   }
 

@@ -143,7 +143,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
 
   // Claims as the watch's picture shows them after a batch: every bucket whose (holder, lease) changed is one sample.
   // Only `touched` claim keys are compared (all of them after a reload).
-  const syncClaims = (t: number, touched: Set<string> | 'all'): void => {
+  const syncClaims = (t: number, touched: Set<string> | 'all', damaged: ReadonlySet<string> = new Set()): void => {
     const seen = new Set<string>();
     for (const [vip, m] of state.claims) {
       for (const [bucket, c] of m) {
@@ -163,8 +163,18 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       if (seen.has(k) || (touched !== 'all' && !touched.has(k))) continue;
       lastClaims.delete(k);
       const [vip, b] = k.split('#') as [string, string];
-      feed({ t, source: 'claims', vip, bucket: Number(b), holders: [] });
+      feed({ t, source: 'claims', vip, bucket: Number(b), holders: [], ...(damaged.has(k) ? { damaged: true } : {}) });
     }
+  };
+
+  // Claim keys this batch overwrote with a value that is no claim (the store keeps them out of the picture).
+  const damagedOf = (change: StateChange): Set<string> => {
+    const out = new Set<string>();
+    for (const bad of change.bad) {
+      const pk = parseKey(keys, bad.key);
+      if (pk.family === 'claim') out.add(sampleKey(pk.vip, pk.bucket));
+    }
+    return out;
   };
 
   const claimKeysOf = (change: StateChange): Set<string> | 'all' => {
@@ -190,7 +200,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     onChange: (change) => {
       const t = Date.now();
       if (ref.watch) state = ref.watch.state;
-      syncClaims(t, claimKeysOf(change));
+      syncClaims(t, claimKeysOf(change), damagedOf(change));
       refreshDerived(t);
     },
     onError: (err) => {

@@ -13,6 +13,11 @@ export interface OwnershipSample {
   holders: string[];
   /** claims only: the claim's lease, i.e. the holder's incarnation (one node id may come back under a new lease). */
   lease?: string;
+  /**
+   * claims only: the claim went away because a value that is no claim was written over it (damage in etcd, not a
+   * protocol transition). Its holder could not have let go first; it owes a release within the claim lag.
+   */
+  damaged?: true;
 }
 
 export type Violation =

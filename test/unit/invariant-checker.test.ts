@@ -395,6 +395,36 @@ describe('legal transitions and holders without any claim', () => {
     ]);
   });
 
+  it('garbage over a claim is no release: its holder owes a release within the claim lag, not before', () => {
+    const damaged = (t: number): OwnershipSample => ({ ...claim(t, []), damaged: true });
+    const quick = new InvariantChecker(10_000, 500);
+    quick.observe(claim(0, ['a']));
+    quick.observe(back(5, ['a']));
+    quick.observe(damaged(100));
+    quick.round({ t: 110 }); // a still holds: it could not have let go before the garbage landed
+    quick.observe(back(140, []));
+    quick.observe(claim(160, ['a']));
+    quick.observe(back(170, ['a']));
+    quick.round({ t: 180 });
+    expect(kinds(quick, 1000)).toEqual([]);
+    // Holding on past the lag is kernel ⊄ claims.
+    const slow = new InvariantChecker(10_000, 500);
+    slow.observe(claim(0, ['a']));
+    slow.observe(back(5, ['a']));
+    slow.observe(damaged(100));
+    slow.round({ t: 110 });
+    slow.observe(back(700, []));
+    expect(kinds(slow, 1000)).toEqual(['heldWithoutClaim']);
+    // The same change as a plain delete is a release the holder had to make first.
+    const plain = new InvariantChecker(10_000, 500);
+    plain.observe(claim(0, ['a']));
+    plain.observe(back(5, ['a']));
+    plain.observe(claim(100, []));
+    plain.round({ t: 110 });
+    plain.observe(back(140, []));
+    expect(kinds(plain, 1000)).toEqual(['heldAfterRelease']);
+  });
+
   it('accepts kernel-first releases, and a node taking its bucket back (a new incarnation too)', () => {
     const c = new InvariantChecker(10_000, 500);
     c.observe(claim(0, ['a']));
