@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { agentMainPath } from '../localcluster/agentProcess.js';
 import { foldLateReplies, handoffOf, verdictOf } from '../netns/analysis.js';
 import { buildDataplane, type Dataplane } from '../netns/dataplane.js';
+import { holdConnections } from '../netns/heldTcp.js';
 import { startMonitor } from '../netns/monitor.js';
 import type { ProbeResult } from '../netns/prober.js';
 import { summarize, type BenchRow, type BenchSuite } from './types.js';
@@ -39,9 +40,11 @@ export const restartBench: BenchSuite = async (ctx) => {
       row(`hitless restart: SIGHUP → next process adopted (nftables, TTL ${TTL_S} s)`, 'ms', hitless.adoptMs),
       row('hitless restart: unanswered source-probes per restart', 'probes', hitless.unanswered, hitless.note),
       row('hitless restart: sources that changed owner per restart', 'sources', hitless.moved),
+      row('hitless restart: held TCP connections broken per restart', 'connections', hitless.broken, hitless.tcpNote),
       row('drain restart (SIGTERM, start): SIGTERM → next process holds a lease', 'ms', drain.adoptMs),
       row('drain restart: unanswered source-probes per restart', 'probes', drain.unanswered, drain.note),
-      row('drain restart: sources that changed owner per restart (each resets its TCP)', 'sources', drain.moved),
+      row('drain restart: sources that changed owner per restart', 'sources', drain.moved),
+      row('drain restart: held TCP connections broken per restart', 'connections', drain.broken, drain.tcpNote),
     ];
   } finally {
     await dp.destroy();
@@ -52,12 +55,25 @@ async function measure(
   dp: Dataplane,
   n: number,
   sig: 'SIGHUP' | 'SIGTERM',
-): Promise<{ adoptMs: number[]; unanswered: number[]; moved: number[]; note: string }> {
+): Promise<{
+  adoptMs: number[];
+  unanswered: number[];
+  moved: number[];
+  broken: number[];
+  note: string;
+  tcpNote: string;
+}> {
   const adoptMs: number[] = [];
   const unanswered: number[] = [];
   const moved: number[] = [];
+  const broken: number[] = [];
   let probes = 0;
+  let toN2 = 0;
   for (let i = 0; i < n; i++) {
+    // One long-lived connection per source, echoing every 100 ms through the restart.
+    const owners = await dp.expectedOwners();
+    toN2 = dp.sources.filter((s) => owners.get(s) === 'n2').length;
+    const held = await holdConnections({ ns: dp.topology.clientNs, sources: dp.sources, vip: dp.vip.address });
     const mon = startMonitor({ probe: dp.probe, probeOptions: { windowMs: 30 }, maxMs: 60_000, maxProbes: 3000 });
     try {
       await new Promise((r) => setTimeout(r, 200));
@@ -68,8 +84,11 @@ async function measure(
       adoptMs.push((a.logs().find((l) => l.event === 'sessionStarted')?.rxAt ?? Date.now()) - t0);
       if (sig === 'SIGTERM') await dp.waitSettled({ timeoutMs: 30_000, owners: ['n1', 'n2', 'n3'], stableMs: 300 });
       await new Promise((r) => setTimeout(r, 300));
+      const conns = await held.report();
+      broken.push(conns.filter((c) => c.error !== null || c.closed || c.wrongNode > 0 || c.silentMs! > 1000).length);
     } finally {
       mon.stop();
+      await held.stop();
     }
     const results: ProbeResult[] = foldLateReplies((await mon.done).results);
     probes += results.length;
@@ -81,5 +100,12 @@ async function measure(
     );
     moved.push(dp.sources.filter((s) => handoffOf(results, s).kind !== 'stayed').length);
   }
-  return { adoptMs, unanswered, moved, note: `${dp.sources.length} sources, ${probes} probes of ~40 ms` };
+  return {
+    adoptMs,
+    unanswered,
+    moved,
+    broken,
+    note: `${dp.sources.length} sources, ${probes} probes of ~40 ms`,
+    tcpNote: `${dp.sources.length} connections, ${toN2} of them to the restarted node`,
+  };
 }

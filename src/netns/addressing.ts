@@ -11,6 +11,8 @@ export const ETCD_CONTROL_ADDRESS = '10.78.0.1';
 export const ETCD_CLIENT_PORT = 2379;
 export const SERVER_UDP_PORT = 7000;
 export const SERVER_TCP_PORT = 7001;
+/** Long-lived TCP: greets with the node name, then echoes every line (a held connection's liveness). */
+export const SERVER_ECHO_PORT = 7002;
 export const MAX_NODES = 200;
 export const MAX_SOURCES = 250 * 40;
 

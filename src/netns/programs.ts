@@ -5,7 +5,8 @@
 /**
  * The per-node server. Binds UDP and TCP on the VIP and answers every UDP datagram `P <probeId> <i>` with
  * `<node> <probeId> <i>` (so the prober can attribute every reply, even a late one) and every TCP connection
- * with `<node>\n`. Prints `ready` once both are bound. Exits when stdin closes, so it cannot outlive its parent.
+ * with `<node>\n`; on the echo port it greets with `<node>\n` and answers every line `x` with `<node> x` for as long as
+ * the client keeps the connection. Prints `ready` once all three are bound. Exits when stdin closes, so it cannot outlive its parent.
  */
 export const SERVER_PROGRAM = String.raw`
 'use strict';
@@ -24,10 +25,24 @@ const tcp = net.createServer((sock) => {
   sock.end(cfg.node + '\n');
 });
 tcp.on('error', (e) => { console.error('tcp: ' + e.message); process.exit(2); });
+const echo = net.createServer((sock) => {
+  sock.on('error', () => {});
+  sock.setEncoding('utf8');
+  sock.write(cfg.node + '\n');
+  let buf = '';
+  sock.on('data', (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) { sock.write(cfg.node + ' ' + buf.slice(0, nl) + '\n'); buf = buf.slice(nl + 1); }
+    if (buf.length > 4096) sock.destroy();
+  });
+});
+echo.on('error', (e) => { console.error('echo: ' + e.message); process.exit(2); });
 let bound = 0;
-const up = () => { if (++bound === 2) process.stdout.write('ready\n'); };
+const up = () => { if (++bound === 3) process.stdout.write('ready\n'); };
 udp.bind(cfg.udpPort, cfg.address, up);
 tcp.listen(cfg.tcpPort, cfg.address, 256, up);
+echo.listen(cfg.echoPort, cfg.address, 256, up);
 process.stdin.on('end', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
 process.stdin.resume();
@@ -185,4 +200,53 @@ const s = net.connect({ host: cfg.host, port: cfg.port });
 const t = setTimeout(() => { console.log('timeout'); process.exit(0); }, cfg.timeoutMs);
 s.on('connect', () => { clearTimeout(t); console.log('ok'); s.destroy(); process.exit(0); });
 s.on('error', (e) => { clearTimeout(t); console.log(e.code || e.message); process.exit(0); });
+`;
+
+/**
+ * Long-lived TCP connections from the client namespace, one per source, to the echo port. Each reads the greeting
+ * (the node that accepted it), then sends a numbered line every `intervalMs` and expects it echoed by the same node.
+ * On the stdin line `report` it prints one JSON line per connection state; it never reconnects, so a connection
+ * reset, closed, or silent for `staleMs` stays visible. Exits when stdin closes.
+ */
+export const HOLD_PROGRAM = String.raw`
+'use strict';
+const net = require('node:net');
+const readline = require('node:readline');
+const cfg = JSON.parse(process.argv[process.argv.length - 1]);
+const conns = cfg.sources.map((source) => {
+  const c = { source, node: null, sent: 0, echoed: 0, lastEchoAt: null, wrongNode: 0, error: null, closed: false };
+  const sock = net.connect({ host: cfg.vip, port: cfg.port, localAddress: source });
+  c.sock = sock;
+  sock.setEncoding('utf8');
+  let buf = '';
+  sock.on('data', (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (c.node === null) { c.node = line; c.lastEchoAt = Date.now(); continue; }
+      const [node] = line.split(' ');
+      if (node !== c.node) c.wrongNode++;
+      c.echoed++;
+      c.lastEchoAt = Date.now();
+    }
+  });
+  sock.on('error', (e) => { c.error = c.error || e.code || e.message; });
+  sock.on('close', () => { c.closed = true; });
+  return c;
+});
+const tick = setInterval(() => {
+  for (const c of conns) if (c.node !== null && !c.closed) { c.sent++; c.sock.write(String(c.sent) + '\n'); }
+}, cfg.intervalMs);
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (line !== 'report') return;
+  const now = Date.now();
+  process.stdout.write(JSON.stringify({ report: conns.map((c) => ({
+    source: c.source, node: c.node, sent: c.sent, echoed: c.echoed, wrongNode: c.wrongNode, error: c.error,
+    closed: c.closed, silentMs: c.lastEchoAt === null ? null : now - c.lastEchoAt,
+  })) }) + '\n');
+});
+rl.on('close', () => { clearInterval(tick); process.exit(0); });
 `;

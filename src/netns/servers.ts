@@ -1,3 +1,4 @@
+import { SERVER_ECHO_PORT } from './addressing.js';
 import { spawnInNs, type NsProcess } from './nsProcess.js';
 import { SERVER_PROGRAM } from './programs.js';
 
@@ -16,9 +17,17 @@ export async function startNodeServer(opts: {
   vip: string;
   udpPort: number;
   tcpPort: number;
+  /** Default SERVER_ECHO_PORT. */
+  echoPort?: number;
   readyTimeoutMs?: number;
 }): Promise<NodeServer> {
-  const cfg = JSON.stringify({ node: opts.node, address: opts.vip, udpPort: opts.udpPort, tcpPort: opts.tcpPort });
+  const cfg = JSON.stringify({
+    node: opts.node,
+    address: opts.vip,
+    udpPort: opts.udpPort,
+    tcpPort: opts.tcpPort,
+    echoPort: opts.echoPort ?? SERVER_ECHO_PORT,
+  });
   const proc: NsProcess = spawnInNs(opts.ns, process.execPath, ['-e', SERVER_PROGRAM, '--', cfg]);
   try {
     await proc.waitLine((l) => l === 'ready', opts.readyTimeoutMs ?? 15_000);

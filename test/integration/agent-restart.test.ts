@@ -106,6 +106,21 @@ describe('hitless restart (file backend, real etcd, real processes)', () => {
     await h.waitConverged(20_000);
   });
 
+  it('the next process killed before it adopts: a crash, its buckets move, never two owners', async () => {
+    h = await startHarness({ nodes: ['n1', 'n2', 'n3'], ttl: TTL });
+    await h.waitConverged(20_000);
+    const a = h.agent('n3');
+    a.signal('SIGHUP');
+    expect((await a.waitExit(10_000)).code).toBe(0);
+    const b = h.start('n3');
+    await sleep(100); // it runs (node is still loading its modules), and has not reached its lease yet
+    b.signal('SIGKILL');
+    await b.waitExit(5000);
+    expect(b.logs().some((l) => l.event === 'sessionStarted')).toBe(false);
+    await h.waitConverged(TTL * 1000 + 8000, ['n1', 'n2']);
+    expect((await h.observer.stop()).violations).toEqual([]);
+  });
+
   it('a TTL too short for the restart budget: SIGHUP drains instead, and says so', async () => {
     h = await startHarness({ nodes: ['n1', 'n2'], ttl: 2, extraArgs: ['--restart-budget', '5000'] });
     await h.waitConverged(20_000);

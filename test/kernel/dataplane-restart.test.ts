@@ -3,12 +3,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { agentMainPath } from '../../src/localcluster/agentProcess.js';
 import { doubleAnswers, foldLateReplies, handoffOf, verdictOf } from '../../src/netns/analysis.js';
 import { buildDataplane, type Dataplane } from '../../src/netns/dataplane.js';
+import { holdConnections } from '../../src/netns/heldTcp.js';
 import { startMonitor } from '../../src/netns/monitor.js';
 import { netnsCapability, requireCapability } from '../helpers/privileged.js';
 
 // Issue 13, DESIGN §13: a planned restart (SIGHUP, `systemctl reload`) of an agent on the nftables backend, under
 // the UDP prober: the next process adopts lease, claims and the kernel's set, so no source changes owner and no
-// probe goes unanswered. TTL 4 s: the restart must fit before the fence deadline (restartBudgetMs).
+// probe goes unanswered, and long-lived TCP connections (to the restarted node and to the others) live through
+// every restart: never reset, never answered by another node, echoing to the end. TTL 4 s: the restart must fit before the fence deadline (restartBudgetMs).
 
 const enabled = requireCapability('nftables dataplane', netnsCapability());
 const RESTARTS = 10;
@@ -24,7 +26,16 @@ describe.skipIf(!enabled)('netns dataplane: hitless agent restart', () => {
     if (!existsSync(agentMainPath())) throw new Error(`${agentMainPath()} missing: run \`npm run build\` first`);
     dp = await buildDataplane({ sources: 30, leaseTtlSeconds: 4 });
     const d = dp;
-    await d.waitSettled({ timeoutMs: 45_000 });
+    const settled = await d.waitSettled({ timeoutMs: 45_000 });
+    const owners = await d.expectedOwners(settled.claims);
+    const onN2 = d.sources.filter((s) => owners.get(s) === 'n2');
+    const elsewhere = d.sources.filter((s) => owners.get(s) !== 'n2').slice(0, 4);
+    expect(onN2.length).toBeGreaterThan(0);
+    const held = await holdConnections({
+      ns: d.topology.clientNs,
+      sources: [...onN2, ...elsewhere],
+      vip: d.vip.address,
+    });
     const mon = startMonitor({ probe: d.probe, probeOptions: { windowMs: 30 }, maxMs: 60_000, maxProbes: 4000 });
     try {
       for (let i = 0; i < RESTARTS; i++) {
@@ -35,8 +46,27 @@ describe.skipIf(!enabled)('netns dataplane: hitless agent restart', () => {
         expect(a.logs().find((l) => l.event === 'sessionStarted')?.adopted, `restart ${i}: adopted`).toBe(true);
         await new Promise((r) => setTimeout(r, 300));
       }
+      const conns = await held.report();
+      console.log(
+        `restart: ${conns.length} held TCP connections (${onN2.length} to n2), ` +
+          `${conns.reduce((a, c) => a + c.echoed, 0)} echoes`,
+      );
+      for (const c of conns) {
+        const at = `connection from ${c.source}`;
+        expect(c.node, at).toBe(owners.get(c.source));
+        expect({ error: c.error, closed: c.closed, wrongNode: c.wrongNode }, at).toEqual({
+          error: null,
+          closed: false,
+          wrongNode: 0,
+        });
+        // Echoing through the restarts (sent every 100 ms): one in flight at most, and still answering now.
+        expect(c.echoed, at).toBeGreaterThan(RESTARTS * 5);
+        expect(c.sent - c.echoed, at).toBeLessThanOrEqual(2);
+        expect(c.silentMs!, at).toBeLessThan(1000);
+      }
     } finally {
       mon.stop();
+      await held.stop();
     }
     const results = foldLateReplies((await mon.done).results);
     expect(results.length).toBeGreaterThan(20);
