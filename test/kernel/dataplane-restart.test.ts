@@ -36,7 +36,12 @@ describe.skipIf(!enabled)('netns dataplane: hitless agent restart', () => {
       sources: [...onN2, ...elsewhere],
       vip: d.vip.address,
     });
-    const mon = startMonitor({ probe: d.probe, probeOptions: { windowMs: 30 }, maxMs: 60_000, maxProbes: 4000 });
+    const mon = startMonitor({
+      probe: d.probe,
+      probeOptions: { windowMs: 30, tcp: true, tcpTimeoutMs: 300 },
+      maxMs: 60_000,
+      maxProbes: 4000,
+    });
     try {
       for (let i = 0; i < RESTARTS; i++) {
         const exit = await d.stopAgent('n2', 'SIGHUP');
@@ -76,7 +81,17 @@ describe.skipIf(!enabled)('netns dataplane: hitless agent restart', () => {
     const unanswered = results.flatMap((r) =>
       r.udpProbed ? r.answers.filter((a) => verdictOf(a.udp).kind === 'none').map((a) => a.source) : [],
     );
-    console.log(`restart: ${RESTARTS} restarts, ${results.length} probes, ${unanswered.length} unanswered`);
+    // New TCP connections too: each probe's connect is accepted by the source's one owner.
+    const tcpFailed = results.flatMap((r) =>
+      r.tcpProbed
+        ? r.answers.filter((a) => a.tcp !== owners.get(a.source)).map((a) => `${a.source}:${a.tcpError}`)
+        : [],
+    );
+    console.log(
+      `restart: ${RESTARTS} restarts, ${results.length} probes, ${unanswered.length} unanswered, ` +
+        `${tcpFailed.length} TCP connects not accepted by the owner`,
+    );
     expect(unanswered).toEqual([]);
+    expect(tcpFailed).toEqual([]);
   }, 180_000);
 });
