@@ -2,6 +2,7 @@ import type { NodeConfig } from '../config/types.js';
 import { NodeIdInUseError } from '../errors.js';
 import { healthLogLine } from '../health/log.js';
 import { createLogger, type Logger } from '../log/logger.js';
+import { RepeatFilter } from '../log/repeats.js';
 import { Agent } from './agent.js';
 import type { AgentEvent } from './events.js';
 import * as m from '../metrics/index.js';
@@ -207,9 +208,17 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   const base = opts.logger ?? createLogger({ level: cfg.logLevel });
   const log = base.child({ node: cfg.nodeId });
   const agent = new Agent({ cfg });
+  const repeats = new RepeatFilter();
   agent.on('event', (e: AgentEvent) => {
     const l = logLineFor(e);
-    log[l.level]({ op: l.op, event: e.event, ...l.fields }, l.msg);
+    // Retried etcd errors repeat every backoff step: one line per kind and half-minute, with the count.
+    const r = e.event === 'etcdError' ? repeats.check(`${e.op}|${e.error}`, Date.now()) : { log: true, repeated: 0 };
+    if (r.log) {
+      log[l.level](
+        { op: l.op, event: e.event, ...l.fields, ...(r.repeated > 0 ? { repeated: r.repeated } : {}) },
+        l.msg,
+      );
+    }
     // etcd raises a TTL below its minimum without an error: say so once per lease, loudly.
     if (e.event === 'sessionStarted' && e.ttlSeconds !== cfg.leaseTtlSeconds)
       log.warn(

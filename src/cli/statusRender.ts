@@ -8,16 +8,20 @@ import { formatTable, ranges } from './table.js';
 
 const MAX_ANOMALY_LINES = 40;
 
-export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>): string {
-  const out: string[] = [];
+/** HEALTHY / DEGRADED (n nodes down) / UNHEALTHY (n problems), painted. */
+export function healthHeadline(r: StatusReport, io: Pick<CliIo, 'color'>): string {
   const errors = r.anomalies.filter((a) => a.severity === 'error').length;
   const down = r.nodes.filter((n) => n.state === 'down').length;
-  const headline =
-    r.health === 'healthy'
-      ? paint(io, 'green', 'HEALTHY')
-      : r.health === 'degraded'
-        ? paint(io, 'yellow', `DEGRADED (${down} node${down === 1 ? '' : 's'} down)`)
-        : paint(io, 'red', `UNHEALTHY (${errors} problem${errors === 1 ? '' : 's'})`);
+  return r.health === 'healthy'
+    ? paint(io, 'green', 'HEALTHY')
+    : r.health === 'degraded'
+      ? paint(io, 'yellow', `DEGRADED (${down} node${down === 1 ? '' : 's'} down)`)
+      : paint(io, 'red', `UNHEALTHY (${errors} problem${errors === 1 ? '' : 's'})`);
+}
+
+export function renderStatus(r: StatusReport, io: Pick<CliIo, 'color' | 'isTTY'>): string {
+  const out: string[] = [];
+  const headline = healthHeadline(r, io);
   const settling = r.settling.length > 0 ? `  (${r.settling.length} settling)` : '';
   out.push(
     `cluster ${r.cluster}  ${headline}${settling}  revision ${r.revision}  spec generation ${r.specGeneration ?? '-'}`,

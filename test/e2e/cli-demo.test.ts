@@ -54,8 +54,11 @@ describe('clusterip-ha demo', () => {
       const workdir = /working directory (\S+) \(removed on exit\)/.exec(err)![1]!;
       const pids = [...err.matchAll(/(?:agent n\d|etcd \S+) pid (\d+)/g)].map((m) => Number(m[1]));
       expect(pids).toHaveLength(4);
-      // The reader goes away; the next frame (at the latest a status refresh, every 5 s) meets EPIPE.
+      // The reader goes away; the next line the piped watch prints (a change: here an agent killed, as the demo
+      // suggests) meets EPIPE.
       demo.child.stdout!.destroy();
+      const agentPids = [...err.matchAll(/agent n\d pid (\d+)/g)].map((m) => Number(m[1]));
+      process.kill(agentPids[0]!, 'SIGKILL');
       const exit = await demo.exit(45_000);
       expect(exit.code).toBe(0);
       expect(demo.stderr()).not.toMatch(/EPIPE|Error:/);

@@ -181,6 +181,13 @@ describe('errors in words', () => {
     const roReady = await probe(ro.readyz);
     expect(roReady.status).toBe(503);
     expect(roReady.body).toMatch(/notRegistered/);
+    // It retries, and says so once per kind of error and half-minute, not at every retry.
+    await new Promise((res) => setTimeout(res, 3000));
+    const errs = ro.a.logs().filter((l) => l.event === 'etcdError');
+    expect(errs.some((l) => /permission denied/i.test(String(l.error)))).toBe(true);
+    const perKind = new Map<string, number>();
+    for (const l of errs) perKind.set(`${l.etcdOp}|${l.error}`, (perKind.get(`${l.etcdOp}|${l.error}`) ?? 0) + 1);
+    expect([...perKind].filter(([, n]) => n > 1)).toEqual([]);
   });
 
   it('a closed pipe ends every command quietly (fence --help | head)', async () => {

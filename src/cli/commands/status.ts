@@ -7,6 +7,7 @@ import { renderEventLines } from '../eventsRender.js';
 import { clusterHint } from './spec.js';
 import { buildStatus, nextSettleInMs, settle, ANOMALY_GRACE_MS, type StatusReport } from '../statusModel.js';
 import { renderStatus } from '../statusRender.js';
+import { watchLogStep, type WatchLogView } from '../watchLog.js';
 
 export function registerStatus(program: Command, io: CliIo): void {
   const cmd = program
@@ -156,10 +157,17 @@ export async function watchStatus(
     const changes = renderEventLines(lastState, RECENT_EVENTS, io);
     return `${head}${renderStatus(report, io)}${changes ? `\n${paint(io, 'bold', 'RECENT CHANGES')}\n${changes}` : ''}`;
   };
+  let logView: WatchLogView | null = null;
   const show = (report: StatusReport): void => {
     if (json) io.out(`${JSON.stringify(report)}\n`);
     else if (io.isTTY) io.out(`\u001b[H\u001b[2J${render(report)}\n${footer}(watching etcd; Ctrl-C to stop)\n`);
-    else io.out(`--- ${new Date().toISOString()}\n${render(report)}`);
+    else {
+      const frame = `${render(report)}\n${footer}(watching etcd: changes follow, one line each)\n`;
+      const input = { report, state: lastState, stale: stale?.reason ?? null, frame, now: new Date() };
+      const step = watchLogStep(logView, input, io);
+      logView = step.next;
+      if (step.text) io.out(step.text);
+    }
   };
   const draw = async (state: ClusterState): Promise<void> => {
     if (drawing) {
