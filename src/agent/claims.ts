@@ -9,6 +9,7 @@ import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { AddRefusal, KernelGate } from './kernel.js';
 import { assignableNodes } from '../health/leader.js';
 import { backoffMs } from '../backoff.js';
+import { Coalescer } from '../coalesce.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
 //   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
@@ -38,10 +39,8 @@ const CONCURRENCY = 64;
 const DEADLINE_RETRY_MS = 100;
 
 export class ClaimReconciler {
-  private scheduled = false;
-  private running: Promise<void> | null = null;
-  private again = false;
   private stopped = false;
+  private readonly loop = new Coalescer(() => this.pass());
   /** key → our write not yet visible in the picture: the claim (or null = deleted) as of `revision`. */
   private readonly overlay = new Map<
     string,
@@ -57,26 +56,17 @@ export class ClaimReconciler {
   constructor(private readonly o: ReconcilerOptions) {}
 
   trigger(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.pass();
-    });
+    this.loop.kick();
   }
 
-  /** Run passes until nothing is pending (for shutdown and tests). */
-  async settle(): Promise<void> {
-    while (this.running) await this.running;
+  /** Resolves once the pass in progress (if any) is done (for shutdown). */
+  settle(): Promise<void> {
+    return this.loop.settle();
   }
 
   stop(): void {
     this.stopped = true;
+    this.loop.stop();
     if (this.retryTimer) clearTimeout(this.retryTimer);
   }
 
@@ -125,19 +115,14 @@ export class ClaimReconciler {
   }
 
   private async pass(): Promise<void> {
-    if (this.running || this.stopped) return;
-    this.again = false;
-    this.running = this.passInner()
-      .catch((err: unknown) => {
-        this.o.emit({ event: 'etcdError', op: 'reconcile', error: (err as Error).message });
-        this.retryLater(200);
-      })
-      .finally(() => {
-        this.running = null;
-        this.o.afterPass?.();
-        if (this.again) this.trigger();
-      });
-    await this.running;
+    try {
+      await this.passInner();
+    } catch (err) {
+      this.o.emit({ event: 'etcdError', op: 'reconcile', error: (err as Error).message });
+      this.retryLater(200);
+    } finally {
+      this.o.afterPass?.();
+    }
   }
 
   private async passInner(): Promise<void> {

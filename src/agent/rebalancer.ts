@@ -5,6 +5,7 @@ import { assignValueSchema } from '../etcd/values.js';
 import { PanicTracker } from '../health/leader.js';
 import { cmpRevision } from '../etcd/store.js';
 import { NotLeaderError } from '../errors.js';
+import { Coalescer } from '../coalesce.js';
 import { monoNow } from './clock.js';
 import type { Election } from './election.js';
 import type { AgentEvent } from './events.js';
@@ -33,11 +34,13 @@ export interface RebalancerOptions {
 export const DEFAULT_SWEEP_HOLD_MS = 3000;
 
 export class Rebalancer {
-  private timer: NodeJS.Timeout | undefined;
   private firstTrigger: number | null = null;
-  private running = false;
-  private again = false;
   private stopped = false;
+  /** A run waits until `coalesceMs` after the first trigger it serves, so a burst of changes is one plan. */
+  private readonly loop = new Coalescer(() => this.run(), {
+    delayMs: () => (this.o.coalesceMs ?? 1) - (monoNow() - (this.firstTrigger ?? monoNow())),
+    onError: (err) => this.o.emit({ event: 'etcdError', op: 'rebalance', error: (err as Error).message }),
+  });
   private windowStart = 0;
   private readonly joinUsed = new Map<string, number>();
   private rollover: NodeJS.Timeout | undefined;
@@ -55,21 +58,12 @@ export class Rebalancer {
   trigger(at = monoNow()): void {
     if (this.stopped || !this.o.election.isLeader) return;
     this.firstTrigger ??= at;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    if (this.timer) return;
-    const wait = Math.max(0, (this.o.coalesceMs ?? 1) - (monoNow() - at));
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      void this.run();
-    }, wait);
+    this.loop.kick();
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.loop.stop();
     if (this.rollover) clearTimeout(this.rollover);
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
   }
@@ -82,17 +76,9 @@ export class Rebalancer {
   }
 
   private async run(): Promise<void> {
-    if (this.running || this.stopped) return;
-    this.running = true;
     const trigger = this.firstTrigger ?? monoNow();
     this.firstTrigger = null;
-    this.again = false;
-    try {
-      await this.step(trigger);
-    } finally {
-      this.running = false;
-      if (this.again && !this.stopped) this.trigger(this.firstTrigger ?? monoNow());
-    }
+    await this.step(trigger);
   }
 
   private budgetLeft(vip: string, k: number, intervalMs: number): number {

@@ -1,6 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../etcd/keys.js';
 import type { StatusValue } from '../etcd/values.js';
+import { Coalescer } from '../coalesce.js';
 import type { AgentEvent } from './events.js';
 
 // Writes `status/<node>` under the node's lease when what it reports changes, at most once per `minIntervalMs`
@@ -24,11 +25,13 @@ export class StatusWriter {
   private lastKey = '';
   private lastWrite = 0;
   private lastAck: string | null = null;
-  private timer: NodeJS.Timeout | undefined;
   private refresh: NodeJS.Timeout | undefined;
-  private writing = false;
-  private pending = false;
   private stopped = false;
+  /** At most one write per `minIntervalMs`; changes meanwhile merge into the next. */
+  private readonly loop = new Coalescer(() => this.write(), {
+    delayMs: () => this.lastWrite + (this.o.minIntervalMs ?? 500) - Date.now(),
+    unref: true,
+  });
 
   constructor(private readonly o: StatusWriterOptions) {}
 
@@ -36,26 +39,16 @@ export class StatusWriter {
   mark(force = false): void {
     if (this.stopped) return;
     if (force) this.lastKey = '';
-    if (this.timer) return;
-    const wait = Math.max(0, this.lastWrite + (this.o.minIntervalMs ?? 500) - Date.now());
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      void this.write();
-    }, wait);
-    this.timer.unref();
+    this.loop.kick();
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.loop.stop();
     clearTimeout(this.refresh);
   }
 
   private async write(): Promise<void> {
-    if (this.writing) {
-      this.pending = true;
-      return;
-    }
     const leaseId = this.o.leaseId();
     if (leaseId === null || this.stopped) return;
     const snap = this.o.snapshot();
@@ -67,7 +60,6 @@ export class StatusWriter {
       this.armRefresh(ackRefreshMs);
       return;
     }
-    this.writing = true;
     try {
       const value: StatusValue = { v: 1, ...snap, updatedAt: new Date().toISOString() };
       await this.o.etcd.put(this.o.keys.status(this.o.nodeId)).value(JSON.stringify(value)).lease(leaseId);
@@ -77,14 +69,9 @@ export class StatusWriter {
     } catch (err) {
       this.o.emit({ event: 'etcdError', op: 'status', error: (err as Error).message });
       this.lastWrite = Date.now();
-      this.pending = true;
+      this.loop.kick(); // in a run: one more after this one, minIntervalMs on
     } finally {
-      this.writing = false;
       this.armRefresh(ackRefreshMs);
-      if (this.pending) {
-        this.pending = false;
-        this.mark();
-      }
     }
   }
 
