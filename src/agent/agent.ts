@@ -17,6 +17,7 @@ import { Election } from './election.js';
 import type { AgentEvent, FenceReason, RestartReason } from './events.js';
 import { FenceTimer } from './fence.js';
 import { KernelGate } from './kernel.js';
+import { heldLease } from './leaseScope.js';
 import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
@@ -188,18 +189,32 @@ export class Agent extends EventEmitter {
         this.emit('fatal', this.failure);
       },
     });
-    this.kernel = new KernelGate({
-      backend: this.backend,
+    // The session first: the kernel gate, claims, election and status writer act under it.
+    this.session = new NodeSession({
+      etcd: this.etcd,
+      keepaliveClients: this.keepaliveClients,
+      ttlSeconds: this.cfg.leaseTtlSeconds,
+      marginMs: this.cfg.fenceMarginMs > 0 ? this.cfg.fenceMarginMs : defaultFenceMarginMs(this.cfg.leaseTtlSeconds),
+      fence: this.fence,
       emit,
-      onExpired: () => this.reconciler?.trigger(),
-      liveLease: () => (this.session?.isLive() && !this.releaseAll ? this.session.leaseId : null),
-      fence: {
-        isFenced: () => this.fence.isFenced(),
-        msToDeadline: () => {
-          const d = this.fence.currentDeadline();
-          return d === 0 ? 0 : d - monoNow();
+      hooks: {
+        onLease: (leaseId) => this.onLease(leaseId),
+        onAck: () => {
+          void this.kernel.refresh().catch(() => undefined);
+        },
+        onFenced: (reason, cleared) => this.onFenced(reason, cleared),
+        clearKernel: () => this.clearConfirmed(1000),
+        onUnfenced: () => {
+          this.reconciler.trigger();
+          this.status.mark();
         },
       },
+    });
+    this.kernel = new KernelGate({
+      backend: this.backend,
+      session: this.session,
+      emit,
+      onExpired: () => this.reconciler?.trigger(),
     });
     this.stopLoopDelay = startLoopDelayMonitor(emit);
     this.throwIfStopping();
@@ -221,7 +236,13 @@ export class Agent extends EventEmitter {
     await this.endPreviousIncarnation(restart?.leaseId);
     this.throwIfStopping();
 
-    this.election = new Election({ etcd: this.etcd, keys: this.keys, nodeId: this.nodeId, emit });
+    this.election = new Election({
+      etcd: this.etcd,
+      keys: this.keys,
+      nodeId: this.nodeId,
+      session: this.session,
+      emit,
+    });
     const leaderDeps = {
       etcd: this.etcd,
       keys: this.keys,
@@ -244,8 +265,7 @@ export class Agent extends EventEmitter {
       kernel: this.kernel,
       state: () => this.watch.state,
       spec: () => this.appliedSpec,
-      leaseId: () => this.session.leaseId,
-      live: () => this.session.isLive() && !this.releaseAll,
+      session: this.session,
       draining: () => this.phase.phase === 'draining',
       releaseAll: () => this.releaseAll,
       emit,
@@ -255,10 +275,9 @@ export class Agent extends EventEmitter {
       },
     });
     this.status = new StatusWriter({
-      etcd: this.etcd,
       keys: this.keys,
       nodeId: this.nodeId,
-      leaseId: () => this.session.leaseId,
+      session: this.session,
       emit,
       snapshot: () => ({
         held: Object.fromEntries([...this.kernel.held].map(([vip, s]) => [vip, [...s].sort((a, b) => a - b)])),
@@ -280,26 +299,6 @@ export class Agent extends EventEmitter {
       onReport: () => this.status?.mark(),
     });
     await this.health.start();
-    this.session = new NodeSession({
-      etcd: this.etcd,
-      keepaliveClients: this.keepaliveClients,
-      ttlSeconds: this.cfg.leaseTtlSeconds,
-      marginMs: this.cfg.fenceMarginMs > 0 ? this.cfg.fenceMarginMs : defaultFenceMarginMs(this.cfg.leaseTtlSeconds),
-      fence: this.fence,
-      emit,
-      hooks: {
-        onLease: (leaseId) => this.onLease(leaseId),
-        onAck: () => {
-          void this.kernel.refresh().catch(() => undefined);
-        },
-        onFenced: (reason, cleared) => this.onFenced(reason, cleared),
-        clearKernel: () => this.clearConfirmed(1000),
-        onUnfenced: () => {
-          this.reconciler.trigger();
-          this.status.mark();
-        },
-      },
-    });
     this.throwIfStopping();
     this.adopting = restart?.leaseId ?? null;
     const adopted =
@@ -320,7 +319,7 @@ export class Agent extends EventEmitter {
     // Resync the kernel model now and then: entries can vanish behind our back (an expiry after failed
     // refreshes, an operator, a reboot of the table); a claim we hold without its kernel entry is re-added.
     this.resync = setInterval(() => {
-      if (!this.session.isLive() || this.releaseAll) return;
+      if (!this.session.isLive()) return;
       void this.kernel
         .read()
         .then(() => this.reconciler.trigger())
@@ -508,7 +507,9 @@ export class Agent extends EventEmitter {
   }
 
   private async register(leaseId: string): Promise<string> {
-    const r = await this.etcd.put(this.keys.node(this.nodeId)).value(JSON.stringify(this.nodeValue())).lease(leaseId);
+    const r = await heldLease(this.etcd, leaseId)
+      .put(this.keys.node(this.nodeId))
+      .value(JSON.stringify(this.nodeValue()));
     return r.header.revision;
   }
 
@@ -562,7 +563,7 @@ export class Agent extends EventEmitter {
     // a "catching up" put would make the leader move them away.
     if (this.adopting === leaseId) await this.register(leaseId);
     else await this.registerCurrent(leaseId);
-    await this.election.campaign(leaseId);
+    await this.election.campaign();
     this.election.evaluate(this.watch.state);
     this.status.mark(true);
     this.reconciler.trigger();
@@ -589,7 +590,7 @@ export class Agent extends EventEmitter {
     const leaseId = this.session.leaseId;
     if (!leaseId || this.session.state.state !== 'live') return;
     try {
-      await this.election.campaign(leaseId);
+      await this.election.campaign();
       this.election.evaluate(this.watch.state);
       if (this.election.isLeader) this.rebalancer.trigger();
     } catch (err) {
@@ -795,6 +796,7 @@ export class Agent extends EventEmitter {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.abort.abort();
     this.releaseAll = true;
+    this.session?.letGo();
     // A signal during start(): let start() reach its next stop check first, bounded, so whatever it built by
     // then (fence worker, backend, session) is stopped below rather than leaked running after us.
     if (this.starting) await withTimeout(this.starting, stepTimeoutMs * 3).catch(() => undefined);

@@ -7,6 +7,7 @@ import { monoNow } from './clock.js';
 import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { AddRefusal, KernelGate } from './kernel.js';
+import type { HeldLease, LeaseScope } from './leaseScope.js';
 import { assignableNodes } from '../health/leader.js';
 import { backoffMs } from '../backoff.js';
 import { Coalescer } from '../coalesce.js';
@@ -25,8 +26,8 @@ export interface ReconcilerOptions {
   state: () => ClusterState;
   /** The spec the kernel is set up for (default: the picture's). */
   spec?: () => ClusterSpec | null;
-  leaseId: () => string | null;
-  live: () => boolean;
+  /** The node's session: the lease claims are written and compared under, and whether we may acquire. */
+  session: LeaseScope;
   draining: () => boolean;
   releaseAll: () => boolean;
   emit: (e: AgentEvent) => void;
@@ -90,7 +91,7 @@ export class ClaimReconciler {
 
   /** Claims we hold under our lease in the (overlaid) picture. */
   heldClaimCount(): number {
-    const lease = this.o.leaseId();
+    const lease = this.o.session.lease()?.id ?? null;
     let n = 0;
     for (const m of this.claimsView().values())
       for (const c of m.values()) if (c.owner === this.o.nodeId && c.lease === lease) n++;
@@ -127,7 +128,9 @@ export class ClaimReconciler {
 
   private async passInner(): Promise<void> {
     const state = this.o.state();
-    const leaseId = this.o.leaseId();
+    // One lease for the whole pass: every compare and put below is under it, even if the session moves on.
+    const held = this.o.session.lease();
+    const leaseId = held?.id ?? null;
     // A failing node the panic threshold keeps serving is a fine handoff target (the leader assigns it).
     const ok = assignableNodes(state.nodes, state.spec?.spec.minHealthyNodes ?? 1);
     const plan = planClaims({
@@ -138,7 +141,7 @@ export class ClaimReconciler {
       assignments: state.assignments,
       claims: this.claimsView(),
       kernel: this.o.kernel.held,
-      live: this.o.live() && leaseId !== null,
+      live: this.o.session.isLive() && leaseId !== null,
       releaseAll: this.o.releaseAll(),
       draining: this.o.draining(),
       backendBlocked: monoNow() < this.backendBlockedUntil,
@@ -153,7 +156,7 @@ export class ClaimReconciler {
       this.retryLater(200);
     }
     if (leaseId !== null) await this.deleteOwnGarbage(leaseId);
-    if (leaseId !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0)) await this.acquire(plan, leaseId);
+    if (held !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0)) await this.acquire(plan, held);
   }
 
   /**
@@ -244,16 +247,14 @@ export class ClaimReconciler {
     if (firstError !== undefined) throw firstError;
   }
 
-  private async acquire(plan: ClaimPlan, leaseId: string): Promise<void> {
+  private async acquire(plan: ClaimPlan, lease: HeldLease): Promise<void> {
+    const leaseId = lease.id;
     const started = new Map<string, number>();
     const got: BucketRef[] = [];
     await inBatches(plan.acquire, async (r) => {
       const key = this.o.keys.claim(r.vip, r.bucket);
       started.set(bucketKey(r.vip, r.bucket), monoNow());
-      const res = await this.o.etcd
-        .if(key, 'Create', '==', 0)
-        .then(this.o.etcd.put(key).value(this.o.nodeId).lease(leaseId))
-        .commit();
+      const res = await this.o.etcd.if(key, 'Create', '==', 0).then(lease.put(key).value(this.o.nodeId)).commit();
       if (res.succeeded) {
         this.overlay.set(bucketKey(r.vip, r.bucket), {
           vip: r.vip,
@@ -317,6 +318,11 @@ export class ClaimReconciler {
     }
   }
 
+  /** A txn guarded by "this claim is ours, under this lease" (etcd's Mutex.IsOwner): value and lease compared. */
+  private ifOurs(key: string, leaseId: string): ReturnType<Etcd3['if']> {
+    return this.o.etcd.if(key, 'Value', '==', this.o.nodeId).and(key, 'Lease', '==', leaseId);
+  }
+
   /**
    * Give up our claim (kernel entry already removed): hand it to the assignee under its lease when planned, else
    * delete it. A handoff that fails (the assignee's lease just expired, or etcd) falls back to the delete, whose
@@ -327,7 +333,7 @@ export class ClaimReconciler {
     leaseId: string,
     handoff: Handoff | undefined,
   ): Promise<{ res: { succeeded: boolean; header: { revision: string } }; to?: Handoff }> {
-    const ours = () => this.o.etcd.if(key, 'Value', '==', this.o.nodeId).and(key, 'Lease', '==', leaseId);
+    const ours = () => this.ifOurs(key, leaseId);
     if (handoff) {
       try {
         const res = await ours().then(this.o.etcd.put(key).value(handoff.node).lease(handoff.lease)).commit();
@@ -357,9 +363,7 @@ export class ClaimReconciler {
   private async deleteClaims(refs: BucketRef[], leaseId: string): Promise<void> {
     await inBatches(refs, async (r) => {
       const key = this.o.keys.claim(r.vip, r.bucket);
-      const res = await this.o.etcd
-        .if(key, 'Value', '==', this.o.nodeId)
-        .and(key, 'Lease', '==', leaseId)
+      const res = await this.ifOurs(key, leaseId)
         .then(this.o.etcd.delete().key(key))
         .commit()
         .catch(() => null);

@@ -3,6 +3,7 @@ import type { Keys } from '../etcd/keys.js';
 import { cmpRevision, type CandidateEntry, type ClusterState } from '../etcd/store.js';
 import { NotLeaderError } from '../errors.js';
 import type { AgentEvent } from './events.js';
+import type { HeldLease, LeaseScope } from './leaseScope.js';
 
 // Leader election as etcd's concurrency.Election, on the node's own lease (so the TTL is the node's, never
 // etcd3's 60 s default, and losing the lease ends the candidacy with everything else): the candidate key is
@@ -52,6 +53,8 @@ export interface ElectionOptions {
   etcd: Etcd3;
   keys: Keys;
   nodeId: string;
+  /** We stand under the session's lease (etcd's NewElection(s *Session, …)): the candidate key dies with it. */
+  session: LeaseScope;
   emit: (e: AgentEvent) => void;
 }
 
@@ -71,24 +74,27 @@ export class Election {
     return this.mine;
   }
 
-  /** Stand as a candidate under this lease (idempotent for the same lease). */
-  async campaign(leaseId: string): Promise<void> {
-    if (this.leaseId !== leaseId) {
+  /** Stand as a candidate under the session's current lease (idempotent for the same lease; none: no-op). */
+  async campaign(): Promise<void> {
+    const lease = this.o.session.lease();
+    if (!lease) return;
+    if (this.leaseId !== lease.id) {
       this.stepDown('leaseChanged');
       this.mine = null;
     }
-    this.leaseId = leaseId;
+    this.leaseId = lease.id;
     if (this.mine) return;
-    this.campaigning ??= this.doCampaign(leaseId).finally(() => (this.campaigning = null));
+    this.campaigning ??= this.doCampaign(lease).finally(() => (this.campaigning = null));
     await this.campaigning;
   }
 
-  private async doCampaign(leaseId: string): Promise<void> {
+  private async doCampaign(lease: HeldLease): Promise<void> {
     const { etcd } = this.o;
+    const leaseId = lease.id;
     const key = candidateKey(this.o.keys, leaseId);
     const res = await etcd
       .if(key, 'Create', '==', 0)
-      .then(etcd.put(key).value(this.o.nodeId).lease(leaseId))
+      .then(lease.put(key).value(this.o.nodeId))
       .else(etcd.get(key))
       .commit();
     if (this.leaseId !== leaseId) return;

@@ -11,7 +11,7 @@ export type ReleaseReason = 'notAssigned' | 'draining' | 'fenced' | 'shutdown' |
 
 /** Why this node does not (yet) acquire a bucket it is assigned. */
 export type AcquireBlock =
-  'heldByOther' | 'fenced' | 'deadlineShort' | 'leaseChanged' | 'draining' | 'backendFailed' | 'etcdError';
+  'heldByOther' | 'fenced' | 'deadlineShort' | 'notLive' | 'leaseChanged' | 'draining' | 'backendFailed' | 'etcdError';
 
 /** Why a restart took the path it took. */
 export type RestartReason = 'requested' | 'ttlTooShort' | 'notLive' | 'noStateDir' | 'recordFailed';

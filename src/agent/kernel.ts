@@ -3,28 +3,22 @@ import type { Backend, BucketChange, HeldBuckets } from '../backends/backend.js'
 import type { ClusterSpec } from '../config/types.js';
 import { BackendError } from '../errors.js';
 import type { AgentEvent } from './events.js';
+import type { LeaseScope } from './leaseScope.js';
 
 // The main thread's only door to the kernel. It serializes backend calls, never adds a bucket once the fence
 // flag is up or the deadline is too close, hands every add the time left to the fence deadline (so backends
 // that can expire entries do), retries transient failures with backoff, and undoes an add that raced with the
 // fence worker's clear. `held` is the model of what the kernel holds, kept from read-backs and applies.
 
-export interface FenceView {
-  /** The worker raised the fence flag (it may still be clearing). */
-  isFenced(): boolean;
-  /** Milliseconds until the fence deadline; <= 0 when passed or unknown. */
-  msToDeadline(): number;
-}
-
 export interface KernelOptions {
   backend: Backend;
-  fence: FenceView;
-  emit: (e: AgentEvent) => void;
   /**
-   * The lease adds may be made under now: the live session's lease id, null while fenced, replacing or
-   * closed. An add planned under another lease is refused (a pass may outlive its lease).
+   * The session: adds go ahead only while it is live, under the lease the add was planned with (a pass may
+   * outlive its lease), and never with the fence up or its deadline too close; every add and refresh holds the
+   * entries until that deadline.
    */
-  liveLease?: () => string | null;
+  session: LeaseScope;
+  emit: (e: AgentEvent) => void;
   /** Held entries ran out in the backend (seen at a refresh): the reconciler should re-add what it claims. */
   onExpired?: () => void;
   /** Do not add when less than this is left before the fence deadline. */
@@ -32,8 +26,11 @@ export interface KernelOptions {
   retries?: number;
 }
 
-/** Why adds were not made: fenced, too little time left before the fence deadline, or the lease changed. */
-export type AddRefusal = 'fenced' | 'deadlineShort' | 'leaseChanged';
+/**
+ * Why adds were not made: fenced, too little time left before the fence deadline, the session not live (still
+ * registering, or letting go at shutdown), or the lease they were planned under is no longer the session's.
+ */
+export type AddRefusal = 'fenced' | 'deadlineShort' | 'notLive' | 'leaseChanged';
 
 export interface ApplyResult {
   added: BucketChange[];
@@ -136,7 +133,7 @@ export class KernelGate {
           const r = this.refusal(opts.lease);
           if (r) throw new FencedDuringApply(r, tries > 0);
           tries++;
-          await this.o.backend.apply(adds, { holdForMs: this.o.fence.msToDeadline() });
+          await this.o.backend.apply(adds, { holdForMs: this.o.session.msToDeadline() });
         });
       } catch (err) {
         // Refused before the first write: nothing can have landed.
@@ -162,19 +159,21 @@ export class KernelGate {
         if (err instanceof FencedDuringApply) return { added: [], refused: err.refusal };
         throw err;
       }
-      if (this.o.fence.isFenced()) {
+      if (this.o.session.isFenced()) {
         // The worker fenced while we wrote: our add may have landed after its clear.
         this.addToModel(adds);
         await this.clearAndConfirm();
         return { added: [], refused: 'fenced' };
       }
       if (!this.leaseOk(opts.lease)) {
-        // The lease changed while we wrote: these adds have no claim under the live lease. Take them back.
+        // The lease changed (or we began to let go) while we wrote: these adds have no claim under the live
+        // lease. Take them back.
+        const refused = this.o.session.isLive() ? 'leaseChanged' : 'notLive';
         for (const c of adds) {
           await this.o.backend.apply([{ vip: c.vip, add: [], remove: c.add }]).catch(() => undefined);
         }
         await this.readNow().catch(() => this.addToModel(adds));
-        return { added: [], refused: 'leaseChanged' };
+        return { added: [], refused };
       }
       this.addToModel(adds);
       this.lastApplyAt = new Date();
@@ -190,9 +189,9 @@ export class KernelGate {
       // behind it and must be left to expire, never renewed.
       const only: HeldBuckets = new Map([...this.held].map(([vip, s]) => [vip, new Set(s)]));
       const renewed = await this.withRetry('refresh', () =>
-        this.o.backend.refresh(this.o.fence.msToDeadline(), { only }),
+        this.o.backend.refresh(this.o.session.msToDeadline(), { only }),
       );
-      if (this.o.fence.isFenced()) {
+      if (this.o.session.isFenced()) {
         await this.clearAndConfirm();
         return;
       }
@@ -249,16 +248,17 @@ export class KernelGate {
 
   /** Why an add may not be made now under `lease`, or undefined when it may. */
   private refusal(lease?: string): AddRefusal | undefined {
+    const { session } = this.o;
+    if (session.isFenced()) return 'fenced';
+    if (!session.isLive()) return 'notLive';
     if (!this.leaseOk(lease)) return 'leaseChanged';
-    if (this.o.fence.isFenced()) return 'fenced';
-    if (this.o.fence.msToDeadline() < this.minHoldMs) return 'deadlineShort';
+    if (session.msToDeadline() < this.minHoldMs) return 'deadlineShort';
     return undefined;
   }
 
   private leaseOk(lease: string | undefined): boolean {
-    if (!this.o.liveLease) return true;
-    const live = this.o.liveLease();
-    return live !== null && (lease === undefined || lease === live);
+    const live = this.o.session.isLive() ? this.o.session.lease() : null;
+    return live !== null && (lease === undefined || lease === live.id);
   }
 
   private async withRetry<T>(op: 'apply' | 'refresh' | 'clear' | 'read' | 'ensure', fn: () => Promise<T>): Promise<T> {

@@ -2,6 +2,7 @@ import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveRespo
 import { monoNow, sleep } from './clock.js';
 import type { AgentEvent, FenceReason } from './events.js';
 import type { FencedMessage } from './fence.js';
+import { heldLease, type HeldLease, type LeaseScope } from './leaseScope.js';
 import { backoffMs } from '../backoff.js';
 
 // The node's one lease (DESIGN §5), like etcd's concurrency.Session but with a fence: keepalives run on our own
@@ -22,6 +23,8 @@ export interface FenceControl {
   rearm(mono: number): void;
   fenceNow(reason: 'leaseLost' | 'shutdown'): Promise<FencedMessage>;
   isFenced(): boolean;
+  /** The armed deadline (monotonic ms), 0 when none. */
+  currentDeadline(): number;
 }
 
 export interface SessionHooks {
@@ -68,10 +71,12 @@ export function fenceDeadline(tSend: number, ttlSeconds: number, marginMs: numbe
   return tSend + ttlMs - Math.min(marginMs, ttlMs / 2);
 }
 
-export class NodeSession {
+export class NodeSession implements LeaseScope {
   private st: SessionState = { state: 'starting' };
   private readonly abort = new AbortController();
-  private lease: { id: string; ttl: number } | null = null;
+  private cur: { id: string; ttl: number } | null = null;
+  private held: HeldLease | null = null;
+  private lettingGo = false;
   private lastAck: { tSend: number; wall: Date; deadline: number; leaseId: string } | null = null;
   private stopKeepalives: (() => void) | undefined;
   private replacing = false;
@@ -88,11 +93,11 @@ export class NodeSession {
   }
 
   get leaseId(): string | null {
-    return this.lease?.id ?? null;
+    return this.cur?.id ?? null;
   }
 
   get grantedTtlSeconds(): number {
-    return this.lease?.ttl ?? this.o.ttlSeconds;
+    return this.cur?.ttl ?? this.o.ttlSeconds;
   }
 
   get lastAckAt(): Date | null {
@@ -104,7 +109,31 @@ export class NodeSession {
   }
 
   isLive(): boolean {
-    return this.st.state === 'live' && !this.o.fence.isFenced();
+    return this.st.state === 'live' && !this.o.fence.isFenced() && !this.lettingGo;
+  }
+
+  isFenced(): boolean {
+    return this.o.fence.isFenced();
+  }
+
+  lease(): HeldLease | null {
+    const cur = this.cur;
+    if (!cur) return null;
+    if (this.held?.id !== cur.id) this.held = heldLease(this.o.etcd, cur.id);
+    return this.held;
+  }
+
+  msToDeadline(): number {
+    const d = this.o.fence.currentDeadline();
+    return d === 0 ? 0 : d - monoNow();
+  }
+
+  /**
+   * From now on nothing new is acquired or added under this session (shutdown: every claim is being released).
+   * The lease itself lives on until close(), so releases and handoffs still compare it.
+   */
+  letGo(): void {
+    this.lettingGo = true;
   }
 
   /** Grant the first lease (retrying until etcd answers or the session closes) and start keepalives. */
@@ -129,14 +158,14 @@ export class NodeSession {
         if (!(left > 0)) break;
         const ttl = Number(res.grantedTTL) || a.ttlSeconds;
         const deadline = Math.max(a.deadline, fenceDeadline(tSend, left, this.o.marginMs));
-        this.lease = { id: a.leaseId, ttl };
+        this.cur = { id: a.leaseId, ttl };
         this.lastAck = { tSend, wall: new Date(), deadline, leaseId: a.leaseId };
         this.o.fence.rearm(deadline);
         this.o.emit({ event: 'sessionStarted', leaseId: a.leaseId, ttlSeconds: ttl, adopted: true });
         this.startKeepalives(a.leaseId, ttl);
         const reg = await this.registerUntilDone(a.leaseId);
-        if (reg !== 'registered' || this.lease?.id !== a.leaseId) {
-          this.lease = null;
+        if (reg !== 'registered' || this.cur?.id !== a.leaseId) {
+          this.cur = null;
           this.stopKeepalives?.();
           return false;
         }
@@ -171,7 +200,7 @@ export class NodeSession {
         const res = await this.o.etcd.leaseClient.leaseGrant({ TTL: this.o.ttlSeconds });
         const ttl = Number(res.TTL);
         const id = res.ID;
-        this.lease = { id, ttl };
+        this.cur = { id, ttl };
         const deadline = fenceDeadline(tSend, ttl, this.o.marginMs);
         this.lastAck = { tSend, wall: new Date(), deadline, leaseId: id };
         this.o.fence.rearm(deadline);
@@ -181,14 +210,14 @@ export class NodeSession {
         if (reg === 'leaseGone') {
           // The lease died before we registered under it (nothing was claimed under it): grant a new one, still
           // not live. Dropping it first makes a concurrent TTL=0 keepalive answer a no-op.
-          this.lease = null;
+          this.cur = null;
           this.stopKeepalives?.();
           continue;
         }
         // 'superseded': onLeaseLost owns the replacement now.
         if (reg !== 'registered') return;
         const afterLeaseLoss = this.st.state === 'fenced' && this.st.reason === 'leaseLost';
-        if (this.lease?.id === id && !this.abort.signal.aborted) {
+        if (this.cur?.id === id && !this.abort.signal.aborted) {
           if (this.o.fence.isFenced()) {
             // The deadline passed while we registered (etcd slow): stay fenced until a fresh ack.
             this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: id };
@@ -218,7 +247,7 @@ export class NodeSession {
   private async registerUntilDone(id: string): Promise<RegisterOutcome> {
     for (let attempt = 0; ; attempt++) {
       if (this.abort.signal.aborted) return 'aborted';
-      if (this.lease?.id !== id) return 'superseded';
+      if (this.cur?.id !== id) return 'superseded';
       try {
         await this.o.hooks.onLease(id);
         return 'registered';
@@ -227,7 +256,7 @@ export class NodeSession {
         this.o.emit({ event: 'etcdError', op: 'register', error: msg });
         // The lease-loss path may have replaced the lease while we waited: it owns the replacement then, and
         // granting another here would clobber its lease and stop its keepalives.
-        if (this.lease?.id !== id) return 'superseded';
+        if (this.cur?.id !== id) return 'superseded';
         if (isLeaseNotFound(msg)) return 'leaseGone';
         await sleep(backoffMs(attempt), this.abort.signal);
       }
@@ -256,7 +285,7 @@ export class NodeSession {
     let current: KaStream | null = null;
     let opening = false;
     let stopped = false;
-    const alive = (): boolean => !stopped && !this.abort.signal.aborted && this.lease?.id === leaseId;
+    const alive = (): boolean => !stopped && !this.abort.signal.aborted && this.cur?.id === leaseId;
     const close = (k: KaStream): void => {
       if (k.dead) return;
       k.dead = true;
@@ -353,7 +382,7 @@ export class NodeSession {
   }
 
   private onAck(leaseId: string, tSend: number, ttl: number): void {
-    if (this.lease?.id !== leaseId) return;
+    if (this.cur?.id !== leaseId) return;
     const now = monoNow();
     const deadline = fenceDeadline(tSend, ttl, this.o.marginMs);
     // Acks can arrive out of order only across streams; never move the deadline back.
@@ -377,7 +406,7 @@ export class NodeSession {
     // fenceNow() callers (lease loss, shutdown) handle their own fences.
     if (this.st.state === 'closed' || m.reason !== 'deadlinePassed') return;
     if (this.st.state === 'fenced' && this.st.reason !== 'deadlinePassed') return;
-    this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: this.lease?.id ?? null };
+    this.st = { state: 'fenced', reason: 'deadlinePassed', leaseId: this.cur?.id ?? null };
     this.o.hooks.onFenced('deadlinePassed', m.error === undefined);
     if (m.error !== undefined) {
       this.reportUnconfirmedClear(m);
@@ -401,18 +430,18 @@ export class NodeSession {
   private tryResume(): void {
     if (this.st.state !== 'fenced' || this.st.reason !== 'deadlinePassed' || this.replacing) return;
     const a = this.lastAck;
-    if (!a || a.leaseId !== this.lease?.id || a.deadline - monoNow() < MIN_HEADROOM_MS) return;
+    if (!a || a.leaseId !== this.cur?.id || a.deadline - monoNow() < MIN_HEADROOM_MS) return;
     this.o.fence.rearm(a.deadline);
-    this.st = { state: 'live', leaseId: a.leaseId, ttlSeconds: this.lease.ttl };
+    this.st = { state: 'live', leaseId: a.leaseId, ttlSeconds: this.cur.ttl };
     this.o.emit({ event: 'unfenced', sameLease: true });
     this.o.hooks.onUnfenced(true);
   }
 
   private async onLeaseLost(leaseId: string): Promise<void> {
-    if (this.lease?.id !== leaseId || this.replacing || this.abort.signal.aborted) return;
+    if (this.cur?.id !== leaseId || this.replacing || this.abort.signal.aborted) return;
     this.replacing = true;
     // At once: a registration still retrying under this lease sees it gone and leaves the replacement to us.
-    this.lease = null;
+    this.cur = null;
     try {
       this.o.emit({ event: 'leaseLost' });
       this.st = { state: 'fenced', reason: 'leaseLost', leaseId };
@@ -443,7 +472,7 @@ export class NodeSession {
   /** Stop keepalives; revoke the lease (node key, claims, status, campaign key vanish at once) when asked. */
   async close(opts: { revoke: boolean; timeoutMs?: number }): Promise<void> {
     if (this.st.state === 'closed') return;
-    const lease = this.lease;
+    const lease = this.cur;
     this.st = { state: 'closed' };
     this.abort.abort();
     this.stopKeepalives?.();
@@ -453,7 +482,7 @@ export class NodeSession {
         sleep(opts.timeoutMs ?? 1000),
       ]);
     }
-    this.lease = null;
+    this.cur = null;
   }
 }
 

@@ -1,18 +1,18 @@
-import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../etcd/keys.js';
 import type { StatusValue } from '../etcd/values.js';
 import { Coalescer } from '../coalesce.js';
 import type { AgentEvent } from './events.js';
+import type { LeaseScope } from './leaseScope.js';
 
 // Writes `status/<node>` under the node's lease when what it reports changes, at most once per `minIntervalMs`
 // (trailing write, so the last change is always published). The keepalive time alone is not a change, but it is
 // published again every `ackRefreshMs`, so `lastAckAt` of a live node is never older than that (plus one write).
 
 export interface StatusWriterOptions {
-  etcd: Etcd3;
   keys: Keys;
   nodeId: string;
-  leaseId: () => string | null;
+  /** Status is written under the session's lease (it vanishes with it). */
+  session: LeaseScope;
   snapshot: () => Omit<StatusValue, 'v' | 'updatedAt'>;
   emit: (e: AgentEvent) => void;
   minIntervalMs?: number;
@@ -49,8 +49,8 @@ export class StatusWriter {
   }
 
   private async write(): Promise<void> {
-    const leaseId = this.o.leaseId();
-    if (leaseId === null || this.stopped) return;
+    const lease = this.o.session.lease();
+    if (lease === null || this.stopped) return;
     const snap = this.o.snapshot();
     const { lastAckAt: _ack, ...rest } = snap;
     const key = JSON.stringify(rest);
@@ -62,7 +62,7 @@ export class StatusWriter {
     }
     try {
       const value: StatusValue = { v: 1, ...snap, updatedAt: new Date().toISOString() };
-      await this.o.etcd.put(this.o.keys.status(this.o.nodeId)).value(JSON.stringify(value)).lease(leaseId);
+      await lease.put(this.o.keys.status(this.o.nodeId)).value(JSON.stringify(value));
       this.lastKey = key;
       this.lastAck = snap.lastAckAt;
       this.lastWrite = Date.now();

@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Election } from '../../src/agent/election.js';
 import type { AgentEvent } from '../../src/agent/events.js';
+import { heldLease, type LeaseScope } from '../../src/agent/leaseScope.js';
 import { createEtcdClient } from '../../src/etcd/client.js';
 import { keysFor } from '../../src/etcd/keys.js';
 import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
@@ -54,8 +55,15 @@ describe('agent against etcd faults', () => {
       const keys = keysFor(`elect${process.pid}`);
       const seen: AgentEvent[] = [];
       const lease = await client.leaseClient.leaseGrant({ TTL: 5 });
-      const e = new Election({ etcd: client, keys, nodeId: 'n1', emit: (ev) => seen.push(ev) });
-      await e.campaign(lease.ID);
+      // The election as the agent builds it, under a session that holds this lease.
+      const session: LeaseScope = {
+        lease: () => heldLease(client, lease.ID),
+        isLive: () => true,
+        isFenced: () => false,
+        msToDeadline: () => 5000,
+      };
+      const e = new Election({ etcd: client, keys, nodeId: 'n1', session, emit: (ev) => seen.push(ev) });
+      await e.campaign();
       e.evaluate(await loadClusterState(client, keys));
       expect(e.isLeader).toBe(true);
       const put = () => client.put(keys.assign(VIP)).value('{"v":1,"epoch":1,"leader":"n1","owners":{}}');

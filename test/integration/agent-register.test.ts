@@ -33,6 +33,7 @@ function recorderFence(): FenceControl {
       return Promise.resolve({ type: 'fenced', reason, at: 0 } as unknown as FencedMessage);
     },
     isFenced: () => fenced,
+    currentDeadline: () => 0,
   };
 }
 

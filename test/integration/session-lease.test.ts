@@ -21,6 +21,9 @@ class RecordingFence implements FenceControl {
     this.deadline = mono;
     this.fenced = false;
   }
+  currentDeadline(): number {
+    return this.deadline;
+  }
   fenceNow(reason: 'leaseLost' | 'shutdown'): Promise<FencedMessage> {
     this.fenced = true;
     const now = monoNow();

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { KernelGate } from '../../src/agent/kernel.js';
+import type { LeaseScope } from '../../src/agent/leaseScope.js';
 import type {
   ApplyOptions,
   Backend,
@@ -71,6 +72,24 @@ interface TestFence {
   msLeft: number;
 }
 
+/** The session as the gate sees it: live while it has a lease and the fence is down. */
+function scope(lease: { id: string | null }, fence: TestFence): LeaseScope {
+  return {
+    lease: () =>
+      lease.id === null
+        ? null
+        : {
+            id: lease.id,
+            put: () => {
+              throw new Error('the kernel gate writes nothing to etcd');
+            },
+          },
+    isLive: () => lease.id !== null && !fence.fenced,
+    isFenced: () => fence.fenced,
+    msToDeadline: () => fence.msLeft,
+  };
+}
+
 function gate(
   backend: Backend,
   lease: { id: string | null } = { id: 'L1' },
@@ -80,8 +99,7 @@ function gate(
   return new KernelGate({
     backend,
     emit: (e) => events.push(e),
-    fence: { isFenced: () => fence.fenced, msToDeadline: () => fence.msLeft },
-    liveLease: () => lease.id,
+    session: scope(lease, fence),
     retries: 0,
   });
 }
@@ -158,8 +176,7 @@ describe('KernelGate: a clear is confirmed or the model keeps what may be held',
     const k = new KernelGate({
       backend: be,
       emit: (e) => events.push(e),
-      fence: { isFenced: () => fence.fenced, msToDeadline: () => fence.msLeft },
-      liveLease: () => 'L1',
+      session: scope({ id: 'L1' }, fence),
       retries: 2,
     });
     be.failAdd = true; // the add lands, then the write reports failure (a CLUSTERIP "+N" that went through)
@@ -243,8 +260,7 @@ describe('refresh renews only what the model holds', () => {
     const k = new KernelGate({
       backend: be,
       emit: (e) => events.push(e),
-      liveLease: () => 'L1',
-      fence: { isFenced: () => false, msToDeadline: () => 1000 },
+      session: scope({ id: 'L1' }, { fenced: false, msLeft: 1000 }),
       onExpired: () => asked++,
     });
     await k.apply([{ vip: 'v', add: [1, 2], remove: [] }], { lease: 'L1' });
