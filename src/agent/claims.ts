@@ -2,19 +2,25 @@ import type { Etcd3 } from 'etcd3';
 import type { BucketChange } from '../backends/backend.js';
 import type { ClusterSpec } from '../config/types.js';
 import { parseKey, type Keys } from '../etcd/keys.js';
-import { cmpRevision, type ClaimEntry, type ClusterState, type StateChange } from '../etcd/store.js';
+import { cmpRevision, specKeyRevision, type ClaimEntry, type ClusterState, type StateChange } from '../etcd/store.js';
 import { monoNow } from './clock.js';
-import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
+import { acquireRefusal, bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { AddRefusal, KernelGate } from './kernel.js';
 import { assignableNodes } from '../health/leader.js';
 import { backoffMs } from '../backoff.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
-//   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
+//   acquire = txn If(Create(claim) == 0 ∧ Mod(spec) == applied) Then Put(claim, me, lease)  →  then kernel add
 //   release = kernel remove (confirmed by the backend's read-back)  →  then txn If(Value == me ∧ Lease == mine) Delete
 // A claim we got but could not apply to the kernel is released again. Our own writes are overlaid on the
 // watched picture until the watch catches up, so a stale picture never makes us drop what we just took.
+
+export interface AppliedSpec {
+  spec: ClusterSpec | null;
+  /** null while no spec is applied. */
+  modRevision: string | null;
+}
 
 export interface ReconcilerOptions {
   etcd: Etcd3;
@@ -22,8 +28,8 @@ export interface ReconcilerOptions {
   nodeId: string;
   kernel: KernelGate;
   state: () => ClusterState;
-  /** The spec the kernel is set up for (default: the picture's). */
-  spec?: () => ClusterSpec | null;
+  /** The spec the kernel is set up for, and the `spec` key's mod revision it was read at. */
+  applied: () => AppliedSpec;
   leaseId: () => string | null;
   live: () => boolean;
   draining: () => boolean;
@@ -50,6 +56,8 @@ export class ClaimReconciler {
   private readonly blocked = new Map<string, AcquireBlock>();
   /** bucket → when our watch saw its claim vanish (monotonic): how long it had no owner when we take it. */
   private readonly goneAt = new Map<string, number>();
+  /** The applied spec revision etcd refused an acquire under (the key moved on): acquire nothing more under it. */
+  private refusedUnder: string | null = null;
   private backendFailures = 0;
   private backendBlockedUntil = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -143,13 +151,14 @@ export class ClaimReconciler {
   private async passInner(): Promise<void> {
     const state = this.o.state();
     const leaseId = this.o.leaseId();
+    const applied = this.o.applied();
     // A failing node the panic threshold keeps serving is a fine handoff target (the leader assigns it).
     const ok = assignableNodes(state.nodes, state.spec?.spec.minHealthyNodes ?? 1);
     const plan = planClaims({
       me: this.o.nodeId,
       leaseId,
       peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: !(ok.get(id) ?? false) }])),
-      spec: this.o.spec ? this.o.spec() : (state.spec?.spec ?? null),
+      spec: applied.spec,
       assignments: state.assignments,
       claims: this.claimsView(),
       kernel: this.o.kernel.held,
@@ -157,6 +166,11 @@ export class ClaimReconciler {
       releaseAll: this.o.releaseAll(),
       draining: this.o.draining(),
       backendBlocked: monoNow() < this.backendBlockedUntil,
+      // A refusal tells us the key moved on before our picture does: no more txns until a newer spec is applied.
+      specCurrent:
+        applied.modRevision !== null &&
+        applied.modRevision !== this.refusedUnder &&
+        applied.modRevision === specKeyRevision(state, this.o.keys),
     });
     this.reportBlocked(plan);
     for (const r of plan.kernelForget) this.o.kernel.forget(r.vip, [r.bucket]);
@@ -168,7 +182,8 @@ export class ClaimReconciler {
       this.retryLater(200);
     }
     if (leaseId !== null) await this.deleteOwnGarbage(leaseId);
-    if (leaseId !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0)) await this.acquire(plan, leaseId);
+    if (leaseId !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0))
+      await this.acquire(plan, leaseId, applied);
   }
 
   /**
@@ -259,17 +274,26 @@ export class ClaimReconciler {
     if (firstError !== undefined) throw firstError;
   }
 
-  private async acquire(plan: ClaimPlan, leaseId: string): Promise<void> {
+  private async acquire(plan: ClaimPlan, leaseId: string, applied: AppliedSpec): Promise<void> {
     const started = new Map<string, number>();
+    const claimedAt = new Map<string, string>();
     const got: BucketRef[] = [];
-    await inBatches(plan.acquire, async (r) => {
+    const specMod = applied.modRevision;
+    // planClaims acquires only under an applied spec; without one there is nothing to compare with.
+    await inBatches(specMod === null ? [] : plan.acquire, async (r) => {
+      if (specMod === null) return;
       const key = this.o.keys.claim(r.vip, r.bucket);
       started.set(bucketKey(r.vip, r.bucket), monoNow());
+      // The claim is ours only while the spec key still holds the spec our kernel runs: a node whose picture lags
+      // (back from a partition, a slow watch) must not claim a bucket number the new hash gives other clients.
       const res = await this.o.etcd
         .if(key, 'Create', '==', 0)
+        .and(this.o.keys.spec, 'Mod', '==', specMod)
         .then(this.o.etcd.put(key).value(this.o.nodeId).lease(leaseId))
+        .else({ request_range: { key: Buffer.from(this.o.keys.spec), keys_only: true } })
         .commit();
       if (res.succeeded) {
+        claimedAt.set(bucketKey(r.vip, r.bucket), res.header.revision);
         this.overlay.set(bucketKey(r.vip, r.bucket), {
           vip: r.vip,
           bucket: r.bucket,
@@ -278,8 +302,11 @@ export class ClaimReconciler {
         });
         got.push(r);
       } else {
-        // Someone holds it; the watch brings the holder and its delete, which triggers another pass.
-        this.noteBlocked(r, 'heldByOther');
+        const specKv = res.responses[0]?.response_range?.kvs[0];
+        const why = acquireRefusal({ specModRevision: specKv?.mod_revision ?? null, appliedSpecModRevision: specMod });
+        // heldByOther: the watch brings the holder and its delete; specStale: applying the new spec triggers a pass.
+        if (why === 'specStale') this.refusedUnder = specMod;
+        this.noteBlocked(r, why);
       }
     });
     const toAdd = [...got, ...plan.kernelAdd];
@@ -287,7 +314,7 @@ export class ClaimReconciler {
     let added: BucketChange[];
     let refused: AddRefusal | undefined;
     try {
-      ({ added, refused } = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId }));
+      ({ added, refused } = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId, spec: applied.spec }));
     } catch (err) {
       // Could not apply: hold no claim for it (the kernel gate already undid the adds).
       this.backendFailures++;
@@ -321,6 +348,7 @@ export class ClaimReconciler {
       }
       this.blocked.delete(k);
       const gone = this.goneAt.get(k);
+      const rev = claimedAt.get(k);
       this.goneAt.delete(k);
       this.o.emit({
         event: 'acquired',
@@ -328,6 +356,7 @@ export class ClaimReconciler {
         bucket: r.bucket,
         durationMs: ms(now - (started.get(k) ?? now)),
         ...(gone !== undefined ? { unownedMs: ms(now - gone) } : {}),
+        ...(rev !== undefined ? { claimRevision: rev } : {}),
       });
     }
   }
