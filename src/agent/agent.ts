@@ -219,6 +219,8 @@ export class Agent extends EventEmitter {
     // whatever the backend holds is an orphan of an earlier run: release it before anything else.
     const restart = await this.takeRestartRecord();
     if (restart) await this.kernel.read().catch(() => undefined);
+    // The rules the kept entries were added under: a hash changed during the restart must not inherit them.
+    if (restart?.hash) this.kernel.assumeRule(restart.hash);
     else await this.releaseOrphans();
     this.watch = await this.retry('watch', () =>
       watchCluster(this.etcd, this.keys, {
@@ -756,6 +758,7 @@ export class Agent extends EventEmitter {
       ttlSeconds: this.session.grantedTtlSeconds,
       deadlineAt: Date.now() + headroom(),
       held: Object.fromEntries([...this.kernel.held].map(([vip, b]) => [vip, [...b].sort((x, y) => x - y)])),
+      hash: this.kernel.ruleIdentities(),
       writtenAt: Date.now(),
     };
     try {

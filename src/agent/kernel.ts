@@ -51,8 +51,8 @@ export class KernelGate {
   private readonly retries: number;
   lastError: { message: string; at: Date } | null = null;
   lastApplyAt: Date | null = null;
-  /** The spec the backend was last set up for (null: not yet). */
-  private ensured: ClusterSpec | null = null;
+  /** VIP → hash identity of the rule the backend was last set up with (null: not known yet). */
+  private rule: Map<string, string> | null = null;
 
   constructor(private readonly o: KernelOptions) {
     this.minHoldMs = o.minHoldMs ?? 25;
@@ -89,13 +89,12 @@ export class KernelGate {
    */
   ensure(spec: ClusterSpec): Promise<void> {
     return this.serial(async () => {
-      const before = new Map((this.ensured?.vips ?? []).map((v) => [v.address, v]));
       const shrink: BucketChange[] = [];
       const rehashed: BucketChange[] = [];
       for (const v of spec.vips) {
         const held = [...(this.held.get(v.address) ?? [])];
-        const old = before.get(v.address);
-        if (old !== undefined && hashIdentity(old) !== hashIdentity(v)) {
+        const old = this.rule?.get(v.address);
+        if (old !== undefined && old !== hashIdentity(v)) {
           if (held.length > 0) rehashed.push({ vip: v.address, add: [], remove: held });
           continue;
         }
@@ -110,7 +109,7 @@ export class KernelGate {
         await this.withRetry('apply', () => this.o.backend.apply(shrink)).catch(() => undefined);
       }
       await this.withRetry('ensure', () => this.o.backend.ensure(spec));
-      this.ensured = spec;
+      this.rule = new Map(spec.vips.map((v) => [v.address, hashIdentity(v)]));
       await this.readNow().catch(() => undefined);
     });
   }
@@ -208,11 +207,23 @@ export class KernelGate {
     });
   }
 
-  /** Whether `planned` numbers the VIP's buckets as the rule the backend was last set up for. */
+  /** Whether `planned` numbers the VIP's buckets as the rule the backend was last set up with. */
   private sameRule(planned: ClusterSpec | null, vip: string): boolean {
     const p = planned?.vips.find((v) => v.address === vip);
-    const k = this.ensured?.vips.find((v) => v.address === vip);
-    return p !== undefined && k !== undefined && hashIdentity(p) === hashIdentity(k);
+    return p !== undefined && this.rule?.get(vip) === hashIdentity(p);
+  }
+
+  /**
+   * The rules the kernel already runs, as a planned restart recorded them (DESIGN §13): the first ensure then
+   * removes what a VIP whose identity changed meanwhile still holds, like any later one.
+   */
+  assumeRule(hash: Readonly<Record<string, string>>): void {
+    this.rule = new Map(Object.entries(hash));
+  }
+
+  /** VIP → hash identity of the rule the backend runs, for a planned restart's record. */
+  ruleIdentities(): Record<string, string> {
+    return Object.fromEntries(this.rule ?? []);
   }
 
   /** Extend every held bucket to the current deadline (after each acknowledged keepalive). */

@@ -15,6 +15,7 @@ import type {
 import { FileBackend } from '../../src/backends/file.js';
 import type { ClusterSpec } from '../../src/config/types.js';
 import { BackendError } from '../../src/errors.js';
+import { hashIdentity } from '../../src/hash/identity.js';
 
 // The kernel gate's decisions, against an in-memory backend whose failures the test scripts.
 
@@ -350,6 +351,23 @@ describe('KernelGate: adds only under the rule they were claimed for', () => {
     await k.ensure(specOf(2));
     expect(be.held.get('v')?.size ?? 0).toBe(0);
     expect(k.heldCount()).toBe(0);
+  });
+
+  it('after a planned restart, the recorded rule counts: a seed changed meanwhile empties the VIP first', async () => {
+    // Kernel entries kept by a planned restart under seed 1; the next process sets up seed `next`.
+    const restarted = async (next: number): Promise<ScriptedBackend> => {
+      const be = new ScriptedBackend();
+      be.held.set('v', new Set([1, 2]));
+      const k = gate(be);
+      await k.read();
+      k.assumeRule({ v: hashIdentity(specOf(1).vips[0]!) });
+      await k.ensure(specOf(next));
+      expect(k.ruleIdentities()).toEqual({ v: hashIdentity(specOf(next).vips[0]!) });
+      return be;
+    };
+    expect((await restarted(2)).held.get('v')?.size ?? 0).toBe(0);
+    // The same seed keeps them (hitless).
+    expect((await restarted(1)).held.get('v')).toEqual(new Set([1, 2]));
   });
 
   it('does not switch the rule when that removal fails', async () => {
