@@ -115,6 +115,19 @@ rebalance:
 `;
 
 describe('agent and a spec change it sees late', () => {
+  it('garbage over the spec key: the last good spec runs on, and a failover still acquires under it', async () => {
+    h = await startHarness({ nodes: ['n1', 'n2'], ttl: TTL });
+    await h.waitConverged(20_000);
+    // Moves the key's mod revision but not the spec: acquires compare the garbage's revision from now on.
+    await h.client.put(h.keys.spec).value('{garbage');
+    await sleep(300);
+    h.agent('n2').signal('SIGKILL');
+    await h.agent('n2').waitExit(5000);
+    await h.waitConverged(TTL * 1000 + 8000, ['n1']);
+    expect(events(h.agent('n1'), 'acquired').length).toBeGreaterThanOrEqual(12);
+    expect((await h.observer.stop()).violations).toEqual([]);
+  });
+
   it('a node whose picture lags never claims a bucket under the hash its kernel no longer should run', async () => {
     const LAG_MS = 900;
     h = await startHarness({
