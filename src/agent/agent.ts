@@ -5,7 +5,15 @@ import type { Backend } from '../backends/backend.js';
 import type { ClusterSpec, NodeConfig } from '../config/types.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
-import { cmpRevision, watchCluster, type ClusterState, type ClusterWatch, type StateChange } from '../etcd/store.js';
+import {
+  cmpRevision,
+  specKeyRevision,
+  watchCluster,
+  watchLagFromEnv,
+  type ClusterState,
+  type ClusterWatch,
+  type StateChange,
+} from '../etcd/store.js';
 import type { NodeValue } from '../etcd/values.js';
 import { NodeIdInUseError, BackendError } from '../errors.js';
 import { hashIdentity } from '../hash/identity.js';
@@ -87,6 +95,8 @@ export class Agent extends EventEmitter {
   private drainRequested = false;
   /** The spec the kernel rules were last set up for; the reconciler plans from it, never from a newer one. */
   private appliedSpec: ClusterSpec | null = null;
+  /** The `spec` key's mod revision `appliedSpec` stands for: acquire txns compare it (DESIGN §12). */
+  private appliedSpecMod: string | null = null;
   private specChain: Promise<void> = Promise.resolve();
   private ensureFailures = 0;
   /** Why the backend cannot take buckets; null = ready. Registered as `notReady` (its message). */
@@ -224,11 +234,14 @@ export class Agent extends EventEmitter {
     // whatever the backend holds is an orphan of an earlier run: release it before anything else.
     const restart = await this.takeRestartRecord();
     if (restart) await this.kernel.read().catch(() => undefined);
+    // The rules the kept entries were added under: a hash changed during the restart must not inherit them.
+    if (restart?.hash) this.kernel.assumeRule(restart.hash);
     else await this.releaseOrphans();
     this.watch = await this.retry('watch', () =>
       watchCluster(this.etcd, this.keys, {
         onChange: (c) => this.onChange(c),
         onError: (err) => emit({ event: 'etcdError', op: 'watch', error: err.message }),
+        applyDelayMs: watchLagFromEnv(),
       }),
     );
     for (const b of this.watch.state.badValues) emit({ event: 'badValue', key: b.key, error: b.error });
@@ -264,7 +277,7 @@ export class Agent extends EventEmitter {
       nodeId: this.nodeId,
       kernel: this.kernel,
       state: () => this.watch.state,
-      spec: () => this.appliedSpec,
+      applied: () => ({ spec: this.appliedSpec, modRevision: this.appliedSpecMod }),
       session: this.session,
       draining: () => this.phase.phase === 'draining',
       releaseAll: () => this.releaseAll,
@@ -410,10 +423,20 @@ export class Agent extends EventEmitter {
   }
 
   private async ensureSpecNow(): Promise<void> {
-    const spec = this.watch.state.spec?.spec ?? null;
-    if (spec === this.appliedSpec) return;
-    if (!spec) {
+    const entry = this.watch.state.spec;
+    const spec = entry?.spec ?? null;
+    const keyMod = specKeyRevision(this.watch.state, this.keys);
+    if (spec === this.appliedSpec) {
+      // The key moved without a new spec (garbage over it keeps the last good one, which the kernel runs).
+      if (spec && keyMod !== this.appliedSpecMod) {
+        this.appliedSpecMod = keyMod;
+        this.reconciler?.trigger();
+      }
+      return;
+    }
+    if (!spec || !entry) {
       this.appliedSpec = null;
+      this.appliedSpecMod = null;
       this.reconciler?.trigger();
       return;
     }
@@ -438,6 +461,8 @@ export class Agent extends EventEmitter {
     try {
       await this.kernel.ensure(spec);
       this.appliedSpec = spec;
+      this.appliedSpecMod = keyMod;
+      this.emitEvent({ event: 'specApplied', generation: entry.generation, modRevision: keyMod ?? '0' });
       this.ensureFailures = 0;
       this.setNotReady(null);
     } catch (err) {
@@ -734,6 +759,7 @@ export class Agent extends EventEmitter {
       ttlSeconds: this.session.grantedTtlSeconds,
       deadlineAt: Date.now() + headroom(),
       held: Object.fromEntries([...this.kernel.held].map(([vip, b]) => [vip, [...b].sort((x, y) => x - y)])),
+      hash: this.kernel.ruleIdentities(),
       writtenAt: Date.now(),
     };
     try {

@@ -46,6 +46,12 @@ export interface ClaimInputs {
   draining: boolean;
   /** Backend failures back off: no acquire until then. */
   backendBlocked: boolean;
+  /**
+   * The spec our kernel runs is the `spec` key's current value in our picture (same mod revision). Otherwise a
+   * newer spec is on its way to the kernel and nothing is added until it is there (DESIGN §12): the acquire txn
+   * would fail its spec compare anyway, and a bucket handed to us may mean other clients under the new hash.
+   */
+  specCurrent: boolean;
 }
 
 export interface ClaimPlan {
@@ -82,6 +88,20 @@ export function handoffTo(i: ClaimInputs, vip: string, bucket: number): Handoff 
   if (!peer || peer.lease === '0') return 'assigneeNotLive';
   if (peer.draining) return 'assigneeDraining';
   return { node: to, lease: peer.lease };
+}
+
+/**
+ * Why our acquire txn `If(Create(claim) == 0 ∧ Mod(spec) == applied) Then Put` failed, from what its else branch
+ * read in the same revision: the spec moved on past the one our kernel runs (retry once it is applied; a claim
+ * taken now would number clients by our old hash while others use the new one, DESIGN §12), else somebody holds
+ * the claim (the watch brings its delete).
+ */
+export function acquireRefusal(r: {
+  /** The spec key's mod revision as the failed txn read it (null: no spec key). */
+  specModRevision: string | null;
+  appliedSpecModRevision: string;
+}): 'specStale' | 'heldByOther' {
+  return r.specModRevision === r.appliedSpecModRevision ? 'heldByOther' : 'specStale';
 }
 
 export function planClaims(i: ClaimInputs): ClaimPlan {
@@ -155,6 +175,7 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
       if (inKernel) continue;
       if (!i.live) plan.blocked.push({ vip, bucket, reason: 'fenced' });
       else if (i.backendBlocked) plan.blocked.push({ vip, bucket, reason: 'backendFailed' });
+      else if (!i.specCurrent) plan.blocked.push({ vip, bucket, reason: 'specStale' });
       else plan.kernelAdd.push({ vip, bucket });
     } else if (c) {
       plan.blocked.push({ vip, bucket, reason: 'heldByOther', holder: c.owner });
@@ -162,6 +183,8 @@ export function planClaims(i: ClaimInputs): ClaimPlan {
       plan.blocked.push({ vip, bucket, reason: 'fenced' });
     } else if (i.backendBlocked) {
       plan.blocked.push({ vip, bucket, reason: 'backendFailed' });
+    } else if (!i.specCurrent) {
+      plan.blocked.push({ vip, bucket, reason: 'specStale' });
     } else {
       plan.acquire.push({ vip, bucket });
     }

@@ -2,9 +2,9 @@ import type { Etcd3 } from 'etcd3';
 import type { BucketChange } from '../backends/backend.js';
 import type { ClusterSpec } from '../config/types.js';
 import { parseKey, type Keys } from '../etcd/keys.js';
-import { cmpRevision, type ClaimEntry, type ClusterState, type StateChange } from '../etcd/store.js';
+import { cmpRevision, specKeyRevision, type ClaimEntry, type ClusterState, type StateChange } from '../etcd/store.js';
 import { monoNow } from './clock.js';
-import { bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
+import { acquireRefusal, bucketKey, planClaims, type BucketRef, type ClaimPlan, type Handoff } from './claimPlan.js';
 import type { AcquireBlock, AgentEvent, ReleaseReason } from './events.js';
 import type { AddRefusal, KernelGate } from './kernel.js';
 import type { HeldLease, LeaseScope } from './leaseScope.js';
@@ -13,10 +13,16 @@ import { backoffMs } from '../backoff.js';
 import { Coalescer } from '../coalesce.js';
 
 // Executes the claim protocol (DESIGN §5) for this node:
-//   acquire = txn If(Create(claim) == 0) Then Put(claim, me, lease)  →  then kernel add
+//   acquire = txn If(Create(claim) == 0 ∧ Mod(spec) == applied) Then Put(claim, me, lease)  →  then kernel add
 //   release = kernel remove (confirmed by the backend's read-back)  →  then txn If(Value == me ∧ Lease == mine) Delete
 // A claim we got but could not apply to the kernel is released again. Our own writes are overlaid on the
 // watched picture until the watch catches up, so a stale picture never makes us drop what we just took.
+
+export interface AppliedSpec {
+  spec: ClusterSpec | null;
+  /** null while no spec is applied. */
+  modRevision: string | null;
+}
 
 export interface ReconcilerOptions {
   etcd: Etcd3;
@@ -24,8 +30,8 @@ export interface ReconcilerOptions {
   nodeId: string;
   kernel: KernelGate;
   state: () => ClusterState;
-  /** The spec the kernel is set up for (default: the picture's). */
-  spec?: () => ClusterSpec | null;
+  /** The spec the kernel is set up for, and the `spec` key's mod revision it was read at. */
+  applied: () => AppliedSpec;
   /** The node's session: the lease claims are written and compared under, and whether we may acquire. */
   session: LeaseScope;
   draining: () => boolean;
@@ -50,6 +56,8 @@ export class ClaimReconciler {
   private readonly blocked = new Map<string, AcquireBlock>();
   /** bucket → when our watch saw its claim vanish (monotonic): how long it had no owner when we take it. */
   private readonly goneAt = new Map<string, number>();
+  /** The applied spec revision etcd refused an acquire under (the key moved on): acquire nothing more under it. */
+  private refusedUnder: string | null = null;
   private backendFailures = 0;
   private backendBlockedUntil = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -131,13 +139,14 @@ export class ClaimReconciler {
     // One lease for the whole pass: every compare and put below is under it, even if the session moves on.
     const held = this.o.session.lease();
     const leaseId = held?.id ?? null;
+    const applied = this.o.applied();
     // A failing node the panic threshold keeps serving is a fine handoff target (the leader assigns it).
     const ok = assignableNodes(state.nodes, state.spec?.spec.minHealthyNodes ?? 1);
     const plan = planClaims({
       me: this.o.nodeId,
       leaseId,
       peers: new Map([...state.nodes].map(([id, n]) => [id, { lease: n.lease, draining: !(ok.get(id) ?? false) }])),
-      spec: this.o.spec ? this.o.spec() : (state.spec?.spec ?? null),
+      spec: applied.spec,
       assignments: state.assignments,
       claims: this.claimsView(),
       kernel: this.o.kernel.held,
@@ -145,6 +154,11 @@ export class ClaimReconciler {
       releaseAll: this.o.releaseAll(),
       draining: this.o.draining(),
       backendBlocked: monoNow() < this.backendBlockedUntil,
+      // A refusal tells us the key moved on before our picture does: no more txns until a newer spec is applied.
+      specCurrent:
+        applied.modRevision !== null &&
+        applied.modRevision !== this.refusedUnder &&
+        applied.modRevision === specKeyRevision(state, this.o.keys),
     });
     this.reportBlocked(plan);
     for (const r of plan.kernelForget) this.o.kernel.forget(r.vip, [r.bucket]);
@@ -156,7 +170,8 @@ export class ClaimReconciler {
       this.retryLater(200);
     }
     if (leaseId !== null) await this.deleteOwnGarbage(leaseId);
-    if (held !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0)) await this.acquire(plan, held);
+    if (held !== null && (plan.acquire.length > 0 || plan.kernelAdd.length > 0))
+      await this.acquire(plan, held, applied);
   }
 
   /**
@@ -247,15 +262,27 @@ export class ClaimReconciler {
     if (firstError !== undefined) throw firstError;
   }
 
-  private async acquire(plan: ClaimPlan, lease: HeldLease): Promise<void> {
+  private async acquire(plan: ClaimPlan, lease: HeldLease, applied: AppliedSpec): Promise<void> {
     const leaseId = lease.id;
     const started = new Map<string, number>();
+    const claimedAt = new Map<string, string>();
     const got: BucketRef[] = [];
-    await inBatches(plan.acquire, async (r) => {
+    const specMod = applied.modRevision;
+    // planClaims acquires only under an applied spec; without one there is nothing to compare with.
+    await inBatches(specMod === null ? [] : plan.acquire, async (r) => {
+      if (specMod === null) return;
       const key = this.o.keys.claim(r.vip, r.bucket);
       started.set(bucketKey(r.vip, r.bucket), monoNow());
-      const res = await this.o.etcd.if(key, 'Create', '==', 0).then(lease.put(key).value(this.o.nodeId)).commit();
+      // The claim is ours only while the spec key still holds the spec our kernel runs: a node whose picture lags
+      // (back from a partition, a slow watch) must not claim a bucket number the new hash gives other clients.
+      const res = await this.o.etcd
+        .if(key, 'Create', '==', 0)
+        .and(this.o.keys.spec, 'Mod', '==', specMod)
+        .then(lease.put(key).value(this.o.nodeId))
+        .else({ request_range: { key: Buffer.from(this.o.keys.spec), keys_only: true } })
+        .commit();
       if (res.succeeded) {
+        claimedAt.set(bucketKey(r.vip, r.bucket), res.header.revision);
         this.overlay.set(bucketKey(r.vip, r.bucket), {
           vip: r.vip,
           bucket: r.bucket,
@@ -264,8 +291,11 @@ export class ClaimReconciler {
         });
         got.push(r);
       } else {
-        // Someone holds it; the watch brings the holder and its delete, which triggers another pass.
-        this.noteBlocked(r, 'heldByOther');
+        const specKv = res.responses[0]?.response_range?.kvs[0];
+        const why = acquireRefusal({ specModRevision: specKv?.mod_revision ?? null, appliedSpecModRevision: specMod });
+        // heldByOther: the watch brings the holder and its delete; specStale: applying the new spec triggers a pass.
+        if (why === 'specStale') this.refusedUnder = specMod;
+        this.noteBlocked(r, why);
       }
     });
     const toAdd = [...got, ...plan.kernelAdd];
@@ -273,7 +303,7 @@ export class ClaimReconciler {
     let added: BucketChange[];
     let refused: AddRefusal | undefined;
     try {
-      ({ added, refused } = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId }));
+      ({ added, refused } = await this.o.kernel.apply(group(toAdd, 'add'), { lease: leaseId, spec: applied.spec }));
     } catch (err) {
       // Could not apply: hold no claim for it (the kernel gate already undid the adds).
       this.backendFailures++;
@@ -307,6 +337,7 @@ export class ClaimReconciler {
       }
       this.blocked.delete(k);
       const gone = this.goneAt.get(k);
+      const rev = claimedAt.get(k);
       this.goneAt.delete(k);
       this.o.emit({
         event: 'acquired',
@@ -314,6 +345,7 @@ export class ClaimReconciler {
         bucket: r.bucket,
         durationMs: ms(now - (started.get(k) ?? now)),
         ...(gone !== undefined ? { unownedMs: ms(now - gone) } : {}),
+        ...(rev !== undefined ? { claimRevision: rev } : {}),
       });
     }
   }

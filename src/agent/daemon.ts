@@ -110,12 +110,18 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
           bucket: e.bucket,
           durationMs: e.durationMs,
           ...(e.unownedMs !== undefined ? { unownedMs: e.unownedMs } : {}),
+          ...(e.claimRevision !== undefined ? { claimRevision: e.claimRevision } : {}),
         },
         msg: 'bucket acquired',
       };
     case 'acquireBlocked':
       return {
-        level: e.reason === 'backendFailed' || e.reason === 'etcdError' ? 'warn' : 'debug',
+        level:
+          e.reason === 'backendFailed' || e.reason === 'etcdError'
+            ? 'warn'
+            : e.reason === 'specStale'
+              ? 'info'
+              : 'debug',
         op: 'acquire',
         fields: {
           vip: e.vip,
@@ -183,6 +189,13 @@ export function logLineFor(e: AgentEvent): { level: Level; op: string; fields: R
         op: 'state',
         fields: { stateOp: e.op, file: e.file, error: e.error },
         msg: 'local state not readable or writable',
+      };
+    case 'specApplied':
+      return {
+        level: 'info',
+        op: 'spec',
+        fields: { generation: e.generation, modRevision: e.modRevision },
+        msg: `kernel runs spec generation ${e.generation}`,
       };
     case 'readiness':
       return e.ready

@@ -9,9 +9,20 @@ import type { HealthEvent } from '../health/events.js';
 /** Why this node releases a bucket. */
 export type ReleaseReason = 'notAssigned' | 'draining' | 'fenced' | 'shutdown' | 'startupOrphan' | 'vipRemoved';
 
-/** Why this node does not (yet) acquire a bucket it is assigned. */
+/**
+ * Why this node does not (yet) acquire a bucket it is assigned. `specStale`: the spec key changed since the spec
+ * our kernel runs (its hash may number clients otherwise); retried once the new spec is applied.
+ */
 export type AcquireBlock =
-  'heldByOther' | 'fenced' | 'deadlineShort' | 'notLive' | 'leaseChanged' | 'draining' | 'backendFailed' | 'etcdError';
+  | 'heldByOther'
+  | 'fenced'
+  | 'deadlineShort'
+  | 'notLive'
+  | 'leaseChanged'
+  | 'draining'
+  | 'backendFailed'
+  | 'etcdError'
+  | 'specStale';
 
 /** Why a restart took the path it took. */
 export type RestartReason = 'requested' | 'ttlTooShort' | 'notLive' | 'noStateDir' | 'recordFailed';
@@ -45,7 +56,8 @@ export type AgentEvent =
       barrier?: 'hashChanged';
     }
   | { event: 'assignmentRejected'; vip: string; reason: 'notLeader' | 'etcdError' | 'invalid' }
-  | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number }
+  /** `claimRevision`: the revision our acquire txn created the claim at (absent for a claim handed to us). */
+  | { event: 'acquired'; vip: string; bucket: number; durationMs: number; unownedMs?: number; claimRevision?: string }
   | { event: 'acquireBlocked'; vip: string; bucket: number; reason: AcquireBlock; holder?: string }
   | { event: 'released'; vip: string; bucket: number; reason: ReleaseReason; durationMs: number; handoff?: string }
   | {
@@ -70,6 +82,8 @@ export type AgentEvent =
       file: string;
       error: string;
     }
+  /** The kernel runs the spec the `spec` key held at `modRevision` (acquires compare that revision, DESIGN §12). */
+  | { event: 'specApplied'; generation: number; modRevision: string }
   /** The backend could (not) be set up for the spec: a node not ready registers so and is given no buckets. */
   | { event: 'readiness'; ready: boolean; reason?: string }
   | { event: 'shutdown'; phase: 'draining' | 'handedOff' | 'timedOut' | 'released' | 'revoked' | 'done' }

@@ -2,6 +2,7 @@ import pRetry from 'p-retry';
 import type { Backend, BucketChange, HeldBuckets } from '../backends/backend.js';
 import type { ClusterSpec } from '../config/types.js';
 import { BackendError } from '../errors.js';
+import { hashIdentity } from '../hash/identity.js';
 import type { AgentEvent } from './events.js';
 import type { LeaseScope } from './leaseScope.js';
 
@@ -28,9 +29,10 @@ export interface KernelOptions {
 
 /**
  * Why adds were not made: fenced, too little time left before the fence deadline, the session not live (still
- * registering, or letting go at shutdown), or the lease they were planned under is no longer the session's.
+ * registering, or letting go at shutdown), the lease they were planned under is no longer the session's, or they
+ * were planned under another hash identity than the rule the kernel runs now.
  */
-export type AddRefusal = 'fenced' | 'deadlineShort' | 'notLive' | 'leaseChanged';
+export type AddRefusal = 'fenced' | 'deadlineShort' | 'notLive' | 'leaseChanged' | 'specStale';
 
 export interface ApplyResult {
   added: BucketChange[];
@@ -44,6 +46,8 @@ export class KernelGate {
   private readonly retries: number;
   lastError: { message: string; at: Date } | null = null;
   lastApplyAt: Date | null = null;
+  /** VIP → hash identity of the rule the backend was last set up with (null: not known yet). */
+  private rule: Map<string, string> | null = null;
 
   constructor(private readonly o: KernelOptions) {
     this.minHoldMs = o.minHoldMs ?? 25;
@@ -73,19 +77,34 @@ export class KernelGate {
   /**
    * Set the backend up for a (new) spec. Buckets a shrinking VIP no longer has are removed first, while the
    * backend still knows the old bucket count (afterwards it would refuse them as out of range); then the model
-   * is re-read, since ensure drops VIPs that left the spec.
+   * is re-read, since ensure drops VIPs that left the spec. A VIP whose hash identity changes loses every bucket
+   * first, confirmed, or the rule is not switched: a bucket kept across the switch would serve other clients
+   * than its claim was taken for (DESIGN §12; the agent releases them before, this holds even for an add that
+   * raced with that release).
    */
   ensure(spec: ClusterSpec): Promise<void> {
     return this.serial(async () => {
       const shrink: BucketChange[] = [];
+      const rehashed: BucketChange[] = [];
       for (const v of spec.vips) {
-        const gone = [...(this.held.get(v.address) ?? [])].filter((b) => b > v.buckets);
+        const held = [...(this.held.get(v.address) ?? [])];
+        const old = this.rule?.get(v.address);
+        if (old !== undefined && old !== hashIdentity(v)) {
+          if (held.length > 0) rehashed.push({ vip: v.address, add: [], remove: held });
+          continue;
+        }
+        const gone = held.filter((b) => b > v.buckets);
         if (gone.length > 0) shrink.push({ vip: v.address, add: [], remove: gone });
+      }
+      if (rehashed.length > 0) {
+        await this.withRetry('apply', () => this.o.backend.apply(rehashed));
+        for (const c of rehashed) this.forget(c.vip, c.remove);
       }
       if (shrink.length > 0) {
         await this.withRetry('apply', () => this.o.backend.apply(shrink)).catch(() => undefined);
       }
       await this.withRetry('ensure', () => this.o.backend.ensure(spec));
+      this.rule = new Map(spec.vips.map((v) => [v.address, hashIdentity(v)]));
       await this.readNow().catch(() => undefined);
     });
   }
@@ -110,10 +129,11 @@ export class KernelGate {
   }
 
   /**
-   * Apply removes and adds. Removes always go through; adds only while unfenced with enough time left.
+   * Apply removes and adds. Removes always go through; adds only while unfenced with enough time left, and, given
+   * the spec they were planned (claimed) under, only for VIPs the kernel's rule numbers the same way.
    * Resolves with the adds that really were applied and, when some were not, why.
    */
-  apply(changes: BucketChange[], opts: { lease?: string } = {}): Promise<ApplyResult> {
+  apply(changes: BucketChange[], opts: { lease?: string; spec?: ClusterSpec | null } = {}): Promise<ApplyResult> {
     return this.serial(async () => {
       const removes = changes
         .filter((c) => c.remove.length > 0)
@@ -123,8 +143,11 @@ export class KernelGate {
         for (const c of removes) for (const b of c.remove) this.held.get(c.vip)?.delete(b);
         this.lastApplyAt = new Date();
       }
-      const adds = changes.filter((c) => c.add.length > 0).map((c) => ({ vip: c.vip, add: c.add, remove: [] }));
-      if (adds.length === 0) return { added: [] };
+      const wanted = changes.filter((c) => c.add.length > 0).map((c) => ({ vip: c.vip, add: c.add, remove: [] }));
+      // Serialized with ensure: the rule cannot switch between this check and the write.
+      const adds = opts.spec === undefined ? wanted : wanted.filter((c) => this.sameRule(opts.spec ?? null, c.vip));
+      const stale: ApplyResult = adds.length < wanted.length ? { added: [], refused: 'specStale' } : { added: [] };
+      if (adds.length === 0) return stale;
       const refused = this.refusal(opts.lease);
       if (refused) return { added: [], refused };
       let tries = 0;
@@ -177,8 +200,27 @@ export class KernelGate {
       }
       this.addToModel(adds);
       this.lastApplyAt = new Date();
-      return { added: adds };
+      return { ...stale, added: adds };
     });
+  }
+
+  /** Whether `planned` numbers the VIP's buckets as the rule the backend was last set up with. */
+  private sameRule(planned: ClusterSpec | null, vip: string): boolean {
+    const p = planned?.vips.find((v) => v.address === vip);
+    return p !== undefined && this.rule?.get(vip) === hashIdentity(p);
+  }
+
+  /**
+   * The rules the kernel already runs, as a planned restart recorded them (DESIGN §13): the first ensure then
+   * removes what a VIP whose identity changed meanwhile still holds, like any later one.
+   */
+  assumeRule(hash: Readonly<Record<string, string>>): void {
+    this.rule = new Map(Object.entries(hash));
+  }
+
+  /** VIP → hash identity of the rule the backend runs, for a planned restart's record. */
+  ruleIdentities(): Record<string, string> {
+    return Object.fromEntries(this.rule ?? []);
   }
 
   /** Extend every held bucket to the current deadline (after each acknowledged keepalive). */

@@ -17,6 +17,8 @@ const recordSchema = z.strictObject({
   /** Wall-clock ms (epoch) of the exiting agent's fence deadline. */
   deadlineAt: z.number().int().positive(),
   held: z.record(z.string(), z.array(z.number().int().positive())),
+  /** VIP → hash identity of the rule the kernel ran (absent in records of older agents). */
+  hash: z.record(z.string(), z.string().max(100)).optional(),
   writtenAt: z.number().int().positive(),
 });
 export type RestartRecord = z.infer<typeof recordSchema>;

@@ -4,6 +4,7 @@ import {
   Range,
   type Etcd3,
   type IKeyValue,
+  type IWatchResponse,
   type Watcher,
 } from 'etcd3';
 import type { ClusterSpec } from '../config/types.js';
@@ -106,6 +107,14 @@ export function emptyClusterState(): ClusterState {
     events: new Map(),
     badValues: [],
   };
+}
+
+/**
+ * The `spec` key's mod revision in this picture, garbage included: garbage keeps the last good spec in the
+ * picture (`spec`) but moves the key, and an acquire compares the key (DESIGN §12). null: no spec key.
+ */
+export function specKeyRevision(state: ClusterState, keys: Keys): string | null {
+  return state.badValues.find((b) => b.key === keys.spec)?.modRevision ?? state.spec?.modRevision ?? null;
 }
 
 /** What one applied key did: for callers that emit `badValue` events on fresh garbage only. */
@@ -386,6 +395,20 @@ export interface WatchClusterOptions {
   initial?: ClusterState;
   /** The stream was down during [fromMs, toMs] and has resumed: events of that time arrived late (if at all). */
   onStale?: (fromMs: number, toMs: number) => void;
+  /**
+   * Fault injection (tests, chaos): fold every batch in this long after it arrived, in order, so the picture lags
+   * etcd while writes do not (a slow watch). 0 or absent: at once.
+   */
+  applyDelayMs?: number;
+}
+
+/** Environment variable the agent reads `applyDelayMs` from (fault injection only; unset in production). */
+export const WATCH_LAG_ENV = 'CLUSTERIP_HA_WATCH_LAG_MS';
+
+/** The injected watch lag from the environment: a whole number of ms up to a minute, else none. */
+export function watchLagFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const ms = Number(env[WATCH_LAG_ENV] ?? 0);
+  return Number.isInteger(ms) && ms > 0 && ms <= 60_000 ? ms : 0;
 }
 
 /**
@@ -411,7 +434,8 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
       return;
     }
     watcher = w;
-    w.on('data', (res) => {
+    const fold = (res: IWatchResponse): void => {
+      if (closed) return;
       const change: StateChange = { revision: state.revision, puts: [], deletes: [], bad: [] };
       // The picture's revision is the last event's: a pure progress header must not run ahead of events.
       let rev = BigInt(state.revision);
@@ -431,7 +455,10 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
       state.revision = rev.toString();
       change.revision = state.revision;
       if (res.events.length > 0) opts.onChange(change);
-    });
+    };
+    const lag = opts.applyDelayMs ?? 0;
+    // Timers of one delay fire in the order they were set: the lagging picture still folds in revision order.
+    w.on('data', (res) => (lag > 0 ? void setTimeout(() => fold(res), lag) : fold(res)));
     resumeAfterApplied(w, () => state.revision);
     w.on('disconnected', (err: Error) => {
       downSince ??= Date.now();

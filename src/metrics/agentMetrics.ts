@@ -65,6 +65,11 @@ export function attachAgentMetrics(
     registers: [registry],
   });
   backendReady.set(1);
+  const specGeneration = new Gauge({
+    name: `${P}spec_generation`,
+    help: 'Generation of the spec the kernel runs (0 before the first); a node behind the others acquires nothing',
+    registers: [registry],
+  });
   new Gauge({
     name: `${P}keepalive_ack_age_seconds`,
     help: 'Time since the last acknowledged lease keepalive (-1 before the first)',
@@ -314,6 +319,9 @@ export function attachAgentMetrics(
         return;
       case 'readiness':
         backendReady.set(ev.ready ? 1 : 0);
+        return;
+      case 'specApplied':
+        specGeneration.set(ev.generation);
         return;
       case 'shutdown':
         if (ev.phase === 'released' || ev.phase === 'done') isLeader.set(0);

@@ -47,6 +47,8 @@ export interface DataplaneOptions {
   agentArgs?: string[];
   /** Extra flags for one node's agent (after agentArgs): a slowed `--nft-path`, say. */
   agentArgsOf?: (node: string) => string[];
+  /** Extra environment for one node's agent: fault injection such as WATCH_LAG_ENV. */
+  agentEnvOf?: (node: string) => NodeJS.ProcessEnv;
   nftTable?: string;
   /** Agent log files go here (`<node>.log`); default: a temp dir removed on destroy. */
   logDir?: string;
@@ -242,6 +244,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       backend: 'nftables',
       leaseTtlSeconds: ttl,
       logFile: join(logDir, `${node}.log`),
+      ...(opts.agentEnvOf ? { env: opts.agentEnvOf(node) } : {}),
       extraArgs: [
         '--nft-table',
         nftTable,

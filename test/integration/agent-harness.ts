@@ -43,6 +43,8 @@ export interface HarnessOptions {
   extraArgs?: string[];
   /** More arguments for one agent (after extraArgs). */
   argsFor?: (id: string) => string[];
+  /** Environment for one agent (fault injection such as WATCH_LAG_ENV). */
+  envFor?: (id: string) => NodeJS.ProcessEnv;
 }
 
 export interface Harness {
@@ -139,6 +141,7 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
         backendDir: dir,
         leaseTtlSeconds: o.ttl,
         extraArgs: [...(o.extraArgs ?? []), ...(o.argsFor?.(id) ?? [])],
+        ...(o.envFor ? { env: o.envFor(id) } : {}),
         logFile: join(base, `${id}.log`),
       });
       agents.set(id, a);

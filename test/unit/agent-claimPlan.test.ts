@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { handoffTo, planClaims, type ClaimInputs } from '../../src/agent/claimPlan.js';
+import { acquireRefusal, handoffTo, planClaims, type ClaimInputs } from '../../src/agent/claimPlan.js';
 import type { ClusterSpec } from '../../src/config/types.js';
 import type { AssignEntry, ClaimEntry } from '../../src/etcd/store.js';
 
@@ -53,6 +53,7 @@ function inputs(
     releaseAll: false,
     draining: false,
     backendBlocked: false,
+    specCurrent: true,
     ...over,
   };
 }
@@ -186,5 +187,39 @@ describe('planClaims under a hash identity (DESIGN §12)', () => {
     expect(other.acquire).toEqual([]);
     expect(other.kernelRemove).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
     expect(other.claimDelete).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+  });
+});
+
+// Issue 9, the stale-hash hole (DESIGN §12): while the spec key holds another spec than the one the kernel runs,
+// nothing is added to the kernel (no acquire, no add of a claim handed to us); what the kernel holds stays.
+describe('planClaims under a stale spec', () => {
+  it('acquires nothing and adds nothing, keeps what the kernel holds', () => {
+    const mine = { owner: 'me', lease: 'L' };
+    const p = planClaims(inputs(['me', 'me', 'me'], [mine, mine, null], [1], { specCurrent: false }));
+    expect(p.acquire).toEqual([]);
+    expect(p.kernelAdd).toEqual([]);
+    expect(p.kernelRemove).toEqual([]);
+    expect(p.claimDelete).toEqual([]);
+    expect(p.blocked).toEqual([
+      { vip: VIP, bucket: 2, reason: 'specStale' },
+      { vip: VIP, bucket: 3, reason: 'specStale' },
+    ]);
+    const current = planClaims(inputs(['me', 'me', 'me'], [mine, mine, null], [1]));
+    expect(current.kernelAdd).toEqual([{ vip: VIP, bucket: 2 }]);
+    expect(current.acquire).toEqual([{ vip: VIP, bucket: 3 }]);
+  });
+
+  it('releases as usual', () => {
+    const p = planClaims(inputs(['a'], [{ owner: 'me', lease: 'L' }], [1], { specCurrent: false }));
+    expect(p.kernelRemove).toEqual([{ vip: VIP, bucket: 1, reason: 'notAssigned' }]);
+    expect(p.claimDelete.map((d) => d.bucket)).toEqual([1]);
+  });
+});
+
+describe('acquireRefusal', () => {
+  it('names the spec first: the kernel runs an older spec than the key holds', () => {
+    expect(acquireRefusal({ specModRevision: '9', appliedSpecModRevision: '4' })).toBe('specStale');
+    expect(acquireRefusal({ specModRevision: null, appliedSpecModRevision: '4' })).toBe('specStale');
+    expect(acquireRefusal({ specModRevision: '4', appliedSpecModRevision: '4' })).toBe('heldByOther');
   });
 });

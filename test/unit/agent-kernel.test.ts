@@ -16,6 +16,7 @@ import type {
 import { FileBackend } from '../../src/backends/file.js';
 import type { ClusterSpec } from '../../src/config/types.js';
 import { BackendError } from '../../src/errors.js';
+import { hashIdentity } from '../../src/hash/identity.js';
 
 // The kernel gate's decisions, against an in-memory backend whose failures the test scripts.
 
@@ -318,5 +319,88 @@ describe('refresh renews only what the model holds', () => {
     now += 2000;
     expect(await fb.refresh(1000, { only: new Map([['10.77.0.1', new Set([1, 3])]]) })).toEqual(new Map());
     expect(await fb.read()).toEqual(new Map([['10.77.0.1', new Set()]]));
+  });
+});
+
+// Issue 9, the stale-hash hole (DESIGN §12): a bucket number means other clients under another hash identity. An
+// add claimed under one identity must not land under a rule of another, and no bucket survives a rule switch.
+describe('KernelGate: adds only under the rule they were claimed for', () => {
+  const specOf = (seed: number): ClusterSpec => ({
+    vips: [
+      {
+        address: 'v',
+        interface: 'eth0',
+        buckets: 4,
+        hashMode: 'sourceip',
+        seed,
+        clusterMac: '01:00:5e:00:00:01',
+        sticky: false,
+      },
+    ],
+    rebalance: { joinMovesPerInterval: 1, intervalMs: 100 },
+  });
+
+  it('refuses an add planned under another seed than the rule the backend runs', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    await k.ensure(specOf(2));
+    const r = await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1', spec: specOf(1) });
+    expect(r).toEqual({ added: [], refused: 'specStale' });
+    expect(be.held.get('v')?.has(1) ?? false).toBe(false);
+    const ok = await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1', spec: specOf(2) });
+    expect(ok).toEqual({ added: [{ vip: 'v', add: [1], remove: [] }] });
+  });
+
+  it('refuses adds before any rule is set up', async () => {
+    const k = gate(new ScriptedBackend());
+    const r = await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1', spec: specOf(1) });
+    expect(r.refused).toBe('specStale');
+  });
+
+  it('a new seed removes every held bucket of the VIP before the rule switches', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    await k.ensure(specOf(1));
+    await k.apply([{ vip: 'v', add: [1, 3], remove: [] }], { lease: 'L1', spec: specOf(1) });
+    await k.ensure(specOf(1));
+    expect(k.has('v', 1)).toBe(true);
+    await k.ensure(specOf(2));
+    expect(be.held.get('v')?.size ?? 0).toBe(0);
+    expect(k.heldCount()).toBe(0);
+  });
+
+  it('after a planned restart, the recorded rule counts: a seed changed meanwhile empties the VIP first', async () => {
+    // Kernel entries kept by a planned restart under seed 1; the next process sets up seed `next`.
+    const restarted = async (next: number): Promise<ScriptedBackend> => {
+      const be = new ScriptedBackend();
+      be.held.set('v', new Set([1, 2]));
+      const k = gate(be);
+      await k.read();
+      k.assumeRule({ v: hashIdentity(specOf(1).vips[0]!) });
+      await k.ensure(specOf(next));
+      expect(k.ruleIdentities()).toEqual({ v: hashIdentity(specOf(next).vips[0]!) });
+      return be;
+    };
+    expect((await restarted(2)).held.get('v')?.size ?? 0).toBe(0);
+    // The same seed keeps them (hitless).
+    expect((await restarted(1)).held.get('v')).toEqual(new Set([1, 2]));
+  });
+
+  it('does not switch the rule when that removal fails', async () => {
+    const be = new ScriptedBackend();
+    const k = gate(be);
+    let ensured = 0;
+    be.ensure = async () => {
+      ensured++;
+    };
+    await k.ensure(specOf(1));
+    await k.apply([{ vip: 'v', add: [2], remove: [] }], { lease: 'L1', spec: specOf(1) });
+    be.failRemove = true;
+    await expect(k.ensure(specOf(2))).rejects.toThrow(/remove failed/);
+    expect(ensured).toBe(1);
+    expect(k.has('v', 2)).toBe(true);
+    // Still the old rule: adds claimed under the new seed are refused.
+    const r = await k.apply([{ vip: 'v', add: [1], remove: [] }], { lease: 'L1', spec: specOf(2) });
+    expect(r.refused).toBe('specStale');
   });
 });

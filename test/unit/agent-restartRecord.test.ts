@@ -32,6 +32,15 @@ describe('restart record (DESIGN §13)', () => {
     expect(await takeRestartRecord(dir, 'c', 'n1')).toEqual({ ok: false, why: 'none' });
   });
 
+  it('carries the rules the kernel ran (an older record without them still reads)', async () => {
+    await writeRestartRecord(dir, rec({ hash: { '10.0.0.1': '8/sourceip/0x00000001' } }));
+    const r = await takeRestartRecord(dir, 'c', 'n1');
+    expect(r.ok && r.record.hash).toEqual({ '10.0.0.1': '8/sourceip/0x00000001' });
+    await writeRestartRecord(dir, rec());
+    const old = await takeRestartRecord(dir, 'c', 'n1');
+    expect(old.ok && old.record.hash).toBeUndefined();
+  });
+
   it('a torn or foreign record is no record', async () => {
     await writeFile(restartRecordFile(dir, 'c', 'n1'), '{"v":1,"cluster":"c"');
     expect(await takeRestartRecord(dir, 'c', 'n1')).toMatchObject({ ok: false, why: 'invalid' });
