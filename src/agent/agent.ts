@@ -2,12 +2,11 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Etcd3 } from 'etcd3';
 import type { Backend } from '../backends/backend.js';
-import type { ClusterSpec, NodeConfig } from '../config/types.js';
+import type { NodeConfig } from '../config/types.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
 import {
   cmpRevision,
-  specKeyRevision,
   watchCluster,
   watchLagFromEnv,
   type ClusterState,
@@ -16,7 +15,6 @@ import {
 } from '../etcd/store.js';
 import type { NodeValue } from '../etcd/values.js';
 import { NodeIdInUseError, BackendError } from '../errors.js';
-import { hashIdentity } from '../hash/identity.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { makeBackend } from './backendFactory.js';
 import { ClaimReconciler } from './claims.js';
@@ -30,6 +28,7 @@ import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
 import { NodeSession } from './session.js';
+import { SpecApplier } from './specApplier.js';
 import { defaultFenceMarginMs } from '../config/index.js';
 import { restartRecordFile, takeRestartRecord, writeRestartRecord, type RestartRecord } from './restartRecord.js';
 import { EventRecorder } from './recorder.js';
@@ -93,12 +92,8 @@ export class Agent extends EventEmitter {
   private failure: string | null = null;
   /** Draining as set through etcd (`clusterip-ha drain`) in our node key: kept across re-registrations. */
   private drainRequested = false;
-  /** The spec the kernel rules were last set up for; the reconciler plans from it, never from a newer one. */
-  private appliedSpec: ClusterSpec | null = null;
-  /** The `spec` key's mod revision `appliedSpec` stands for: acquire txns compare it (DESIGN §12). */
-  private appliedSpecMod: string | null = null;
-  private specChain: Promise<void> = Promise.resolve();
-  private ensureFailures = 0;
+  /** The kernel rules follow the spec in etcd; the reconciler plans from what they were set up for. */
+  private specs!: SpecApplier;
   /** Why the backend cannot take buckets; null = ready. Registered as `notReady` (its message). */
   private notReady: NotReady | null = null;
   private applyFailures = 0;
@@ -226,6 +221,18 @@ export class Agent extends EventEmitter {
       emit,
       onExpired: () => this.reconciler?.trigger(),
     });
+    this.specs = new SpecApplier({
+      keys: this.keys,
+      kernel: this.kernel,
+      state: () => this.watch.state,
+      emit,
+      changed: () => this.reconciler?.trigger(),
+      setUp: (error) =>
+        this.setNotReady(
+          error === null ? null : { cause: 'ensureFailed', message: `backend not set up: ${error}`.slice(0, 500) },
+        ),
+      signal: this.abort.signal,
+    });
     this.stopLoopDelay = startLoopDelayMonitor(emit);
     this.throwIfStopping();
 
@@ -245,7 +252,7 @@ export class Agent extends EventEmitter {
       }),
     );
     for (const b of this.watch.state.badValues) emit({ event: 'badValue', key: b.key, error: b.error });
-    if (this.watch.state.spec) await this.ensureSpec();
+    if (this.watch.state.spec) await this.specs.ensure();
     await this.endPreviousIncarnation(restart?.leaseId);
     this.throwIfStopping();
 
@@ -277,7 +284,7 @@ export class Agent extends EventEmitter {
       nodeId: this.nodeId,
       kernel: this.kernel,
       state: () => this.watch.state,
-      applied: () => ({ spec: this.appliedSpec, modRevision: this.appliedSpecMod }),
+      applied: () => this.specs.applied,
       session: this.session,
       draining: () => this.phase.phase === 'draining',
       releaseAll: () => this.releaseAll,
@@ -415,68 +422,6 @@ export class Agent extends EventEmitter {
     );
   }
 
-  /** Serialized: spec changes are applied one after the other, in order. */
-  private ensureSpec(): Promise<void> {
-    const p = this.specChain.then(() => this.ensureSpecNow());
-    this.specChain = p.catch(() => undefined);
-    return p;
-  }
-
-  private async ensureSpecNow(): Promise<void> {
-    const entry = this.watch.state.spec;
-    const spec = entry?.spec ?? null;
-    const keyMod = specKeyRevision(this.watch.state, this.keys);
-    if (spec === this.appliedSpec) {
-      // The key moved without a new spec (garbage over it keeps the last good one, which the kernel runs).
-      if (spec && keyMod !== this.appliedSpecMod) {
-        this.appliedSpecMod = keyMod;
-        this.reconciler?.trigger();
-      }
-      return;
-    }
-    if (!spec || !entry) {
-      this.appliedSpec = null;
-      this.appliedSpecMod = null;
-      this.reconciler?.trigger();
-      return;
-    }
-    const prev = this.appliedSpec;
-    const rehashed = spec.vips
-      .filter((v) => {
-        const o = prev?.vips.find((x) => x.address === v.address);
-        return o !== undefined && hashIdentity(o) !== hashIdentity(v);
-      })
-      .map((v) => v.address);
-    if (prev && rehashed.length > 0) {
-      // A new hash identity is a new bucket space (DESIGN §12): release every bucket of the VIP (kernel first,
-      // then claims, the normal path) while the old rule still numbers them, and only then switch the rule.
-      // Until the switch the VIP is out of the applied spec, so no assignment of it is acted on.
-      this.appliedSpec = { ...prev, vips: prev.vips.filter((v) => !rehashed.includes(v.address)) };
-      this.reconciler?.trigger();
-      if (!(await this.waitKernelReleased(rehashed, 10_000))) {
-        this.ensureFailed(`buckets of re-hashed VIP(s) ${rehashed.join(', ')} not released; keeping the old rule`);
-        return;
-      }
-    }
-    try {
-      await this.kernel.ensure(spec);
-      this.appliedSpec = spec;
-      this.appliedSpecMod = keyMod;
-      this.emitEvent({ event: 'specApplied', generation: entry.generation, modRevision: keyMod ?? '0' });
-      this.ensureFailures = 0;
-      this.setNotReady(null);
-    } catch (err) {
-      this.ensureFailed((err as Error).message);
-    }
-    this.reconciler?.trigger();
-  }
-
-  private ensureFailed(error: string): void {
-    this.emitEvent({ event: 'backendError', op: 'ensure', error, attempt: this.ensureFailures + 1, willRetry: true });
-    this.setNotReady({ cause: 'ensureFailed', message: `backend not set up: ${error}`.slice(0, 500) });
-    this.retryEnsureLater();
-  }
-
   /**
    * A node whose backend cannot be set up must not be given buckets it cannot apply: it registers as not ready
    * (the leader treats it as draining) until an ensure succeeds.
@@ -496,22 +441,6 @@ export class Agent extends EventEmitter {
     void this.register(leaseId).catch((err: Error) =>
       this.emitEvent({ event: 'etcdError', op: 'register', error: err.message }),
     );
-  }
-
-  private retryEnsureLater(): void {
-    // Backs off to 30 s: a backend that cannot set up (an unsupported kernel) must not flood the log.
-    const wait = backoffMs(this.ensureFailures++, 1000, 30_000);
-    setTimeout(() => void this.ensureSpec(), wait).unref();
-  }
-
-  private async waitKernelReleased(vips: string[], timeoutMs: number): Promise<boolean> {
-    const until = monoNow() + timeoutMs;
-    while (monoNow() < until && !this.abort.signal.aborted) {
-      if (vips.every((v) => (this.kernel.held.get(v)?.size ?? 0) === 0)) return true;
-      await sleep(20);
-      this.reconciler?.trigger();
-    }
-    return false;
   }
 
   private nodeValue(): NodeValue {
@@ -629,7 +558,7 @@ export class Agent extends EventEmitter {
     for (const b of change.bad) this.emitEvent({ event: 'badValue', key: b.key, error: b.error });
     const state = this.watch.state;
     const touched = (k: string): boolean => change.puts.includes(k) || change.deletes.includes(k);
-    if (touched(this.keys.spec) || change.puts.includes(this.keys.prefix)) void this.ensureSpec();
+    if (touched(this.keys.spec) || change.puts.includes(this.keys.prefix)) void this.specs.ensure();
     if (!this.session || !this.election) return;
     // Stopping: the lease is being revoked and nothing more may be claimed or led.
     if (this.phase.phase === 'stopping' || this.phase.phase === 'stopped') return;
