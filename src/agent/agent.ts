@@ -53,9 +53,12 @@ type NotReady = { cause: 'ensureFailed' | 'applyFailing'; message: string };
 
 export type AgentPhase =
   | { phase: 'starting' }
-  | { phase: 'running' }
+  /** drainRequested: draining as set through etcd (`clusterip-ha drain`) in our node key, kept across re-registrations. */
+  | { phase: 'running'; drainRequested: boolean }
+  /** Draining on our own stop (SIGTERM): the leader moves every bucket away. */
   | { phase: 'draining'; since: number }
-  | { phase: 'stopping' }
+  /** releaseAll: whatever the claims say, the kernel is emptied (a stop); false for a planned restart's hand-over. */
+  | { phase: 'stopping'; releaseAll: boolean }
   | { phase: 'stopped' };
 
 export interface AgentOptions {
@@ -83,15 +86,12 @@ export class Agent extends EventEmitter {
   private stopLoopDelay: (() => void) | undefined;
   private resync: NodeJS.Timeout | undefined;
   private phase: AgentPhase = { phase: 'starting' };
-  private releaseAll = false;
   private registering = false;
   private readonly startedAt = new Date().toISOString();
   private readonly abort = new AbortController();
   private starting: Promise<void> | null = null;
   /** Why the agent must exit non-zero (kernel state unconfirmed, fence worker died); null = clean. */
   private failure: string | null = null;
-  /** Draining as set through etcd (`clusterip-ha drain`) in our node key: kept across re-registrations. */
-  private drainRequested = false;
   /** The kernel rules follow the spec in etcd; the reconciler plans from what they were set up for. */
   private specs!: SpecApplier;
   /** Why the backend cannot take buckets; null = ready. Registered as `notReady` (its message). */
@@ -287,7 +287,7 @@ export class Agent extends EventEmitter {
       applied: () => this.specs.applied,
       session: this.session,
       draining: () => this.phase.phase === 'draining',
-      releaseAll: () => this.releaseAll,
+      releaseAll: () => this.phase.phase === 'stopping' && this.phase.releaseAll,
       emit,
       afterPass: () => {
         this.status.mark();
@@ -335,7 +335,7 @@ export class Agent extends EventEmitter {
       await this.session.start();
     }
     this.throwIfStopping();
-    this.phase = { phase: 'running' };
+    this.phase = { phase: 'running', drainRequested: false };
     // Resync the kernel model now and then: entries can vanish behind our back (an expiry after failed
     // refreshes, an operator, a reboot of the table); a claim we hold without its kernel entry is re-added.
     this.resync = setInterval(() => {
@@ -448,7 +448,10 @@ export class Agent extends EventEmitter {
       v: 1,
       address: hostname().slice(0, 255),
       weight: this.cfg.weight,
-      draining: this.phase.phase === 'draining' || this.phase.phase === 'stopping' || this.drainRequested,
+      draining:
+        this.phase.phase === 'draining' ||
+        this.phase.phase === 'stopping' ||
+        (this.phase.phase === 'running' && this.phase.drainRequested),
       version: AGENT_VERSION,
       startedAt: this.startedAt,
       ...(this.notReady !== null
@@ -580,8 +583,8 @@ export class Agent extends EventEmitter {
       return;
     }
     if (mine && leaseId && mine.lease === leaseId && !mineBad && this.phase.phase === 'running') {
-      if (mine.value.draining && !this.drainRequested) this.emitEvent({ event: 'drainRequested' });
-      this.drainRequested = mine.value.draining;
+      if (mine.value.draining && !this.phase.drainRequested) this.emitEvent({ event: 'drainRequested' });
+      this.phase = { phase: 'running', drainRequested: mine.value.draining };
     }
     if (leaseId && this.session.isLive() && (!mine || mine.lease !== leaseId || mineBad) && !this.registering) {
       this.registering = true;
@@ -645,7 +648,7 @@ export class Agent extends EventEmitter {
       }
       emit({ event: 'shutdown', phase: this.handedOff() ? 'handedOff' : 'timedOut' });
     }
-    this.phase = { phase: 'stopping' };
+    this.phase = { phase: 'stopping', releaseAll: true };
     await this.stopEverything(opts.hurry?.aborted ? 300 : 1000);
   }
 
@@ -673,7 +676,8 @@ export class Agent extends EventEmitter {
       await this.shutdown(opts);
       return 'drain';
     }
-    this.phase = { phase: 'stopping' };
+    const running = this.phase;
+    this.phase = { phase: 'stopping', releaseAll: false };
     // Nothing more is planned or written: every loop stops, and a pass in flight finishes first.
     if (this.resync) clearInterval(this.resync);
     this.rebalancer.stop();
@@ -696,7 +700,7 @@ export class Agent extends EventEmitter {
     } catch (err) {
       emit({ event: 'stateError', op: 'recordRestart', file: this.cfg.stateDir!, error: (err as Error).message });
       emit({ event: 'restart', mode: 'drain', reason: 'recordFailed', headroomMs: headroom() });
-      this.phase = { phase: 'running' };
+      this.phase = running;
       await this.stopNow();
       return 'drain';
     }
@@ -727,7 +731,7 @@ export class Agent extends EventEmitter {
   /** Release everything and stop, at once (second signal, fatal errors). */
   async stopNow(): Promise<void> {
     if (this.phase.phase === 'stopped') return;
-    this.phase = { phase: 'stopping' };
+    this.phase = { phase: 'stopping', releaseAll: true };
     await this.stopEverything(300);
   }
 
@@ -750,7 +754,7 @@ export class Agent extends EventEmitter {
   private async stopEverything(stepTimeoutMs: number): Promise<void> {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.abort.abort();
-    this.releaseAll = true;
+    this.phase = { phase: 'stopping', releaseAll: true };
     this.session?.letGo();
     // A signal during start(): let start() reach its next stop check first, bounded, so whatever it built by
     // then (fence worker, backend, session) is stopped below rather than leaked running after us.

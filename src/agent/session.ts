@@ -1,7 +1,8 @@
-import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { monoNow, sleep } from './clock.js';
 import type { AgentEvent, FenceReason } from './events.js';
 import type { FencedMessage } from './fence.js';
+import { KeepaliveStreams } from './keepalives.js';
 import { heldLease, type HeldLease, type LeaseScope } from './leaseScope.js';
 import { backoffMs } from '../backoff.js';
 
@@ -263,122 +264,18 @@ export class NodeSession implements LeaseScope {
     }
   }
 
-  /**
-   * Keepalives on our own streams, so each ack is matched to the time its request was SENT. A stream whose
-   * oldest request goes unanswered for `staleMs` is replaced by one to the next endpoint, but kept open for a
-   * TTL: during an etcd leader election the old stream's answers arrive late and still move the deadline.
-   */
   private startKeepalives(leaseId: string, ttl: number): void {
-    interface KaStream {
-      stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
-      sent: number[];
-      dead: boolean;
-      abandonedAt: number | null;
-    }
-    const interval = this.keepaliveIntervalMs(ttl);
-    const staleMs = Math.max(Math.floor(0.8 * interval), 200);
-    const lingerMs = ttl * 1000;
-    const clients = this.o.keepaliveClients?.length ? this.o.keepaliveClients : [this.o.etcd];
-    let host = Math.floor(Math.random() * clients.length);
-    const downUntil: number[] = [];
-    const streams = new Set<KaStream>();
-    let current: KaStream | null = null;
-    let opening = false;
-    let stopped = false;
-    const alive = (): boolean => !stopped && !this.abort.signal.aborted && this.cur?.id === leaseId;
-    const close = (k: KaStream): void => {
-      if (k.dead) return;
-      k.dead = true;
-      streams.delete(k);
-      if (current === k) current = null;
-      try {
-        k.stream.end();
-      } catch {
-        // already broken
-      }
-    };
-    const stop = (): void => {
-      stopped = true;
-      clearInterval(tick);
-      for (const k of [...streams]) close(k);
-    };
-    const send = (k: KaStream): void => {
-      k.sent.push(monoNow());
-      try {
-        k.stream.write({ ID: leaseId });
-      } catch {
-        close(k);
-      }
-    };
-    const reopenSoon = (): void => {
-      if (alive() && current === null) setTimeout(() => void open(), 50).unref();
-    };
-    const open = async (): Promise<void> => {
-      if (opening || !alive()) return;
-      opening = true;
-      // Whatever happens to this stream, the next one goes to the next endpoint not known to be down.
-      const now = monoNow();
-      let idx = host % clients.length;
-      for (let i = 0; i < clients.length && (downUntil[(host + i) % clients.length] ?? 0) > now; i++) {
-        idx = (host + i + 1) % clients.length;
-      }
-      host = idx + 1;
-      const client = clients[idx]!;
-      try {
-        const stream = await client.leaseClient.leaseKeepAlive();
-        if (!alive()) {
-          stream.on('error', () => undefined);
-          stream.end();
-          return;
-        }
-        const k: KaStream = { stream, sent: [], dead: false, abandonedAt: null };
-        stream.on('data', (res: ILeaseKeepAliveResponse) => {
-          const tSend = k.sent.shift();
-          if (tSend === undefined || k.dead || !alive()) return;
-          if (res.TTL === '0') {
-            stop();
-            void this.onLeaseLost(leaseId);
-            return;
-          }
-          this.onAck(leaseId, tSend, Number(res.TTL));
-        });
-        stream.on('error', (err: Error) => {
-          // Refused or dropped: skip this endpoint for a second when picking the next stream's.
-          if (/UNAVAILABLE/.test(err.message)) downUntil[idx] = monoNow() + 1000;
-          if (!k.dead && alive() && current === k)
-            this.o.emit({ event: 'etcdError', op: 'keepalive', error: err.message });
-          close(k);
-          reopenSoon();
-        });
-        stream.on('end', () => {
-          close(k);
-          reopenSoon();
-        });
-        if (current) current.abandonedAt = monoNow();
-        streams.add(k);
-        current = k;
-        send(k);
-      } catch (err) {
-        this.o.emit({ event: 'etcdError', op: 'keepalive', error: (err as Error).message });
-        reopenSoon();
-      } finally {
-        opening = false;
-      }
-    };
-    const tick = setInterval(() => {
-      if (!alive()) return stop();
-      const now = monoNow();
-      for (const k of [...streams]) if (k.abandonedAt !== null && now - k.abandonedAt > lingerMs) close(k);
-      if (!current) return void open();
-      const oldest = current.sent[0];
-      if (oldest !== undefined && now - oldest > staleMs) {
-        this.o.emit({ event: 'etcdError', op: 'keepalive', error: `no keepalive answer for ${staleMs} ms` });
-        return void open();
-      }
-      send(current);
-    }, interval);
-    this.stopKeepalives = stop;
-    void open();
+    const ka = new KeepaliveStreams({
+      leaseId,
+      ttlSeconds: ttl,
+      intervalMs: this.keepaliveIntervalMs(ttl),
+      clients: this.o.keepaliveClients?.length ? this.o.keepaliveClients : [this.o.etcd],
+      alive: () => !this.abort.signal.aborted && this.cur?.id === leaseId,
+      onAck: (tSend, granted) => this.onAck(leaseId, tSend, granted),
+      onLost: () => void this.onLeaseLost(leaseId),
+      emit: this.o.emit,
+    });
+    this.stopKeepalives = () => ka.stop();
   }
 
   private onAck(leaseId: string, tSend: number, ttl: number): void {
