@@ -1,19 +1,16 @@
 import { EventEmitter } from 'node:events';
-import { hostname } from 'node:os';
 import type { Etcd3 } from 'etcd3';
 import type { Backend } from '../backends/backend.js';
 import type { NodeConfig } from '../config/types.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
 import {
-  cmpRevision,
   watchCluster,
   watchLagFromEnv,
   type ClusterState,
   type ClusterWatch,
   type StateChange,
 } from '../etcd/store.js';
-import type { NodeValue } from '../etcd/values.js';
 import { NodeIdInUseError, BackendError } from '../errors.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { makeBackend } from './backendFactory.js';
@@ -23,33 +20,24 @@ import { Election } from './election.js';
 import type { AgentEvent, FenceReason, RestartReason } from './events.js';
 import { FenceTimer } from './fence.js';
 import { KernelGate } from './kernel.js';
-import { heldLease } from './leaseScope.js';
 import { LeaseRecord } from './leaseRecord.js';
 import { startLoopDelayMonitor } from './loopDelay.js';
 import { Rebalancer } from './rebalancer.js';
 import { NodeSession } from './session.js';
 import { SpecApplier } from './specApplier.js';
+import { clearConfirmed, closeEach, releaseAndRevoke, withTimeout } from './teardown.js';
+import { Registration } from './registration.js';
 import { defaultFenceMarginMs } from '../config/index.js';
 import { restartRecordFile, takeRestartRecord, writeRestartRecord, type RestartRecord } from './restartRecord.js';
 import { EventRecorder } from './recorder.js';
 import { StatusWriter } from './status.js';
 import { backoffMs } from '../backoff.js';
-import { packageVersion } from '../version.js';
 
 // The agent: one session (lease + fence), one watched picture of the cluster, the election and the leader's
 // rebalancer, the claim reconciler and the status writer, composed. It emits AgentEvents ('event') and never
 // logs; the daemon (daemon.ts) turns events into log lines and metrics and maps signals to shutdown().
 
-/** Written into the node key, for operators. */
-export const AGENT_VERSION = packageVersion();
 const RESYNC_MS = 5000;
-/** How long our own watch may take to deliver our registration before the watch is reloaded. */
-const CATCH_UP_MS = 1000;
-/** Consecutive failed applies (each after its retries) that make a node not ready. */
-const APPLY_FAILURES_NOT_READY = 3;
-
-/** Why a node takes no buckets: its set-up failed (retried on its own backoff), or its applies keep failing. */
-type NotReady = { cause: 'ensureFailed' | 'applyFailing'; message: string };
 
 export type AgentPhase =
   | { phase: 'starting' }
@@ -86,20 +74,14 @@ export class Agent extends EventEmitter {
   private stopLoopDelay: (() => void) | undefined;
   private resync: NodeJS.Timeout | undefined;
   private phase: AgentPhase = { phase: 'starting' };
-  private registering = false;
-  private readonly startedAt = new Date().toISOString();
+  /** Our node key: what it says (draining, readiness, health) and when it is written. */
+  private readonly registration: Registration;
   private readonly abort = new AbortController();
   private starting: Promise<void> | null = null;
   /** Why the agent must exit non-zero (kernel state unconfirmed, fence worker died); null = clean. */
   private failure: string | null = null;
   /** The kernel rules follow the spec in etcd; the reconciler plans from what they were set up for. */
   private specs!: SpecApplier;
-  /** Why the backend cannot take buckets; null = ready. Registered as `notReady` (its message). */
-  private notReady: NotReady | null = null;
-  private applyFailures = 0;
-  /** Registered under a new lease, our picture not yet shown current: not assignable (see registerCurrent). */
-  private catchingUp = false;
-  private applyTrials = 0;
   private leases!: LeaseRecord;
   /** The lease a planned restart left, while we adopt it. */
   private adopting: string | null = null;
@@ -116,35 +98,27 @@ export class Agent extends EventEmitter {
     this.etcd = client(opts.cfg.etcd.endpoints);
     const eps = opts.cfg.etcd.endpoints;
     this.keepaliveClients = eps.length > 1 ? eps.map((e) => client([e])) : [this.etcd];
+    this.registration = new Registration({
+      etcd: this.etcd,
+      keys: this.keys,
+      nodeId: this.nodeId,
+      weight: this.cfg.weight,
+      watch: () => this.watch,
+      draining: () =>
+        this.phase.phase === 'draining' ||
+        this.phase.phase === 'stopping' ||
+        (this.phase.phase === 'running' && this.phase.drainRequested),
+      health: () => this.health?.reason ?? undefined,
+      current: () => (this.phase.phase === 'running' && this.session?.isLive() ? (this.session.leaseId ?? null) : null),
+      changed: () => this.status?.mark(),
+      emit: (e) => this.emitEvent(e),
+      signal: this.abort.signal,
+    });
   }
 
   private emitEvent(e: AgentEvent): void {
     this.emit('event', e);
-    this.noteBackendHealth(e);
-  }
-
-  /**
-   * Applies that keep failing (an exec hook that always fails, a kernel that refuses) make the node not ready
-   * like a failed set-up: otherwise the leader keeps handing it buckets it cannot serve. It tries again after a
-   * backoff (its trial costs at most the join moves of one interval) and stays ready once an apply succeeds.
-   */
-  private noteBackendHealth(e: AgentEvent): void {
-    if (e.event === 'acquired') {
-      this.applyFailures = 0;
-      this.applyTrials = 0;
-    } else if (e.event === 'backendError' && e.op === 'apply' && !e.willRetry) {
-      // On a trial after a backoff one failure is enough: the trial is what costs clients.
-      const needed = this.applyTrials > 0 ? 1 : APPLY_FAILURES_NOT_READY;
-      if (++this.applyFailures < needed || this.notReady !== null) return;
-      this.setNotReady({ cause: 'applyFailing', message: `backend apply failing: ${e.error}`.slice(0, 500) });
-      const wait = backoffMs(this.applyTrials++, 5000, 60_000);
-      setTimeout(() => {
-        if (this.notReady?.cause === 'applyFailing') {
-          this.applyFailures = 0;
-          this.setNotReady(null);
-        }
-      }, wait).unref();
-    }
+    this.registration.noteBackendHealth(e);
   }
 
   get state(): ClusterState {
@@ -208,7 +182,7 @@ export class Agent extends EventEmitter {
           void this.kernel.refresh().catch(() => undefined);
         },
         onFenced: (reason, cleared) => this.onFenced(reason, cleared),
-        clearKernel: () => this.clearConfirmed(1000),
+        clearKernel: () => clearConfirmed(this.kernel, 1000),
         onUnfenced: () => {
           this.reconciler.trigger();
           this.status.mark();
@@ -228,7 +202,7 @@ export class Agent extends EventEmitter {
       emit,
       changed: () => this.reconciler?.trigger(),
       setUp: (error) =>
-        this.setNotReady(
+        this.registration.setNotReady(
           error === null ? null : { cause: 'ensureFailed', message: `backend not set up: ${error}`.slice(0, 500) },
         ),
       signal: this.abort.signal,
@@ -315,7 +289,7 @@ export class Agent extends EventEmitter {
     this.health = new HealthMonitor({
       health: this.cfg.health,
       emit,
-      onDrain: () => this.reregister(),
+      onDrain: () => this.registration.refresh(),
       onReport: () => this.status?.mark(),
     });
     await this.health.start();
@@ -422,89 +396,6 @@ export class Agent extends EventEmitter {
     );
   }
 
-  /**
-   * A node whose backend cannot be set up must not be given buckets it cannot apply: it registers as not ready
-   * (the leader treats it as draining) until an ensure succeeds.
-   */
-  private setNotReady(next: NotReady | null): void {
-    if (this.notReady?.message === next?.message) return;
-    this.notReady = next;
-    this.emitEvent({ event: 'readiness', ready: next === null, ...(next ? { reason: next.message } : {}) });
-    this.reregister();
-  }
-
-  /** What our node key says changed (readiness, health): write it again while running. */
-  private reregister(): void {
-    this.status?.mark();
-    const leaseId = this.session?.leaseId;
-    if (!leaseId || !this.session.isLive() || this.phase.phase !== 'running') return;
-    void this.register(leaseId).catch((err: Error) =>
-      this.emitEvent({ event: 'etcdError', op: 'register', error: err.message }),
-    );
-  }
-
-  private nodeValue(): NodeValue {
-    return {
-      v: 1,
-      address: hostname().slice(0, 255),
-      weight: this.cfg.weight,
-      draining:
-        this.phase.phase === 'draining' ||
-        this.phase.phase === 'stopping' ||
-        (this.phase.phase === 'running' && this.phase.drainRequested),
-      version: AGENT_VERSION,
-      startedAt: this.startedAt,
-      ...(this.notReady !== null
-        ? { notReady: this.notReady.message }
-        : this.catchingUp
-          ? { notReady: 'catching up with etcd after a new lease' }
-          : {}),
-      ...(this.health?.reason ? { health: this.health.reason } : {}),
-    };
-  }
-
-  private async register(leaseId: string): Promise<string> {
-    const r = await heldLease(this.etcd, leaseId)
-      .put(this.keys.node(this.nodeId))
-      .value(JSON.stringify(this.nodeValue()));
-    return r.header.revision;
-  }
-
-  /**
-   * Register a new lease, assignable only once our picture of etcd is current. A node coming back from a cut
-   * may still watch on the dead connection: the leader would hand it join moves, the old owners would release,
-   * and it would acquire only when its stale picture caught up (seconds of black hole). So the first put says
-   * "catching up" (not assignable); once our own watch has delivered that put, the picture holds everything
-   * before it, and the second put makes us assignable. A watch that does not deliver it is reloaded.
-   */
-  private async registerCurrent(leaseId: string): Promise<void> {
-    this.catchingUp = true;
-    try {
-      const revision = await this.register(leaseId);
-      for (let attempt = 0; !(await this.pictureReaches(revision, CATCH_UP_MS)); attempt++) {
-        this.emitEvent({
-          event: 'etcdError',
-          op: 'watch',
-          error: `picture at revision ${this.watch.state.revision} did not reach ${revision} in ${CATCH_UP_MS} ms: reloading the watch`,
-        });
-        if (attempt >= 2) throw new Error(`picture did not catch up with revision ${revision}`);
-        await this.watch.reload();
-      }
-    } finally {
-      this.catchingUp = false;
-    }
-    await this.register(leaseId);
-  }
-
-  private async pictureReaches(revision: string, timeoutMs: number): Promise<boolean> {
-    const until = monoNow() + timeoutMs;
-    while (cmpRevision(this.watch.state.revision, revision) < 0) {
-      if (monoNow() >= until || this.abort.signal.aborted) return false;
-      await sleep(5);
-    }
-    return true;
-  }
-
   private async onLease(leaseId: string): Promise<void> {
     if (this.phase.phase === 'stopping' || this.phase.phase === 'stopped') return;
     this.reconciler.resetLease();
@@ -518,8 +409,8 @@ export class Agent extends EventEmitter {
       );
     // Adopting a planned restart's lease: this process's watch is fresh and the node held its buckets all along;
     // a "catching up" put would make the leader move them away.
-    if (this.adopting === leaseId) await this.register(leaseId);
-    else await this.registerCurrent(leaseId);
+    if (this.adopting === leaseId) await this.registration.put(leaseId);
+    else await this.registration.putCurrent(leaseId);
     await this.election.campaign();
     this.election.evaluate(this.watch.state);
     this.status.mark(true);
@@ -586,12 +477,8 @@ export class Agent extends EventEmitter {
       if (mine.value.draining && !this.phase.drainRequested) this.emitEvent({ event: 'drainRequested' });
       this.phase = { phase: 'running', drainRequested: mine.value.draining };
     }
-    if (leaseId && this.session.isLive() && (!mine || mine.lease !== leaseId || mineBad) && !this.registering) {
-      this.registering = true;
-      void this.register(leaseId)
-        .catch((err: Error) => this.emitEvent({ event: 'etcdError', op: 'register', error: err.message }))
-        .finally(() => (this.registering = false));
-    }
+    if (leaseId && this.session.isLive() && (!mine || mine.lease !== leaseId || mineBad))
+      this.registration.restore(leaseId);
     // Not a candidate while live (a campaign write failed, or our key vanished): stand again.
     if (
       this.election.evaluate(state) === 'recampaign' ||
@@ -627,7 +514,7 @@ export class Agent extends EventEmitter {
       const leaseId = this.session.leaseId;
       const until = Date.now() + opts.timeoutMs;
       try {
-        if (leaseId) await withTimeout(this.register(leaseId), Math.max(100, opts.timeoutMs));
+        if (leaseId) await withTimeout(this.registration.put(leaseId), Math.max(100, opts.timeoutMs));
         await new Promise<void>((resolve) => {
           const check = (): void => {
             if (this.handedOff() || Date.now() >= until || opts.hurry?.aborted) {
@@ -735,22 +622,6 @@ export class Agent extends EventEmitter {
     await this.stopEverything(300);
   }
 
-  /**
-   * Clear the backend from the main thread, retried a few times under its own bound. True only when the
-   * backend confirmed it (read-back empty).
-   */
-  async clearConfirmed(stepTimeoutMs: number, attempts = 3): Promise<boolean> {
-    for (let i = 0; i < attempts; i++) {
-      try {
-        if (await withTimeout(this.kernel.clear(), stepTimeoutMs)) return true;
-      } catch {
-        // retried below
-      }
-      await sleep(20 * (i + 1));
-    }
-    return false;
-  }
-
   private async stopEverything(stepTimeoutMs: number): Promise<void> {
     const emit = (e: AgentEvent): void => this.emitEvent(e);
     this.abort.abort();
@@ -760,64 +631,31 @@ export class Agent extends EventEmitter {
     // then (fence worker, backend, session) is stopped below rather than leaked running after us.
     if (this.starting) await withTimeout(this.starting, stepTimeoutMs * 3).catch(() => undefined);
     if (this.resync) clearInterval(this.resync);
-    this.rebalancer?.stop();
-    this.recorder?.stop();
-    this.reconciler?.stop();
-    this.status?.stop();
-    this.health?.stop();
-    // Each cleanup step runs under its own bound, never under the signal that got us here.
-    let cleared = this.fence === undefined && this.kernel === undefined;
-    if (this.fence) {
-      const fenced = await withTimeout(this.fence.fenceNow('shutdown'), stepTimeoutMs * 3).catch(() => null);
-      // A fence reply carrying an error did not clear the kernel: it is no confirmation.
-      cleared = fenced !== null && fenced.error === undefined;
-      if (fenced?.error)
-        emit({
-          event: 'backendError',
-          op: 'fenceClear',
-          error: fenced.error,
-          attempt: fenced.attempts,
-          willRetry: !!this.kernel,
-        });
-    }
-    if (!cleared && this.kernel) cleared = await this.clearConfirmed(stepTimeoutMs);
-    if (cleared) this.kernel?.markCleared();
-    else this.failure ??= 'backend clear not confirmed at shutdown';
-    emit({ event: 'shutdown', phase: 'released' });
-    if (this.session) {
-      // Revoking would free our claims while the kernel may still hold their buckets: only the TTL (which the
-      // backend's own expiry matches) may end them then.
-      await this.session.close({ revoke: cleared, timeoutMs: stepTimeoutMs });
-      if (cleared) emit({ event: 'shutdown', phase: 'revoked' });
-    }
+    const cleared = await releaseAndRevoke(
+      {
+        loops: [this.rebalancer, this.recorder, this.reconciler, this.status, this.health],
+        fence: this.fence,
+        kernel: this.kernel,
+        session: this.session,
+      },
+      stepTimeoutMs,
+      emit,
+    );
+    if (!cleared) this.failure ??= 'backend clear not confirmed at shutdown';
     await this.closeAll(stepTimeoutMs);
   }
 
   /** Close watch, fence worker (it clears nothing when stopped), backend and clients, each bounded. */
   private async closeAll(stepTimeoutMs: number): Promise<void> {
-    await withTimeout(this.watch?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
-    await withTimeout(this.fence?.stop() ?? Promise.resolve(), stepTimeoutMs * 3).catch(() => undefined);
-    await withTimeout(this.backend?.close() ?? Promise.resolve(), stepTimeoutMs).catch(() => undefined);
+    await closeEach([
+      [this.watch && (() => this.watch.close()), stepTimeoutMs],
+      [this.fence && (() => this.fence.stop()), stepTimeoutMs * 3],
+      [this.backend && (() => this.backend.close()), stepTimeoutMs],
+    ]);
     this.stopLoopDelay?.();
     this.etcd.close();
     for (const c of this.keepaliveClients) if (c !== this.etcd) c.close();
     this.phase = { phase: 'stopped' };
     this.emitEvent({ event: 'shutdown', phase: 'done' });
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

@@ -16,6 +16,15 @@ import type { InvariantReport, Observer, ObserverOptions, OwnershipSample, Viola
 // plus a poll of every node's file-backend state (expiry applied at read time), fed in time order
 // into the pure checker. It also keeps the ownership changes, for the chaos report's time line.
 
+/**
+ * Whether a claim naming `owner` under `lease` can be an agent's write: agents acquire (and hand off to an
+ * assignee) only under the holder's registered node-key lease, registered before any claim. Any other claim — a
+ * ghost node id, a foreign lease — is damage in etcd, not a release its previous holder made.
+ */
+export function writtenByAgent(nodes: ReadonlyMap<string, { lease: string }>, owner: string, lease: string): boolean {
+  return nodes.get(owner)?.lease === lease;
+}
+
 export interface ObserverExtras {
   /**
    * Declare a fault on `node` (null: etcd itself) from now; returns a function that ends it. Unowned stretches
@@ -156,7 +165,16 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
         claimsKnown.add(k);
         if (lastClaims.get(k) === id) continue;
         lastClaims.set(k, id);
-        feed({ t, source: 'claims', vip, bucket, holders: [c.owner], lease: c.lease });
+        const foreign = !writtenByAgent(state.nodes, c.owner, c.lease);
+        feed({
+          t,
+          source: 'claims',
+          vip,
+          bucket,
+          holders: [c.owner],
+          lease: c.lease,
+          ...(foreign ? { damaged: true } : {}),
+        });
       }
     }
     for (const k of [...lastClaims.keys()]) {

@@ -14,8 +14,9 @@ export interface OwnershipSample {
   /** claims only: the claim's lease, i.e. the holder's incarnation (one node id may come back under a new lease). */
   lease?: string;
   /**
-   * claims only: the claim went away because a value that is no claim was written over it (damage in etcd, not a
-   * protocol transition). Its holder could not have let go first; it owes a release within the claim lag.
+   * claims only: the claim changed by a write no agent makes (damage in etcd, not a protocol transition): a value
+   * that is no claim, or a claim naming a holder not registered under its lease. Its previous holder could not have
+   * let go first; it owes a release within the claim lag.
    */
   damaged?: true;
 }

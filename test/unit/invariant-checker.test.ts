@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { checkTimeline, InvariantChecker, type TimelineFact } from '../../src/invariant/checker.js';
 import type { OwnershipSample } from '../../src/invariant/types.js';
+import { writtenByAgent } from '../../src/invariant/observer.js';
 
 const NODES = ['a', 'b', 'c', 'd'];
 const BOUND = 300;
@@ -423,6 +424,32 @@ describe('legal transitions and holders without any claim', () => {
     plain.round({ t: 110 });
     plain.observe(back(140, []));
     expect(kinds(plain, 1000)).toEqual(['heldAfterRelease']);
+  });
+
+  it('a claim no agent wrote (a ghost holder) is damage too: its previous holder owes a release within the lag', () => {
+    const ghost = (t: number): OwnershipSample => ({ ...claim(t, ['ghost']), lease: 'L9', damaged: true });
+    const c = new InvariantChecker(10_000, 500);
+    c.observe(claim(0, ['a']));
+    c.observe(back(5, ['a']));
+    c.observe(ghost(100));
+    c.round({ t: 110 }); // a still holds 10 ms after the overwrite: no release it failed to make first
+    c.observe(back(140, []));
+    expect(kinds(c, 1000)).toEqual([]);
+    // The same overwrite taken for an agent's handoff is a release a still had to make first.
+    const asHandoff = new InvariantChecker(10_000, 500);
+    asHandoff.observe(claim(0, ['a']));
+    asHandoff.observe(back(5, ['a']));
+    asHandoff.observe({ ...claim(100, ['ghost']), lease: 'L9' });
+    asHandoff.round({ t: 110 });
+    asHandoff.observe(back(140, []));
+    expect(kinds(asHandoff, 1000)).toEqual(['heldAfterRelease']);
+  });
+
+  it('tells an agent-written claim (holder registered under that lease) from a foreign one', () => {
+    const nodes = new Map([['a', { lease: 'L1' }]]);
+    expect(writtenByAgent(nodes, 'a', 'L1')).toBe(true);
+    expect(writtenByAgent(nodes, 'a', 'L2')).toBe(false); // a foreign lease over a real id
+    expect(writtenByAgent(nodes, 'ghost', 'L1')).toBe(false); // an id nobody registered
   });
 
   it('accepts kernel-first releases, and a node taking its bucket back (a new incarnation too)', () => {
