@@ -69,6 +69,8 @@ export interface ChaosReport {
    * dataplane (netns): a UDP request from every client source.
    */
   resolution?: { backend: GapStats; dataplane?: GapStats };
+  /** Facts the observer got after its reorder window had closed on them: checked out of time order. */
+  lateFacts?: number;
   /** Everything the checker saw, to re-check offline: checkTimeline(facts, {boundMs, impairments, ...}). */
   facts?: TimelineFact[];
   impairments?: Impairment[];
@@ -286,7 +288,8 @@ export function renderText(r: ChaosReport, opts: { columns?: number } = {}): str
       `resolution: ${parts.join('; ')}: a double longer than ${fmtMs(best)} ms is seen with certainty` +
         (r.resolution.dataplane
           ? ` (kernel sets, a double confirmed by two reads: longer than ${fmtMs(2 * worst)} ms)`
-          : ''),
+          : '') +
+        (r.lateFacts ? `; ${r.lateFacts} facts reached the checker out of time order` : ''),
     );
   }
   if (r.etcdLeaderChanges !== undefined) {

@@ -434,7 +434,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       const m = r.outcome === 'done' ? faultsByKind : skippedByKind;
       m[r.kind] = (m[r.kind] ?? 0) + 1;
     }
-    const { violations, maxUnownedMs, ...rest } = inv;
+    const { violations, maxUnownedMs, lateFacts, ...rest } = inv;
     report = {
       seed,
       options: {
@@ -468,6 +468,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         backend: obs.resolution(),
         ...(netns ? { dataplane: dataplaneResolution(lc.extras()) } : {}),
       },
+      lateFacts,
       // This process forwards every agent's etcd traffic (the proxies) and reads every backend: if its event loop
       // stalled, agents saw etcd late and the run measured the harness, not clusterip-ha.
       harnessLoopDelayMs: (({ p99Ms, maxMs }) => ({ p99: p99Ms, max: maxMs }))(loopDelayStats(loopDelay, 10)),

@@ -387,8 +387,17 @@ export interface ClusterWatch {
 }
 
 export interface WatchClusterOptions {
-  /** Called after each batch was folded into `state` (one etcd watch response = one batch). */
+  /**
+   * Called after each batch was folded into `state`: one etcd watch response, or with `everyRevision` one
+   * revision of it.
+   */
   onChange: (change: StateChange) => void;
+  /**
+   * Call onChange once per etcd revision, so every state etcd passed through is seen (the invariant observer: a
+   * claim taken and handed on within one response must not vanish). Off, a response is one change: an agent acts
+   * on the newest picture only.
+   */
+  everyRevision?: boolean;
   /** Watch errors and reloads, for an `etcdError` event. Never fatal: the watch reloads and resumes. */
   onError?: (error: Error) => void;
   /** Start from this picture (must come from loadClusterState); loads one otherwise. */
@@ -436,11 +445,20 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
     watcher = w;
     const fold = (res: IWatchResponse): void => {
       if (closed) return;
-      const change: StateChange = { revision: state.revision, puts: [], deletes: [], bad: [] };
+      let change: StateChange = { revision: state.revision, puts: [], deletes: [], bad: [] };
       // The picture's revision is the last event's: a pure progress header must not run ahead of events.
       let rev = BigInt(state.revision);
+      const emit = (): void => {
+        state.revision = rev.toString();
+        change.revision = state.revision;
+        if (change.puts.length + change.deletes.length > 0) opts.onChange(change);
+        change = { revision: state.revision, puts: [], deletes: [], bad: [] };
+      };
       for (const ev of res.events) {
         const r = BigInt(ev.kv.mod_revision);
+        // One response may carry many revisions (a catch-up, a slow reader): folded together, a claim that lived
+        // for one of them would never be seen. Each revision (one txn) is one change for whoever needs them all.
+        if (opts.everyRevision && r > rev && change.puts.length + change.deletes.length > 0) emit();
         if (r > rev) rev = r;
         const key = ev.kv.key.toString();
         if (ev.type === 'Put') {
@@ -452,9 +470,7 @@ export async function watchCluster(etcd: Etcd3, keys: Keys, opts: WatchClusterOp
           change.deletes.push(key);
         }
       }
-      state.revision = rev.toString();
-      change.revision = state.revision;
-      if (res.events.length > 0) opts.onChange(change);
+      emit();
     };
     const lag = opts.applyDelayMs ?? 0;
     // Timers of one delay fire in the order they were set: the lagging picture still folds in revision order.

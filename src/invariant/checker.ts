@@ -18,7 +18,9 @@ import type { InvariantReport, OwnershipSample, Violation } from './types.js';
 //   away, the previous holder released its kernel first (DESIGN §5), so the first complete read of every backend
 //   that *started after* the change was observed (a `round` fact) must not show it: `heldAfterRelease`. This needs
 //   no time allowance (the real release precedes the real claim change, which precedes its observation), so it
-//   is exact to the backend read period.
+//   is exact to the backend read period. A node may take the bucket again while the round runs (a re-hash
+//   releases and re-acquires at once): a claim of it seen by the round's end (+ claimLagMs) excuses it, and
+//   kernel ⊆ claims covers that stretch instead.
 
 export type Source = OwnershipSample['source'];
 
@@ -53,6 +55,11 @@ export interface BlindFact {
  */
 export interface RoundFact {
   t: number;
+  /**
+   * When the round's last read returned (default t). A read that came after the node claimed the bucket again
+   * shows the new claim's entry: a re-claim seen up to `end` + claimLagMs excuses the holder.
+   */
+  end?: number;
 }
 
 /**
@@ -158,6 +165,8 @@ export class InvariantChecker {
   private readonly intervals: UnownedInterval[] = [];
   private readonly maxUnowned = new Map<string, number>();
   private lastT = -Infinity;
+  /** heldAfterRelease candidates, until when a re-claim of the bucket by the same node would excuse them. */
+  private suspects: { v: Extract<Violation, { kind: 'heldAfterRelease' }>; until: number }[] = [];
   private sampleCount = 0;
   private finished = false;
 
@@ -178,7 +187,18 @@ export class InvariantChecker {
   /** Clamp to the stream's order: sources read on one clock but at slightly different moments. */
   private at(t: number): number {
     if (t > this.lastT) this.lastT = t;
+    if (this.suspects.length > 0) this.confirmSuspects(this.lastT);
     return this.lastT;
+  }
+
+  /** Holders seen after their release whose node did not claim the bucket again in time: violations. */
+  private confirmSuspects(now: number): void {
+    const keep: typeof this.suspects = [];
+    for (const x of this.suspects) {
+      if (x.until < now) this.found.push(x.v);
+      else keep.push(x);
+    }
+    this.suspects = keep;
   }
 
   private bucket(vip: string, bucket: number): BucketState {
@@ -218,7 +238,16 @@ export class InvariantChecker {
     if (sample.source === 'claims' || sample.source === 'backend') {
       const b = this.bucket(sample.vip, sample.bucket);
       if (sample.source === 'claims') {
-        this.claimChanged(b, holders[0] ?? null, sample.lease, sample.t, t, sample.damaged === true);
+        this.claimChanged(
+          sample.vip,
+          sample.bucket,
+          b,
+          holders[0] ?? null,
+          sample.lease,
+          sample.t,
+          t,
+          sample.damaged === true,
+        );
       } else this.backendChanged(b, holders, t);
       this.checkClaimed(sample.vip, sample.bucket, b, t);
     }
@@ -238,6 +267,8 @@ export class InvariantChecker {
 
   /** A new claim value: a transition away from a holder (or incarnation) must find its backend already clear. */
   private claimChanged(
+    vip: string,
+    bucket: number,
     b: BucketState,
     owner: string | null,
     lease: string | undefined,
@@ -253,6 +284,9 @@ export class InvariantChecker {
     if (owner !== null) {
       // The new holder may hold it from now on; a late claim also justifies its recent stretches.
       b.released = b.released.filter((r) => r.node !== owner);
+      this.suspects = this.suspects.filter(
+        (x) => !(x.v.vip === vip && x.v.bucket === bucket && x.v.node === owner && t <= x.until),
+      );
       const h = b.holding.get(owner);
       if (h) h.claimed = true;
       b.unjustified = b.unjustified.filter((u) => !(u.node === owner && u.to + this.claimLagMs >= t));
@@ -290,14 +324,17 @@ export class InvariantChecker {
       for (const r of b.released) {
         if (r.t >= fact.t) keep.push(r);
         else if (b.backendHolders.includes(r.node)) {
-          this.found.push({
-            kind: 'heldAfterRelease',
-            vip,
-            bucket: Number(bs),
-            node: r.node,
-            lease: r.lease,
-            claimAt: r.t,
-            seenAt: fact.t,
+          this.suspects.push({
+            v: {
+              kind: 'heldAfterRelease',
+              vip,
+              bucket: Number(bs),
+              node: r.node,
+              lease: r.lease,
+              claimAt: r.t,
+              seenAt: fact.t,
+            },
+            until: (fact.end ?? fact.t) + this.claimLagMs,
           });
         }
       }
@@ -506,6 +543,7 @@ export class InvariantChecker {
     if (!this.finished) {
       this.finished = true;
       const end = this.at(endMs);
+      this.confirmSuspects(Infinity);
       for (const [k, st] of this.keys) {
         if (st.doubleSince === null) continue;
         const [source, rest] = k.split('|') as [Source, string];
@@ -572,14 +610,17 @@ export function checkTimeline(
 ): InvariantReport & { intervals: UnownedInterval[] } {
   const c = new InvariantChecker(opts.boundMs, opts.claimLagMs, opts.cascadeBoundMs, opts.etcdElectionMs);
   for (const imp of opts.impairments ?? []) c.impair(imp.node, imp.kind, imp.fromMs)(imp.toMs);
-  for (const f of facts) {
-    if (f.type === 'sample') c.observe(f);
-    else if (f.type === 'liveness') c.liveness(f);
-    else if (f.type === 'assignee') c.assignee(f);
-    else if (f.type === 'blind') c.blind(f);
-    else if (f.type === 'round') c.round(f);
-    else if (f.type === 'scope') c.scope(f);
-    else c.leader(f);
-  }
+  for (const f of facts) applyFact(c, f);
   return c.finish(opts.endMs, opts.startedAt);
+}
+
+/** Feed one fact to the checker (the next in time order). */
+export function applyFact(c: InvariantChecker, f: TimelineFact): void {
+  if (f.type === 'sample') c.observe(f);
+  else if (f.type === 'liveness') c.liveness(f);
+  else if (f.type === 'assignee') c.assignee(f);
+  else if (f.type === 'blind') c.blind(f);
+  else if (f.type === 'round') c.round(f);
+  else if (f.type === 'scope') c.scope(f);
+  else c.leader(f);
 }

@@ -55,7 +55,9 @@ export class FilePoller {
       for (const [node, dir] of this.dirs) {
         for (const b of this.readHeld(node, join(dir, vip.address), expiredAt)) perBucket.get(b)?.push(node);
       }
-      const t = Date.now();
+      // Stamped when the round began, as the round fact that follows them is: the checker takes facts in stamp
+      // order, and a round must be checked against the holders its own reads found.
+      const t = roundT;
       for (const [b, hs] of perBucket) {
         hs.sort();
         const k = `${vip.address}#${b}`;

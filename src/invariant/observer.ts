@@ -9,7 +9,8 @@ import {
   type ClusterWatch,
   type StateChange,
 } from '../etcd/store.js';
-import { InvariantChecker, type Impairment, type TimelineFact, type UnownedInterval } from './checker.js';
+import { applyFact, InvariantChecker, type Impairment, type TimelineFact, type UnownedInterval } from './checker.js';
+import { ReorderBuffer } from './reorder.js';
 import type { InvariantReport, Observer, ObserverOptions, OwnershipSample, Violation } from './types.js';
 
 // The invariant observer: the store's prefix watch on the cluster's keys (claims, nodes, leader, assignments, spec),
@@ -60,9 +61,14 @@ export interface FullReport extends InvariantReport {
   intervals: UnownedInterval[];
   /** The observer's own etcd watch failures (last 20), each followed by a reload: facts may have arrived late. */
   watchErrors: string[];
+  /** Facts that arrived after the reorder window of their stamp: checked out of time order (should be 0). */
+  lateFacts: number;
 }
 
 const sampleKey = (vip: string, bucket: number): string => `${vip}#${bucket}`;
+
+/** Longer than any backend read takes to come back (an `nft` per node under load: a few hundred ms). */
+const REORDER_MS = 2000;
 
 export interface GapStats {
   count: number;
@@ -101,24 +107,29 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   let observations = 0;
   const errors: string[] = [];
 
-  const feed = (s: OwnershipSample): void => {
-    checker.observe(s);
-    hist.push(s);
-    facts.push({ type: 'sample', ...s });
+  // Every fact goes to the checker through the reorder buffer, in stamp order (see reorder.ts).
+  const queue = new ReorderBuffer<TimelineFact>(opts.reorderMs ?? REORDER_MS);
+  const release = (now: number): void => {
+    for (const f of queue.release(now)) {
+      applyFact(checker, f);
+      facts.push(f);
+      if (f.type === 'sample') hist.push(f);
+    }
   };
+  const releaser = setInterval(() => release(Date.now()), 100);
+  releaser.unref();
+  const feed = (s: OwnershipSample): void => queue.push({ type: 'sample', ...s });
 
   // Derived facts after every watch batch: liveness, leader, assignees.
   const refreshDerived = (t: number): void => {
     const live = [...state.nodes.keys()].sort();
     if (live.join(',') !== lastLive) {
       lastLive = live.join(',');
-      checker.liveness({ t, live });
-      facts.push({ type: 'liveness', t, live });
+      queue.push({ type: 'liveness', t, live });
     }
     if (state.leader !== lastLeader) {
       lastLeader = state.leader;
-      checker.leader({ t, leader: state.leader });
-      facts.push({ type: 'leader', t, leader: state.leader });
+      queue.push({ type: 'leader', t, leader: state.leader });
     }
     // The spec's buckets per VIP: the checker owes no owner to a bucket (or VIP) the spec no longer has.
     const inSpec = new Map((state.spec?.spec.vips ?? []).map((v) => [v.address, v.buckets]));
@@ -128,8 +139,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       lastScope.set(vip, n);
       pollBuckets.set(vip, Math.max(pollBuckets.get(vip) ?? 0, n));
       filePoll?.setVips(pollVips());
-      checker.scope({ t, vip, buckets: n });
-      facts.push({ type: 'scope', t, vip, buckets: n });
+      queue.push({ type: 'scope', t, vip, buckets: n });
     }
     for (const vip of state.spec?.spec.vips ?? []) {
       const owners = state.assignments.get(vip.address)?.value.owners ?? {};
@@ -143,8 +153,7 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
         }
         if (lastAssignee.get(k) !== a || !lastAssignee.has(k)) {
           lastAssignee.set(k, a);
-          checker.assignee({ t, vip: vip.address, bucket: b, assignee: a });
-          facts.push({ type: 'assignee', t, vip: vip.address, bucket: b, assignee: a });
+          queue.push({ type: 'assignee', t, vip: vip.address, bucket: b, assignee: a });
         }
       }
     }
@@ -206,15 +215,15 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   };
 
   const markBlind = (from: number, to: number): void => {
-    const fact = { t: Date.now(), from, to };
-    checker.blind(fact);
-    facts.push({ type: 'blind', ...fact });
+    queue.push({ type: 'blind', t: Date.now(), from, to });
   };
 
   // One watch implementation for everyone (store.ts): resumes after the last applied event, reloads on failure.
   // The handle, for onChange (which may in principle run before watchCluster returns).
   const ref: { watch?: ClusterWatch } = {};
   const watch = await watchCluster(etcd, keys, {
+    // A claim that lived for one revision of a batched response is a fact too: its holder's kernel may show it.
+    everyRevision: true,
     onChange: (change) => {
       const t = Date.now();
       if (ref.watch) state = ref.watch.state;
@@ -242,8 +251,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   const endRound = (t: number): void => {
     if (lastRoundAt !== undefined) roundGaps.push(t - lastRoundAt);
     lastRoundAt = t;
-    checker.round({ t });
-    facts.push({ type: 'round', t });
+    // Its end is now, when we learn of it: late rather than early, so a re-claim is never missed.
+    queue.push({ type: 'round', t, end: Date.now() });
   };
 
   // Backend poll (file backends): FilePoller rounds, on a worker thread, fed in order.
@@ -344,6 +353,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       await filePoll?.stop();
       await watch.close();
       etcd.close();
+      clearInterval(releaser);
+      release(Infinity);
       const endedAt = Date.now();
       const r = checker.finish(endedAt, startedAt);
       const violations = [...r.violations, ...notConverged];
@@ -355,7 +366,13 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
           detail: `backend file ${path} unreadable: ${msg}`,
         });
       }
-      return { ...r, violations, samples: r.samples + observations, watchErrors: errors.slice(-20) };
+      return {
+        ...r,
+        violations,
+        samples: r.samples + observations,
+        watchErrors: errors.slice(-20),
+        lateFacts: queue.late,
+      };
     },
   };
 }

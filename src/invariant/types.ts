@@ -86,6 +86,8 @@ export interface ObserverOptions {
   /** A backend holder without the claim counts only after this long (the watch and the file poll are two clocks
    *  of observation: an acquire's claim event may arrive after its file write is seen). Default 500. */
   claimLagMs?: number;
+  /** How long a fact may arrive after its stamp and still be checked in time order (ms). Default 2000. */
+  reorderMs?: number;
 }
 
 export interface Observer {

@@ -103,6 +103,79 @@ describe('watchCluster across reconnects', () => {
     }
   }, 60_000);
 
+  it('everyRevision: a claim that lived for one revision of a batched response is seen (a catch-up)', async () => {
+    const keys = keysFor(`batch${process.pid}`);
+    const direct = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
+    const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
+    try {
+      // The picture is read first; the writes land before the watch starts, so etcd sends them as one catch-up.
+      const initial = await loadClusterState(direct, keys);
+      const key = keys.claim('10.0.0.1', 1);
+      await direct.put(key).value('n1').lease(lease); // n1 acquires ...
+      await direct.put(key).value('n4').lease(lease); // ... and hands it to n4 one revision later
+      const pictures = async (everyRevision: boolean): Promise<string[]> => {
+        const seen: string[] = [];
+        const ref: { w?: { state: ClusterState } } = {};
+        const w = await watchCluster(direct, keys, {
+          initial: structuredClone(initial),
+          everyRevision,
+          onChange: () => seen.push(claimsOf(ref.w!.state)['10.0.0.1#1'] ?? '-'),
+        });
+        ref.w = w;
+        for (let i = 0; i < 100 && !seen.includes(`n4@${lease}`); i++) await sleep(20);
+        await w.close();
+        return seen;
+      };
+      expect(await pictures(true)).toEqual([`n1@${lease}`, `n4@${lease}`]);
+      // One change per response: etcd sent both revisions in one, and n1's claim never shows.
+      expect(await pictures(false)).toEqual([`n4@${lease}`]);
+    } finally {
+      direct.close();
+    }
+  }, 30_000);
+
+  it('the observer checks a kernel read in the order it was taken, not the order it came back', async () => {
+    // chaos-netns seed 5 (CI): a read of n1's set started, n1 handed the bucket to n4, the read came back showing
+    // n1. Fed in arrival order, n1's holding began after its claim had gone: heldNeverClaimed.
+    const cluster = `obsorder${process.pid}`;
+    const keys = keysFor(cluster);
+    const direct = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
+    const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
+    const obs = await startObserver({
+      endpoints: etcd.endpoints,
+      cluster,
+      backendDirs: {},
+      unownedBoundMs: 60_000,
+      backendFromRecord: true,
+      claimLagMs: 100,
+    });
+    const owner = async (want: string): Promise<void> => {
+      for (let i = 0; i < 100 && claimsOf(obs.cluster())['10.0.0.1#1'] !== want; i++) await sleep(10);
+      expect(claimsOf(obs.cluster())['10.0.0.1#1']).toBe(want);
+    };
+    try {
+      const key = keys.claim('10.0.0.1', 1);
+      await direct.put(key).value('n1').lease(lease);
+      await owner(`n1@${lease}`);
+      const readStarted = Date.now();
+      await sleep(20);
+      await direct.put(key).value('n4').lease(lease); // n1 let go of its kernel entry after the read passed it
+      await owner(`n4@${lease}`);
+      obs.record({ t: readStarted, source: 'backend', vip: '10.0.0.1', bucket: 1, holders: ['n1'] });
+      obs.round(readStarted);
+      await sleep(30);
+      const next = Date.now();
+      obs.record({ t: next, source: 'backend', vip: '10.0.0.1', bucket: 1, holders: ['n4'] });
+      obs.round(next);
+      const report = await obs.stop();
+      expect(report.violations).toEqual([]);
+      expect(report.lateFacts).toBe(0);
+    } finally {
+      await obs.stop().catch(() => undefined);
+      direct.close();
+    }
+  }, 30_000);
+
   it("the invariant observer (the same watch) feeds its checker every claim's holder and lease", async () => {
     const cluster = `obswatch${process.pid}`;
     const keys = keysFor(cluster);

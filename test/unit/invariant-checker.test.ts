@@ -396,6 +396,38 @@ describe('legal transitions and holders without any claim', () => {
     ]);
   });
 
+  it('a node that claims the bucket again while the round reads may show the new entry; after the round, not', () => {
+    // A re-hash: a releases (kernel, then claim) and re-acquires (claim, then kernel) within one backend round.
+    const during = new InvariantChecker(10_000, 500);
+    during.observe(claim(0, ['a']));
+    during.observe(back(5, ['a']));
+    during.observe(claim(100, [])); // released ...
+    during.observe(back(110, ['a'])); // ... the round from 110 read a's set after its re-add
+    during.round({ t: 110, end: 200 }); // (facts come in stamp order: a round is stamped when it started)
+    during.observe(claim(180, ['a'])); // the re-claim, seen before the round's end (200) + the lag
+    during.observe(back(230, ['a']));
+    expect(kinds(during, 1000)).toEqual([]);
+    // The same round with the re-claim seen long after it ended: a held the bucket across its release.
+    const after = new InvariantChecker(10_000, 500);
+    after.observe(claim(0, ['a']));
+    after.observe(back(5, ['a']));
+    after.observe(claim(100, []));
+    after.observe(back(110, ['a']));
+    after.round({ t: 110, end: 200 });
+    after.observe(claim(900, ['a']));
+    expect(kinds(after, 2000)).toContain('heldAfterRelease');
+    // Another node's claim excuses nothing.
+    const other = new InvariantChecker(10_000, 500);
+    other.observe(claim(0, ['a']));
+    other.observe(back(5, ['a']));
+    other.observe(claim(100, []));
+    other.observe(back(110, ['a']));
+    other.round({ t: 110, end: 200 });
+    other.observe(claim(150, ['b']));
+    other.observe(back(160, []));
+    expect(kinds(other, 2000)).toContain('heldAfterRelease');
+  });
+
   it('garbage over a claim is no release: its holder owes a release within the claim lag, not before', () => {
     const damaged = (t: number): OwnershipSample => ({ ...claim(t, []), damaged: true });
     const quick = new InvariantChecker(10_000, 500);
@@ -505,9 +537,11 @@ describe('legal transitions and holders without any claim', () => {
           const bad = new InvariantChecker(100_000, 500);
           let t = 0;
           let prev: string | null = null;
-          let expectBad = false;
+          // Late releases, each excused if its node claims the bucket again by its round's end + the claim lag.
+          const late: { node: string; until: number; excused: boolean }[] = [];
           for (const s of steps) {
             const changed = s.owner !== prev;
+            if (changed && s.owner) for (const l of late) if (l.node === s.owner && t <= l.until) l.excused = true;
             // ok: kernel before claim. bad: for `late` steps, the old holder lets go 1 ms after the claim moved.
             if (prev && changed) ok.observe(back(t, []));
             if (changed) {
@@ -518,7 +552,7 @@ describe('legal transitions and holders without any claim', () => {
                 // A round inside the overlap (it starts after the claim moved, before the release).
                 bad.round({ t: t + 1 });
                 bad.observe(back(Math.max(t + 1, r), []));
-                expectBad = true;
+                late.push({ node: prev, until: t + 1 + 500, excused: false });
               } else {
                 if (prev) bad.observe(back(t, []));
                 bad.observe(claim(t, s.owner ? [s.owner] : []));
@@ -534,7 +568,7 @@ describe('legal transitions and holders without any claim', () => {
           }
           expect(ok.finish(t, 0).violations).toEqual([]);
           const badKinds = bad.finish(t, 0).violations.map((v) => v.kind);
-          expect(badKinds.includes('heldAfterRelease')).toBe(expectBad);
+          expect(badKinds.includes('heldAfterRelease')).toBe(late.some((l) => !l.excused));
         },
       ),
       { numRuns: 1000 },
