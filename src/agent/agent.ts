@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
-import type { Backend } from '../backends/backend.js';
+import type { Backend, BackendDescription } from '../backends/backend.js';
 import type { NodeConfig } from '../config/types.js';
 import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, type Keys } from '../etcd/keys.js';
@@ -60,6 +60,11 @@ export class Agent extends EventEmitter {
   private readonly etcd: Etcd3;
   private readonly keepaliveClients: Etcd3[];
   private backend!: Backend;
+
+  /** The backend as it describes itself (after start: which kernel path it chose, for the start line). */
+  describeBackend(): BackendDescription | null {
+    return this.backend?.describe() ?? null;
+  }
   private fence!: FenceTimer;
   private kernel!: KernelGate;
   private watch!: ClusterWatch;
@@ -275,7 +280,7 @@ export class Agent extends EventEmitter {
       emit,
       snapshot: () => ({
         held: Object.fromEntries([...this.kernel.held].map(([vip, s]) => [vip, [...s].sort((a, b) => a - b)])),
-        backend: this.backend.kind,
+        backend: backendLabel(this.backend.describe()),
         fenced: this.session.state.state === 'fenced',
         lastError: this.kernel.lastError?.message.slice(0, 2000) ?? null,
         lastErrorAt: this.kernel.lastError?.at.toISOString() ?? null,
@@ -658,4 +663,11 @@ export class Agent extends EventEmitter {
     this.phase = { phase: 'stopped' };
     this.emitEvent({ event: 'shutdown', phase: 'done' });
   }
+}
+
+/** The backend as status shows it: its kind, and the nftables backend's kernel path ("nftables (libnftables)"). */
+function backendLabel(d: BackendDescription): string {
+  return typeof d.detail.transport === 'string' && d.detail.transport !== 'unopened'
+    ? `${d.kind} (${d.detail.transport})`
+    : d.kind;
 }

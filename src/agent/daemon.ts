@@ -325,8 +325,16 @@ export async function runAgentDaemon(cfg: NodeConfig, opts: DaemonOptions = {}):
   // Not awaited: a signal during start-up must not wait for a start() that may hang on an unreachable etcd.
   void agent.start().then(
     () => {
-      if (signals === 0)
-        log.info({ op: 'agent', event: 'started', cluster: cfg.cluster, backend: cfg.backend.kind }, 'agent running');
+      if (signals === 0) {
+        const detail = agent.describeBackend()?.detail ?? {};
+        // Which kernel path the nftables backend took, and why not the library when it fell back.
+        const path = detail.transport === undefined ? {} : { transport: detail.transport };
+        const fallback = detail.transportFallback === undefined ? {} : { reason: detail.transportFallback };
+        log.info(
+          { op: 'agent', event: 'started', cluster: cfg.cluster, backend: cfg.backend.kind, ...path, ...fallback },
+          'agent running',
+        );
+      }
     },
     (err: Error) => {
       if (signals === 0 && stopping === null) {

@@ -9,7 +9,13 @@ import { FENCED, type FenceWorkerData, type FromWorker, type ToWorker } from './
 const data = workerData as FenceWorkerData;
 const deadline = new Float64Array(data.sab, 0, 1);
 const flags = new Int32Array(data.sab, 8, 2);
-const backend = makeBackend(data.backend, data.nodeId, data.stateDir);
+// libnftables keeps process-wide state (its interface cache) that two threads must not share: the main thread's
+// backend may use it, so this one spawns `nft`. It runs only when the main loop missed its deadline.
+const backend = makeBackend(
+  data.backend.kind === 'nftables' ? { ...data.backend, transport: 'nft' } : data.backend,
+  data.nodeId,
+  data.stateDir,
+);
 const port = parentPort;
 if (!port) throw new Error('fenceWorker must run as a worker thread');
 

@@ -23,7 +23,10 @@ import {
   type TableListing,
   type TimeoutRenewal,
 } from './nftRuleset.js';
-import { execaRunner, tail, type RunResult, type Runner } from './run.js';
+import type { NftTransportChoice } from '../config/types.js';
+import { tail, type Runner } from './run.js';
+import { openLibnftables } from './libnftables.js';
+import { ProcessTransport, type NftResult, type NftTransport } from './nftTransport.js';
 import { Serial } from './serial.js';
 import { checkBucket, checkDistinctVips, checkHoldMs, checkIpv4, checkNftName, checkVip } from './validate.js';
 
@@ -36,6 +39,11 @@ export interface NftablesBackendOptions {
   arpMangle?: boolean;
   /** Run nft inside this network namespace (`ip netns exec NS nft …`); for tests and benchmarks. */
   netns?: string;
+  /**
+   * libnftables in process, or an `nft` process per command. Default `auto`: the library, unless it cannot be
+   * loaded, `nftPath` names another binary than `nft` (a wrapper the operator wants run) or `netns` is set.
+   */
+  transport?: NftTransportChoice;
   /** Timeout of one nft command. Default 5 s. */
   commandTimeoutMs?: number;
   /** Injected for unit tests; default execa. */
@@ -61,7 +69,11 @@ export class NftablesBackend implements Backend {
   private readonly arpMangle: boolean;
   private readonly netns: string | undefined;
   private readonly timeoutMs: number;
-  private readonly run: Runner;
+  private readonly run: Runner | undefined;
+  private readonly choice: NftTransportChoice;
+  private transport: NftTransport | undefined;
+  /** Why `auto` fell back to `nft` (null: it did not, or it was not asked to try). */
+  private fallback: string | null = null;
   private readonly serial = new Serial();
   private vips: Map<string, VipSpec> | undefined;
   private spec: ClusterSpec | undefined;
@@ -76,7 +88,8 @@ export class NftablesBackend implements Backend {
     this.arpMangle = opts.arpMangle ?? false;
     this.netns = opts.netns;
     this.timeoutMs = opts.commandTimeoutMs ?? 5000;
-    this.run = opts.run ?? execaRunner;
+    this.run = opts.run;
+    this.choice = opts.transport ?? 'auto';
     this.renewal = opts.renewal;
   }
 
@@ -186,6 +199,8 @@ export class NftablesBackend implements Backend {
       detail: {
         table: this.table,
         nft: this.nftPath,
+        transport: this.transport?.kind ?? 'unopened',
+        ...(this.fallback ? { transportFallback: this.fallback } : {}),
         arpMangle: this.arpMangle,
         timeoutRenewal: this.renewal ?? 'unprobed',
         ...(this.netns ? { netns: this.netns } : {}),
@@ -195,6 +210,10 @@ export class NftablesBackend implements Backend {
 
   async close(): Promise<void> {
     // The table stays: removing it would make this node accept every bucket; element timeouts do the rest.
+    await this.serial.run(async () => {
+      this.transport?.close();
+      this.transport = undefined;
+    });
   }
 
   private call<T>(op: () => Promise<T>): Promise<T> {
@@ -240,12 +259,17 @@ export class NftablesBackend implements Backend {
   }
 
   private async preflight(): Promise<void> {
-    const v = await this.nft(['--version']);
-    if (v.exitCode !== 0) throw new BackendError('unsupported', `${this.nftPath} --version failed: ${tail(v.stderr)}`);
-    const verdict = checkNftVersion(v.stdout);
-    if (!verdict.ok) throw new BackendError('unsupported', verdict.message);
+    const t = await this.open();
+    // The library has no version call; the probe below tests what the backend needs of it.
+    if (t instanceof ProcessTransport) {
+      const v = await t.version();
+      if (v.exitCode !== 0)
+        throw new BackendError('unsupported', `${this.nftPath} --version failed: ${tail(v.stderr)}`);
+      const verdict = checkNftVersion(v.stdout);
+      if (!verdict.ok) throw new BackendError('unsupported', verdict.message);
+    }
     // Check mode: the kernel validates the transaction and nothing is committed.
-    const p = await this.nft(['-c', '-f', '-'], probeBatch(`${this.table}_probe`));
+    const p = await t.batch(probeBatch(`${this.table}_probe`), { check: true });
     if (p.exitCode !== 0) {
       throw new BackendError(
         'unsupported',
@@ -263,22 +287,22 @@ export class NftablesBackend implements Backend {
         ['create', b.create],
         ['renew', b.renew],
       ] as const) {
-        const r = await this.nft(['-f', '-'], text);
+        const r = await (await this.open()).batch(text);
         if (r.exitCode !== 0)
           throw new BackendError('unsupported', `nft timeout probe (${what}) failed: ${tail(r.stderr)}`);
       }
-      const l = await this.nft(['-j', 'list', 'set', 'ip', `${this.table}_probe`, 's']);
+      const l = await (await this.open()).json(['list', 'set', 'ip', `${this.table}_probe`, 's']);
       if (l.exitCode !== 0) throw new BackendError('unsupported', `nft timeout probe (list) failed: ${tail(l.stderr)}`);
       return renewalFromProbeListing(l.stdout);
     } finally {
-      await this.nft(['-f', '-'], b.drop).catch(() => undefined);
+      await (await this.open()).batch(b.drop).catch(() => undefined);
     }
   }
 
   /** `nft -j list table ip <table>`; null when the table does not exist. */
   private async list(): Promise<TableListing | null> {
     this.lastCall.lists++;
-    const r = await this.nft(['-j', 'list', 'table', 'ip', this.table]);
+    const r = await (await this.open()).json(['list', 'table', 'ip', this.table]);
     if (r.exitCode !== 0) {
       if (/No such file or directory/.test(r.stderr)) return null;
       throw this.failure('list', r);
@@ -292,7 +316,7 @@ export class NftablesBackend implements Backend {
 
   private async batch(text: string, what: string): Promise<void> {
     this.lastCall.batches++;
-    const r = await this.nft(['-f', '-'], text);
+    const r = await (await this.open()).batch(text);
     if (r.exitCode === 0) return;
     if (/No such file or directory/.test(r.stderr)) {
       throw new MissingObjectError(
@@ -302,22 +326,38 @@ export class NftablesBackend implements Backend {
     throw this.failure(what, r);
   }
 
-  private async nft(args: string[], input?: string): Promise<RunResult> {
-    const [file, argv] = this.netns
-      ? ['ip', ['netns', 'exec', this.netns, this.nftPath, ...args]]
-      : [this.nftPath, args];
-    const r = await this.run(file, argv, { timeoutMs: this.timeoutMs, ...(input !== undefined ? { input } : {}) });
-    if (r.spawnError) {
-      throw new BackendError(
-        'unsupported',
-        `cannot run ${file} (${r.spawnError}); the nftables backend needs nft (Debian: apt-get install nftables)`,
-      );
+  /** The transport, chosen at the first call (see `transport` in the options). */
+  private async open(): Promise<NftTransport> {
+    if (this.transport) return this.transport;
+    const proc = (): ProcessTransport =>
+      new ProcessTransport({
+        nftPath: this.nftPath,
+        timeoutMs: this.timeoutMs,
+        ...(this.netns ? { netns: this.netns } : {}),
+        ...(this.run ? { run: this.run } : {}),
+      });
+    const why = this.libraryUnfit();
+    if (this.choice === 'libnftables' && why) throw new BackendError('unsupported', `libnftables: ${why}`);
+    if (this.choice === 'nft' || why) return (this.transport = proc());
+    const lib = await openLibnftables();
+    if (this.transport) return this.transport; // a concurrent first call got there first
+    if ('error' in lib) {
+      if (this.choice === 'libnftables') throw new BackendError('unsupported', lib.error);
+      this.fallback = lib.error;
+      return (this.transport = proc());
     }
-    if (r.timedOut) throw new BackendError('transient', `nft ${args.join(' ')} timed out after ${this.timeoutMs} ms`);
-    return r;
+    return (this.transport = lib);
   }
 
-  private failure(what: string, r: RunResult): BackendError {
+  /** Why the library cannot stand in for the configured `nft` here (null: it can). */
+  private libraryUnfit(): string | null {
+    if (this.netns) return `it runs in the agent's own network namespace, not in ${this.netns}`;
+    if (this.nftPath !== 'nft') return `nftPath ${this.nftPath} is not the plain nft it would replace`;
+    if (this.run) return 'a command runner was injected';
+    return null;
+  }
+
+  private failure(what: string, r: NftResult): BackendError {
     const msg = `nft ${what} failed (exit ${r.exitCode}): ${tail(r.stderr)}`;
     if (/Operation not permitted/.test(r.stderr))
       return new BackendError('unsupported', `${msg} (the nftables backend must run as root or with CAP_NET_ADMIN)`);

@@ -188,7 +188,7 @@ async function gracefulGaps(ctx: BenchContext, rounds: number, etcdOnTmpfs: bool
 
 export async function procStat(
   pid: number,
-): Promise<{ rssMb: number; anonMb: number; pssMb: number; cpuTicks: number }> {
+): Promise<{ rssMb: number; anonMb: number; pssMb: number; cpuTicks: number; childTicks: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   const anonKb = Number(/RssAnon:\s+(\d+)/.exec(status)?.[1] ?? NaN);
@@ -201,6 +201,29 @@ export async function procStat(
     anonMb: anonKb / 1024,
     pssMb: pssKb / 1024,
     cpuTicks: Number(stat[11]) + Number(stat[12]),
+    // cutime + cstime: the children it waited for (the nft processes of the process path).
+    childTicks: Number(stat[13]) + Number(stat[14]),
+  };
+}
+
+export type ProcStat = Awaited<ReturnType<typeof procStat>>;
+
+/** CPU (percent of one core: own, and of the children reaped) of each process over a window, and its memory after. */
+export async function cpuOver(
+  pids: readonly number[],
+  windowMs: number,
+): Promise<{ after: ProcStat[]; cpuPct: number[]; childPct: number[] }> {
+  const before = await Promise.all(pids.map(procStat));
+  const t0 = Date.now();
+  await new Promise((r) => setTimeout(r, windowMs));
+  const after = await Promise.all(pids.map(procStat));
+  const secs = (Date.now() - t0) / 1000;
+  // Clock ticks are 1/100 s on Linux.
+  const pct = (ticks: number) => (ticks / 100 / secs) * 100;
+  return {
+    after,
+    cpuPct: after.map((a, i) => pct(a.cpuTicks - before[i]!.cpuTicks)),
+    childPct: after.map((a, i) => pct(a.childTicks - before[i]!.childTicks)),
   };
 }
 
@@ -210,18 +233,15 @@ async function idle(
   const bed = await startBed(2, false);
   try {
     await new Promise((r) => setTimeout(r, 2000));
-    const pids = [...bed.agents.values()].map((a) => a.pid);
-    const before = await Promise.all(pids.map(procStat));
-    const t0 = Date.now();
-    await new Promise((r) => setTimeout(r, windowMs));
-    const after = await Promise.all(pids.map(procStat));
-    const secs = (Date.now() - t0) / 1000;
-    // Clock ticks are 1/100 s on Linux.
+    const { after, cpuPct } = await cpuOver(
+      [...bed.agents.values()].map((a) => a.pid),
+      windowMs,
+    );
     return {
       rssMb: after.map((a) => a.rssMb),
       anonMb: after.map((a) => a.anonMb),
       pssMb: after.map((a) => a.pssMb),
-      cpuPct: after.map((a, i) => ((a.cpuTicks - before[i]!.cpuTicks) / 100 / secs) * 100),
+      cpuPct,
     };
   } finally {
     await bed.close();

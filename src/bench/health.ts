@@ -12,7 +12,7 @@ import { writeSpec } from '../etcd/spec.js';
 import { agentMainPath, spawnAgent, type AgentProcess } from '../localcluster/agentProcess.js';
 import { buildDataplane } from '../netns/dataplane.js';
 import { runTakeover, serviceCheckArgs } from '../netns/scenarios.js';
-import { procStat } from './agent.js';
+import { cpuOver } from './agent.js';
 import { summarize, type BenchContext, type BenchRow, type BenchSuite } from './types.js';
 
 // Service health (issue #12): how long a dead service black-holes its clients now (kill the server on one node of
@@ -128,12 +128,10 @@ async function checkCpu(ctx: BenchContext, windowMs: number): Promise<BenchRow[]
       );
     }
     await new Promise((r) => setTimeout(r, 3000));
-    const before = await Promise.all(agents.map((a) => procStat(a.pid)));
-    const t0 = Date.now();
-    await new Promise((r) => setTimeout(r, windowMs));
-    const after = await Promise.all(agents.map((a) => procStat(a.pid)));
-    const secs = (Date.now() - t0) / 1000;
-    const pct = after.map((a, i) => ((a.cpuTicks - before[i]!.cpuTicks) / 100 / secs) * 100);
+    const { cpuPct: pct } = await cpuOver(
+      agents.map((a) => a.pid),
+      windowMs,
+    );
     ctx.log(`health: agent CPU with 3 checks at 1 s ${pct[0]!.toFixed(2)} %, without ${pct[1]!.toFixed(2)} %`);
     return [
       {
@@ -143,7 +141,7 @@ async function checkCpu(ctx: BenchContext, windowMs: number): Promise<BenchRow[]
         value: Math.round(pct[0]! * 100) / 100,
         samples: 1,
         target: { op: '<=', value: 1 },
-        note: `percent of one core over ${Math.round(secs)} s; the same agent without checks: ${pct[1]!.toFixed(2)} %`,
+        note: `percent of one core over ${Math.round(windowMs / 1000)} s; the same agent without checks: ${pct[1]!.toFixed(2)} %`,
       },
     ];
   } finally {

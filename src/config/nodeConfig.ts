@@ -360,7 +360,13 @@ function build(r: ReadonlyMap<NodeOptionKey, Resolved>): NodeConfig {
       backend = { kind, dir: v('backendDir') };
       break;
     case 'nftables':
-      backend = { kind, table: v('nftTable'), nftPath: v('nftPath'), arpMangle: v('nftArpMangle') };
+      backend = {
+        kind,
+        table: v('nftTable'),
+        nftPath: v('nftPath'),
+        arpMangle: v('nftArpMangle'),
+        transport: v('nftTransport'),
+      };
       break;
     case 'clusterip':
       backend = {

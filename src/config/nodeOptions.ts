@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { NODE_ID_RE } from './nodeId.js';
 import { checksSchema } from './checks.js';
 import { expected, expectedRedacted, expectedSecret } from './issues.js';
-import { BACKEND_KINDS, type BackendKind, type LogLevel } from './types.js';
+import { BACKEND_KINDS, NFT_TRANSPORTS, type BackendKind, type LogLevel } from './types.js';
 
 // The one table of node settings. It drives the commander options, the environment variables, the YAML file
 // schema, the defaults and docs/configuration.md, so a setting cannot exist in one place and not another.
@@ -57,6 +57,7 @@ export type NodeOptionKey =
   | 'nftTable'
   | 'nftPath'
   | 'nftArpMangle'
+  | 'nftTransport'
   | 'clusteripProcDir'
   | 'clusteripManageRule'
   | 'iptablesPath'
@@ -330,6 +331,19 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     default: () => 'nft',
     defaultText: 'nft',
     description: 'nftables backend: the nft binary.',
+  },
+  {
+    key: 'nftTransport',
+    flag: 'nft-transport',
+    valueName: NFT_TRANSPORTS.join('|'),
+    yaml: ['backend', 'nftTransport'],
+    type: 'string',
+    schema: z.enum(NFT_TRANSPORTS, { error: expected(`one of ${NFT_TRANSPORTS.join(', ')}`) }),
+    backend: 'nftables',
+    default: () => 'auto',
+    defaultText: 'auto',
+    description:
+      'nftables backend: libnftables in process (no process per change), an nft process per command, or auto: the library unless it cannot be loaded, nftPath is not plain nft, or the agent runs nft in another namespace.',
   },
   {
     key: 'nftArpMangle',

@@ -5,6 +5,9 @@ export const HASH_MODES = ['sourceip', 'sourceip-sourceport', 'sourceip-sourcepo
 export type HashMode = (typeof HASH_MODES)[number];
 
 export const BACKEND_KINDS = ['clusterip', 'nftables', 'file', 'exec'] as const;
+/** How the nftables backend reaches the kernel: libnftables in process, an `nft` process, or the first that works. */
+export const NFT_TRANSPORTS = ['auto', 'libnftables', 'nft'] as const;
+export type NftTransportChoice = (typeof NFT_TRANSPORTS)[number];
 export type BackendKind = (typeof BACKEND_KINDS)[number];
 
 /** The most buckets one VIP may have, per backend. CLUSTERIP's proc interface stops at 16. */
@@ -49,7 +52,7 @@ export interface ClusterSpec {
 
 export type BackendConfig =
   | { kind: 'file'; dir: string }
-  | { kind: 'nftables'; table: string; nftPath: string; arpMangle: boolean }
+  | { kind: 'nftables'; table: string; nftPath: string; arpMangle: boolean; transport: NftTransportChoice }
   | { kind: 'clusterip'; procDir: string; manageRule: boolean; iptablesPath: string }
   | { kind: 'exec'; command: string[]; timeoutMs: number };
 

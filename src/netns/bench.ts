@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { BenchContext, BenchRow, BenchSuite } from '../bench/types.js';
 import { summarize } from '../bench/types.js';
+import { cpuOver } from '../bench/agent.js';
 import { agentMainPath } from '../localcluster/agentProcess.js';
 import { SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
 import { buildDataplane } from './dataplane.js';
@@ -22,10 +23,65 @@ export const dataplaneBench: BenchSuite = async (ctx) => {
   }
   const rows: BenchRow[] = [];
   rows.push(...(await topologyRows(ctx)));
-  if (existsSync(agentMainPath())) rows.push(...(await takeoverRows(ctx)));
-  else ctx.log(`dataplane: agent rows skipped (${agentMainPath()} missing: npm run build)`);
+  if (existsSync(agentMainPath())) {
+    rows.push(...(await idleRows(ctx)));
+    rows.push(...(await takeoverRows(ctx)));
+  } else ctx.log(`dataplane: agent rows skipped (${agentMainPath()} missing: npm run build)`);
   return rows;
 };
+
+/**
+ * Idle agents with the nftables backend, side by side per kernel path (DESIGN §16): CPU of the agent and of the
+ * children it reaped (the nft processes), and memory, over a quiet window of a settled 3-node cluster.
+ */
+export async function idleRows(ctx: BenchContext): Promise<BenchRow[]> {
+  const windowMs = ctx.quick ? 5000 : 20_000;
+  const out: BenchRow[] = [];
+  const measured: Record<string, number> = {};
+  for (const transport of ['libnftables', 'nft'] as const) {
+    ctx.log(`dataplane: idle agents, nftables through ${transport}, ${windowMs / 1000} s`);
+    const dp = await buildDataplane({ sources: 30, leaseTtlSeconds: TTL_S, agentArgs: ['--nft-transport', transport] });
+    try {
+      await dp.waitSettled({ timeoutMs: 45_000 });
+      await new Promise((r) => setTimeout(r, 2000));
+      const {
+        after,
+        cpuPct: own,
+        childPct: kids,
+      } = await cpuOver(
+        [...dp.agents.values()].map((a) => a.pid),
+        windowMs,
+      );
+      const total = own.map((o, i) => o + kids[i]!);
+      const worst = Math.max(...total);
+      measured[transport] = worst;
+      const other =
+        transport === 'nft' && measured.libnftables ? `; libnftables: ${measured.libnftables.toFixed(2)} %` : '';
+      out.push({
+        group: 'dataplane',
+        name: `agent idle CPU, nftables through ${transport} (agent + its nft children), 3 agents, TTL ${TTL_S} s`,
+        unit: '%',
+        value: Math.round(worst * 100) / 100,
+        samples: total.length,
+        ...(transport === 'libnftables' ? { target: { op: '<=' as const, value: 0.3 } } : {}),
+        note:
+          `percent of one core, worst agent; own ${Math.max(...own).toFixed(2)} %, children ${Math.max(...kids).toFixed(2)} %` +
+          other,
+      });
+      out.push({
+        group: 'dataplane',
+        name: `agent RSS, idle, nftables through ${transport}`,
+        unit: 'MB',
+        value: Math.round(Math.max(...after.map((a) => a.rssMb))),
+        samples: after.length,
+        note: `private (RssAnon) ${Math.round(Math.max(...after.map((a) => a.anonMb)))} MB, PSS ${Math.round(Math.max(...after.map((a) => a.pssMb)))} MB`,
+      });
+    } finally {
+      await dp.destroy();
+    }
+  }
+  return out;
+}
 
 async function topologyRows(ctx: BenchContext): Promise<BenchRow[]> {
   const reps = ctx.quick ? 2 : 5;

@@ -118,3 +118,17 @@ describe('nftables backend start-up checks', () => {
     expect(calls[0]).toBe('ip netns exec cipha-x nft --version');
   });
 });
+
+describe('nftables backend: kernel path', () => {
+  it('spawns nft for a wrapped nftPath, a netns or an injected runner; libnftables refuses what it cannot do', async () => {
+    const refuse = new NftablesBackend({ transport: 'libnftables', netns: 'cipha-x' });
+    await expect(refuse.read()).rejects.toThrow(/libnftables: it runs in the agent's own network namespace/);
+    const wrapped = new NftablesBackend({ nftPath: '/nonexistent/nft-wrapper' });
+    await expect(wrapped.read()).rejects.toThrow(/cannot run \/nonexistent\/nft-wrapper/);
+    expect(wrapped.describe().detail.transport).toBe('nft');
+    const { run } = scripted(() => res(0, '{"nftables": []}'));
+    const injected = new NftablesBackend({ run, transport: 'auto' });
+    await injected.read();
+    expect(injected.describe().detail.transport).toBe('nft');
+  });
+});

@@ -59,7 +59,7 @@ describe('node config defaults', () => {
       weight: 1,
       etcd: { endpoints: ['http://127.0.0.1:2379'], requestTimeoutMs: 1000 },
       cluster: 'default',
-      backend: { kind: 'nftables', table: 'clusterip_ha', nftPath: 'nft', arpMangle: false },
+      backend: { kind: 'nftables', table: 'clusterip_ha', nftPath: 'nft', arpMangle: false, transport: 'auto' },
       leaseTtlSeconds: 2,
       fenceMarginMs: 500,
       metricsListen: { host: '127.0.0.1', port: 9477 },
