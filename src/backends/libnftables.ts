@@ -1,3 +1,4 @@
+import { BackendError } from '../errors.js';
 import type { NftResult, NftTransport } from './nftTransport.js';
 
 // libnftables in process (DESIGN §16): the same batch text `nft -f -` reads, parsed and committed by the library
@@ -10,7 +11,7 @@ import type { NftResult, NftTransport } from './nftTransport.js';
 const OUTPUT_JSON = 1 << 4;
 const SONAME = 'libnftables.so.1';
 
-interface Lib {
+export interface Lib {
   ctxNew: (flags: number) => unknown;
   ctxFree: (ctx: unknown) => void;
   bufferOutput: (ctx: unknown) => number;
@@ -47,7 +48,7 @@ async function loadLib(): Promise<Lib> {
  * A libnftables context, or why there is none (no koffi, no libnftables.so.1, no context). Loading is tried once
  * per process; a failure is the reason the backend falls back to spawning `nft`.
  */
-export async function openLibnftables(): Promise<LibnftablesTransport | { error: string }> {
+export async function openLibnftables(timeoutMs: number): Promise<LibnftablesTransport | { error: string }> {
   try {
     loaded ??= loadLib();
     const lib = await loaded;
@@ -57,7 +58,7 @@ export async function openLibnftables(): Promise<LibnftablesTransport | { error:
       lib.ctxFree(ctx);
       return { error: 'nft_ctx_buffer_output failed' };
     }
-    return new LibnftablesTransport(lib, ctx);
+    return new LibnftablesTransport(lib, ctx, timeoutMs);
   } catch (err) {
     return { error: `cannot load ${SONAME} through koffi: ${(err as Error).message}` };
   }
@@ -66,11 +67,18 @@ export async function openLibnftables(): Promise<LibnftablesTransport | { error:
 export class LibnftablesTransport implements NftTransport {
   readonly kind = 'libnftables' as const;
   private closed = false;
+  /** A command outlived its timeout: its thread still owns the context, which may never be used or freed again. */
+  private hung = false;
 
   constructor(
     private readonly lib: Lib,
     private readonly ctx: unknown,
+    private readonly timeoutMs: number,
   ) {}
+
+  get usable(): boolean {
+    return !this.closed && !this.hung;
+  }
 
   batch(text: string, opts: { check?: boolean } = {}): Promise<NftResult> {
     return this.exec(text, { check: opts.check ?? false, json: false });
@@ -81,32 +89,45 @@ export class LibnftablesTransport implements NftTransport {
   }
 
   private async exec(text: string, mode: { check: boolean; json: boolean }): Promise<NftResult> {
-    if (this.closed) throw new Error('libnftables context closed');
+    if (!this.usable) throw new BackendError('transient', 'libnftables context closed or hung');
     const started = performance.now();
     const { lib, ctx } = this;
+    let out = '';
+    let err = '';
     const flags = lib.getFlags(ctx);
     lib.setFlags(ctx, mode.json ? flags | OUTPUT_JSON : flags & ~OUTPUT_JSON);
     lib.setDryRun(ctx, mode.check);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.hung = true;
+        reject(new BackendError('transient', `libnftables: command timed out after ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+    });
     let rc: number;
     try {
-      rc = await new Promise<number>((resolve, reject) =>
-        lib.run.async(ctx, text, (err, r) => (err ? reject(err as Error) : resolve(r))),
-      );
+      rc = await Promise.race([
+        new Promise<number>((resolve, reject) =>
+          lib.run.async(ctx, text, (err, r) => (err ? reject(err as Error) : resolve(r))),
+        ),
+        timedOut,
+      ]);
     } finally {
-      lib.setDryRun(ctx, false);
+      clearTimeout(timer);
+      // Read (and so rewind) both buffers after every finished command, failed or not: the next starts empty.
+      if (!this.hung) {
+        lib.setDryRun(ctx, false);
+        out = lib.outputBuffer(ctx) ?? '';
+        err = lib.errorBuffer(ctx) ?? '';
+      }
     }
-    // Read (and so rewind) both buffers after every command: the next one starts empty.
-    return {
-      exitCode: rc === 0 ? 0 : 1,
-      stdout: lib.outputBuffer(ctx) ?? '',
-      stderr: lib.errorBuffer(ctx) ?? '',
-      durationMs: performance.now() - started,
-    };
+    return { exitCode: rc === 0 ? 0 : 1, stdout: out, stderr: err, durationMs: performance.now() - started };
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.lib.ctxFree(this.ctx);
+    // A hung command's thread still uses the context: leak it rather than free it under that thread.
+    if (!this.hung) this.lib.ctxFree(this.ctx);
   }
 }

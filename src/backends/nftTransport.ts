@@ -14,6 +14,8 @@ export interface NftResult {
 
 export interface NftTransport {
   readonly kind: 'libnftables' | 'nft';
+  /** False once closed, or (libnftables) after a command hung: the backend opens a fresh one. */
+  readonly usable: boolean;
   /** A batch as `nft -f -` reads it; `check`: validate against the kernel, commit nothing (`nft -c`). */
   batch(text: string, opts?: { check?: boolean }): Promise<NftResult>;
   /** One command with JSON output (`nft -j <command>`). */
@@ -32,6 +34,7 @@ export interface ProcessTransportOptions {
 /** `nft` as a child process per command: the fallback, and the path of a wrapped `nftPath` or a foreign netns. */
 export class ProcessTransport implements NftTransport {
   readonly kind = 'nft' as const;
+  readonly usable = true;
   private readonly run: Runner;
 
   constructor(private readonly o: ProcessTransportOptions) {

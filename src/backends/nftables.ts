@@ -74,6 +74,8 @@ export class NftablesBackend implements Backend {
   private transport: NftTransport | undefined;
   /** Why `auto` fell back to `nft` (null: it did not, or it was not asked to try). */
   private fallback: string | null = null;
+  /** After close(), a later call (a bug, or a last read) spawns nft rather than leak a new library context. */
+  private closed = false;
   private readonly serial = new Serial();
   private vips: Map<string, VipSpec> | undefined;
   private spec: ClusterSpec | undefined;
@@ -211,6 +213,7 @@ export class NftablesBackend implements Backend {
   async close(): Promise<void> {
     // The table stays: removing it would make this node accept every bucket; element timeouts do the rest.
     await this.serial.run(async () => {
+      this.closed = true;
       this.transport?.close();
       this.transport = undefined;
     });
@@ -260,14 +263,11 @@ export class NftablesBackend implements Backend {
 
   private async preflight(): Promise<void> {
     const t = await this.open();
-    // The library has no version call; the probe below tests what the backend needs of it.
-    if (t instanceof ProcessTransport) {
-      const v = await t.version();
-      if (v.exitCode !== 0)
-        throw new BackendError('unsupported', `${this.nftPath} --version failed: ${tail(v.stderr)}`);
-      const verdict = checkNftVersion(v.stdout);
-      if (!verdict.ok) throw new BackendError('unsupported', verdict.message);
-    }
+    // Through nft even with the library (which has no version call): the fence worker runs this binary.
+    const v = await this.proc().version();
+    if (v.exitCode !== 0) throw new BackendError('unsupported', `${this.nftPath} --version failed: ${tail(v.stderr)}`);
+    const verdict = checkNftVersion(v.stdout);
+    if (!verdict.ok) throw new BackendError('unsupported', verdict.message);
     // Check mode: the kernel validates the transaction and nothing is committed.
     const p = await t.batch(probeBatch(`${this.table}_probe`), { check: true });
     if (p.exitCode !== 0) {
@@ -328,31 +328,38 @@ export class NftablesBackend implements Backend {
 
   /** The transport, chosen at the first call (see `transport` in the options). */
   private async open(): Promise<NftTransport> {
-    if (this.transport) return this.transport;
-    const proc = (): ProcessTransport =>
-      new ProcessTransport({
-        nftPath: this.nftPath,
-        timeoutMs: this.timeoutMs,
-        ...(this.netns ? { netns: this.netns } : {}),
-        ...(this.run ? { run: this.run } : {}),
-      });
-    const why = this.libraryUnfit();
+    // A hung library command keeps its context: start over with a fresh one (the hung one is left, not freed).
+    if (this.transport?.usable) return this.transport;
+    this.transport = undefined;
+    const why = this.closed ? 'the backend was closed' : this.libraryUnfit();
     if (this.choice === 'libnftables' && why) throw new BackendError('unsupported', `libnftables: ${why}`);
-    if (this.choice === 'nft' || why) return (this.transport = proc());
-    const lib = await openLibnftables();
-    if (this.transport) return this.transport; // a concurrent first call got there first
+    if (this.choice === 'nft' || why) return (this.transport = this.proc());
+    // Through one nft process first: the fence worker spawns nft, so it must run here, and libnftables exits the
+    // whole process when it cannot open its netlink socket, which nft's own exit code shows harmlessly.
+    const p = await this.proc().batch(probeBatch(`${this.table}_probe`), { check: true });
+    const lib = p.exitCode === 0 ? await openLibnftables(this.timeoutMs) : { error: `nft probe: ${tail(p.stderr)}` };
     if ('error' in lib) {
-      if (this.choice === 'libnftables') throw new BackendError('unsupported', lib.error);
+      if (this.choice === 'libnftables') throw new BackendError('unsupported', `libnftables: ${lib.error}`);
       this.fallback = lib.error;
-      return (this.transport = proc());
+      return (this.transport = this.proc());
     }
     return (this.transport = lib);
+  }
+
+  private proc(): ProcessTransport {
+    return new ProcessTransport({
+      nftPath: this.nftPath,
+      timeoutMs: this.timeoutMs,
+      ...(this.netns ? { netns: this.netns } : {}),
+      ...(this.run ? { run: this.run } : {}),
+    });
   }
 
   /** Why the library cannot stand in for the configured `nft` here (null: it can). */
   private libraryUnfit(): string | null {
     if (this.netns) return `it runs in the agent's own network namespace, not in ${this.netns}`;
-    if (this.nftPath !== 'nft') return `nftPath ${this.nftPath} is not the plain nft it would replace`;
+    if (this.nftPath !== 'nft' && !SYSTEM_NFT.includes(this.nftPath))
+      return `nftPath ${this.nftPath} is not the system nft the library would stand in for`;
     if (this.run) return 'a command runner was injected';
     return null;
   }
@@ -380,6 +387,9 @@ function remaining(holdMs: number, calledAt: number): number {
   }
   return left;
 }
+
+/** Where distributions install nft: an nftPath naming one of them is the binary the library is part of. */
+const SYSTEM_NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft', '/bin/nft'];
 
 /** A batch failed because the table or a set does not exist (ENOENT from the kernel). */
 class MissingObjectError extends BackendError {

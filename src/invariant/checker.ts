@@ -284,9 +284,15 @@ export class InvariantChecker {
     if (owner !== null) {
       // The new holder may hold it from now on; a late claim also justifies its recent stretches.
       b.released = b.released.filter((r) => r.node !== owner);
-      this.suspects = this.suspects.filter(
-        (x) => !(x.v.vip === vip && x.v.bucket === bucket && x.v.node === owner && t <= x.until),
-      );
+      // A re-claim by the suspect's node in time excuses it; another owner first makes it a violation: the bucket
+      // changed hands while that node's kernel may still have held it.
+      const keep: typeof this.suspects = [];
+      for (const x of this.suspects) {
+        if (x.v.vip !== vip || x.v.bucket !== bucket) keep.push(x);
+        else if (x.v.node !== owner) this.found.push(x.v);
+        else if (t > x.until) keep.push(x);
+      }
+      this.suspects = keep;
       const h = b.holding.get(owner);
       if (h) h.claimed = true;
       b.unjustified = b.unjustified.filter((u) => !(u.node === owner && u.to + this.claimLagMs >= t));

@@ -38,6 +38,11 @@ export interface ObserverExtras {
   round(t: number): void;
   /** Gaps between the starts of complete backend rounds: a holder present longer than maxMs is always seen. */
   resolution(): GapStats;
+  /**
+   * Resolves once every fact that arrived before the call is in the checker (the reorder window has passed over
+   * it): violations() then covers everything seen until the call.
+   */
+  caughtUp(): Promise<void>;
   /** The decoded cluster as the watch sees it now. */
   cluster(): ClusterState;
   /** What each node's backend held at the last poll: vip → bucket → holders. */
@@ -116,8 +121,6 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       if (f.type === 'sample') hist.push(f);
     }
   };
-  const releaser = setInterval(() => release(Date.now()), 100);
-  releaser.unref();
   const feed = (s: OwnershipSample): void => queue.push({ type: 'sample', ...s });
 
   // Derived facts after every watch batch: liveness, leader, assignees.
@@ -242,6 +245,8 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
   });
   ref.watch = watch;
   state = watch.state;
+  const releaser = setInterval(() => release(Date.now()), 100);
+  releaser.unref();
   syncClaims(Date.now(), 'all');
   refreshDerived(Date.now());
 
@@ -337,7 +342,14 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
     facts: () => facts,
     impairments: () => checker.impairmentList(),
     convergence,
+    async caughtUp(): Promise<void> {
+      // Everything stamped before now leaves the buffer once its window has passed.
+      const now = Date.now();
+      await new Promise((r) => setTimeout(r, queue.windowMs + 50));
+      release(now + queue.windowMs);
+    },
     async stop(stopOpts): Promise<FullReport> {
+      clearInterval(releaser);
       let notConverged: Violation[] = [];
       if (stopOpts?.expectConverged) {
         const until = Date.now() + (stopOpts.convergeTimeoutMs ?? 20_000);
@@ -354,7 +366,6 @@ export async function startObserver(opts: ObserverOptions): Promise<FullObserver
       await filePoll?.stop();
       await watch.close();
       etcd.close();
-      clearInterval(releaser);
       release(Infinity);
       const endedAt = Date.now();
       const r = checker.finish(endedAt, startedAt);

@@ -29,6 +29,7 @@ async function converged(what: string): Promise<void> {
     const problems = JSON.stringify(lc.observer.convergence().problems.slice(0, 3));
     expect(ok, `${what}: converged (${phase}) ${problems}`).toBe(true);
   }
+  await lc.observer.caughtUp();
   expect(lc.observer.violations(), `${what}: no violation`).toEqual([]);
 }
 

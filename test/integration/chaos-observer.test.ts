@@ -86,6 +86,7 @@ describe('invariant observer (real etcd, real files)', () => {
       const until = Date.now() + 5000;
       while (!obs.convergence().converged && Date.now() < until) await sleep(20);
       expect(obs.convergence()).toEqual({ converged: true, problems: [] });
+      await obs.caughtUp();
       expect(obs.violations()).toEqual([]);
 
       // Bucket 2 expires on a's side (no rewrite: the reader applies expiry) and b takes it 600 ms later.

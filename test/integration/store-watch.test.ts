@@ -34,13 +34,13 @@ function claimsOf(s: ClusterState): Record<string, string> {
   return Object.fromEntries(out.sort(([a], [b]) => a.localeCompare(b)));
 }
 
-/** Write claims (puts and deletes interleaved) for 8 s while the proxy flaps; returns the counts. */
+/** Write claims (puts and deletes interleaved) for 5 s while the proxy flaps; returns the counts. */
 async function flapUnderWrites(
   direct: ReturnType<typeof createEtcdClient>,
   keys: ReturnType<typeof keysFor>,
   lease: string,
 ): Promise<{ flaps: number; writes: number }> {
-  const end = Date.now() + 8000;
+  const end = Date.now() + 5000;
   let n = 0;
   const writer = (async () => {
     while (Date.now() < end) {

@@ -416,6 +416,16 @@ describe('legal transitions and holders without any claim', () => {
     after.round({ t: 110, end: 200 });
     after.observe(claim(900, ['a']));
     expect(kinds(after, 2000)).toContain('heldAfterRelease');
+    // Another owner in between: the bucket changed hands while a may still have held it; a's return excuses nothing.
+    const between = new InvariantChecker(10_000, 500);
+    between.observe(claim(0, ['a']));
+    between.observe(back(5, ['a']));
+    between.observe(claim(100, []));
+    between.observe(back(110, ['a']));
+    between.round({ t: 110, end: 200 });
+    between.observe(claim(150, ['b'], 'L2'));
+    between.observe(claim(170, ['a']));
+    expect(kinds(between, 2000)).toContain('heldAfterRelease');
     // Another node's claim excuses nothing.
     const other = new InvariantChecker(10_000, 500);
     other.observe(claim(0, ['a']));
@@ -538,10 +548,16 @@ describe('legal transitions and holders without any claim', () => {
           let t = 0;
           let prev: string | null = null;
           // Late releases, each excused if its node claims the bucket again by its round's end + the claim lag.
-          const late: { node: string; until: number; excused: boolean }[] = [];
+          // ... unless another node claims it first (then it changed hands while the node may still have held it).
+          const late: { node: string; until: number; excused: boolean; decided: boolean }[] = [];
           for (const s of steps) {
             const changed = s.owner !== prev;
-            if (changed && s.owner) for (const l of late) if (l.node === s.owner && t <= l.until) l.excused = true;
+            if (changed && s.owner)
+              for (const l of late) {
+                if (l.decided) continue;
+                if (l.node !== s.owner) l.decided = true;
+                else if (t <= l.until) l.excused = l.decided = true;
+              }
             // ok: kernel before claim. bad: for `late` steps, the old holder lets go 1 ms after the claim moved.
             if (prev && changed) ok.observe(back(t, []));
             if (changed) {
@@ -552,7 +568,7 @@ describe('legal transitions and holders without any claim', () => {
                 // A round inside the overlap (it starts after the claim moved, before the release).
                 bad.round({ t: t + 1 });
                 bad.observe(back(Math.max(t + 1, r), []));
-                late.push({ node: prev, until: t + 1 + 500, excused: false });
+                late.push({ node: prev, until: t + 1 + 500, excused: false, decided: false });
               } else {
                 if (prev) bad.observe(back(t, []));
                 bad.observe(claim(t, s.owner ? [s.owner] : []));
