@@ -159,6 +159,20 @@ export class NftablesBackend implements Backend {
       this.renewal ??= await this.probeRenewal();
       // Only what the kernel still holds is refreshed: an element that already expired stays expired. With
       // `only`, just the caller's buckets: an element beyond its model has no claim and must run out.
+      if (opts.only && (await this.open()).kind === 'libnftables') {
+        // The common case in one command: delete and re-add every bucket in one transaction, which the kernel
+        // rejects whole if any of them is gone (ran out, or removed behind us): then the listing decides. Only in
+        // process: an nft process loads the set's elements to evaluate a delete, slower than listing first
+        // (measured: 16 buckets p50 16 ms against 7.8 ms).
+        const fast = refreshBatch(this.table, opts.only, remaining(hold, calledAt), 'replace');
+        if (fast === '') return new Map();
+        try {
+          await this.batch(fast, 'refresh');
+          return new Map([...opts.only].filter(([, b]) => b.size > 0).map(([v, b]) => [v, new Set(b)]));
+        } catch (err) {
+          if (!(err instanceof MissingObjectError)) throw err;
+        }
+      }
       const listed = await this.readNow();
       const held: HeldBuckets = opts.only ? intersect(listed, opts.only) : listed;
       const batch = refreshBatch(this.table, held, remaining(hold, calledAt), this.renewal);

@@ -37,7 +37,7 @@ const step = async (name, fn) => {
   const before = spawned;
   let result;
   try { result = await fn(); } catch (e) { result = { error: e.constructor.name, kind: e.kind, message: String(e.message).replace(/\\s+/g, ' ').slice(0, 120) }; }
-  out.push({ name, result: result instanceof Map ? show(result) : result ?? null, table: table(), spawnedInStep: spawned - before });
+  out.push({ name, result: result instanceof Map ? show(result) : result ?? null, table: table(), spawnedInStep: spawned - before, calls: { ...b.lastCall } });
 };
 const b = new NftablesBackend({ table: T, transport });
 await step('ensure', () => b.ensure(spec(vip(V1), vip(V2, { buckets: 8, sticky: true }))));
@@ -54,6 +54,9 @@ await step('add rebuilds', () => b.apply([{ vip: V1, add: [5], remove: [] }], { 
 await step('short hold', () => b.apply([{ vip: V2, add: [2], remove: [] }], { holdForMs: 300 }));
 await new Promise((r) => setTimeout(r, 1200));
 await step('expired', () => b.read());
+// The agent's refresh: its model, here still listing V2's bucket 2, which ran out.
+await step('refresh, one ran out', () => b.refresh(60000, { only: new Map([[V1, new Set([5])], [V2, new Set([2])]]) }));
+await step('refresh, all there', () => b.refresh(60000, { only: new Map([[V1, new Set([5])]]) }));
 await step('vip leaves', () => b.ensure(spec(vip(V1, { seed: 7, hashMode: 'sourceip-sourceport' }))));
 await step('clear', () => b.clear());
 await step('read cleared', () => b.read());
@@ -93,7 +96,13 @@ describe.runIf(run)('nftables backend: libnftables in process and nft processes 
     ) as {
       transport: string;
       spawned: number;
-      steps: { name: string; result: unknown; table: string; spawnedInStep: number }[];
+      steps: {
+        name: string;
+        result: unknown;
+        table: string;
+        spawnedInStep: number;
+        calls: { batches: number; lists: number };
+      }[];
     };
 
   it('every operation gives the same results and kernel state; the library spawns no process', () => {
@@ -114,6 +123,13 @@ describe.runIf(run)('nftables backend: libnftables in process and nft processes 
     expect(byName.get('out of range')!.result).toMatchObject({ error: 'BackendError' });
     expect(held('expired')).toEqual({ '10.77.0.100': [5] });
     expect(held('read cleared')).toEqual({});
+    // A refresh of the model that lists a bucket which ran out renews the rest and revives nothing (both paths);
+    // in process it is one batch when all are there, else that batch fails whole and the listing decides.
+    expect(held('refresh, one ran out')).toEqual({ '10.77.0.100': [5] });
+    expect(byName.get('refresh, one ran out')!.calls).toEqual({ batches: 2, lists: 1 });
+    expect(byName.get('refresh, all there')!.calls).toEqual({ batches: 1, lists: 0 });
+    const procSteps = new Map(proc.steps.map((s) => [s.name, s]));
+    expect(procSteps.get('refresh, all there')!.calls).toEqual({ batches: 1, lists: 1 });
     expect(byName.get('fence path: a fresh instance clears')!.table).not.toMatch(/elements = /);
     expect(byName.get('ensure')!.table).toMatch(/jhash ip saddr mod 16 seed 0x5eed1234/);
     expect(byName.get('rehash')!.table).toMatch(/jhash ip saddr . th sport mod 16 seed 0x7 /);

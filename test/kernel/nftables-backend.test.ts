@@ -255,6 +255,22 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     });
   }
 
+  it('a refresh of its model renews what is there and revives nothing that ran out', async () => {
+    // (The library's one-batch refresh of the same case: test/kernel/nft-transports.test.ts.)
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t7' });
+    await b.ensure(spec(vip(V1)));
+    const t0 = Date.now();
+    await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 1500 });
+    await b.apply([{ vip: V1, add: [3], remove: [] }], { holdForMs: 400 });
+    await waitFor(async () => !(await b.read()).get(V1)!.has(3), 5000, 'bucket 3 to expire');
+    // The model still lists 3 (its loop stalled past the expiry).
+    expect(await b.refresh(3000, { only: new Map([[V1, new Set([1, 2, 3])]]) })).toEqual(
+      new Map([[V1, new Set([1, 2])]]),
+    );
+    await sleep(Math.max(0, 2000 - (Date.now() - t0))); // past 1 and 2's first timeout
+    expect((await b.read()).get(V1)).toEqual(new Set([1, 2]));
+  });
+
   it('holds 4,096 buckets of one VIP in one batch', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t6' });
     await b.ensure(spec(vip(VBIG, { buckets: 4096 })));
