@@ -156,6 +156,23 @@ async function failover(
 }
 
 /** SIGTERM an agent; per moved bucket, new owner's kernel add minus old owner's kernel remove (from log times). */
+/**
+ * A drained node's moves, from log timestamps: each bucket it released since `t0` (its kernel remove: the release
+ * event's time less its duration) to the new owner's acquire (kernel add done), in ms.
+ */
+export function handoffGaps(victim: AgentProcess, others: readonly AgentProcess[], t0: number): number[] {
+  const gaps: number[] = [];
+  const released = victim.logs().filter((l) => l.event === 'released' && l.rxAt >= t0 && l.reason === 'draining');
+  for (const r of released) {
+    const removedAt = Date.parse(String(r.time)) - Number(r.durationMs ?? 0);
+    for (const ag of others) {
+      const acq = ag.logs().find((l) => l.event === 'acquired' && l.bucket === r.bucket && l.rxAt >= t0);
+      if (acq) gaps.push(Date.parse(String(acq.time)) - removedAt);
+    }
+  }
+  return gaps;
+}
+
 async function gracefulGaps(ctx: BenchContext, rounds: number, etcdOnTmpfs: boolean): Promise<number[]> {
   const bed = await startBed(2, false, etcdOnTmpfs);
   const gaps: number[] = [];
@@ -167,18 +184,15 @@ async function gracefulGaps(ctx: BenchContext, rounds: number, etcdOnTmpfs: bool
       a.signal('SIGTERM');
       await a.waitExit(15_000);
       await new Promise((r) => setTimeout(r, 300));
-      const released = a.logs().filter((l) => l.event === 'released' && l.rxAt >= t0 && l.reason === 'draining');
-      for (const r of released) {
-        const removedAt = Date.parse(String(r.time)) - Number(r.durationMs ?? 0);
-        for (const [id, ag] of bed.agents) {
-          if (id === victim) continue;
-          const acq = ag.logs().find((l) => l.event === 'acquired' && l.bucket === r.bucket && l.rxAt >= t0);
-          if (acq) gaps.push(Date.parse(String(acq.time)) - removedAt);
-        }
-      }
+      const moved = handoffGaps(
+        a,
+        [...bed.agents].filter(([id]) => id !== victim).map(([, x]) => x),
+        t0,
+      );
+      gaps.push(...moved);
       bed.start(victim);
       await bed.converged(30_000);
-      ctx.log(`  graceful round ${i + 1}/${rounds}: ${released.length} buckets`);
+      ctx.log(`  graceful round ${i + 1}/${rounds}: ${moved.length} buckets`);
     }
   } finally {
     await bed.close();

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { BenchContext, BenchRow, BenchSuite } from '../bench/types.js';
 import { summarize } from '../bench/types.js';
-import { cpuOver } from '../bench/agent.js';
+import { cpuOver, handoffGaps } from '../bench/agent.js';
 import { agentMainPath } from '../localcluster/agentProcess.js';
 import { SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
 import { buildDataplane } from './dataplane.js';
@@ -25,6 +25,7 @@ export const dataplaneBench: BenchSuite = async (ctx) => {
   rows.push(...(await topologyRows(ctx)));
   if (existsSync(agentMainPath())) {
     rows.push(...(await idleRows(ctx)));
+    rows.push(...(await gracefulRows(ctx)));
     rows.push(...(await takeoverRows(ctx)));
   } else ctx.log(`dataplane: agent rows skipped (${agentMainPath()} missing: npm run build)`);
   return rows;
@@ -79,6 +80,49 @@ export async function idleRows(ctx: BenchContext): Promise<BenchRow[]> {
     } finally {
       await dp.destroy();
     }
+  }
+  return out;
+}
+
+/** Graceful moves (SIGTERM drain) with the nftables backend, per kernel path, from the agents' log timestamps. */
+export async function gracefulRows(ctx: BenchContext): Promise<BenchRow[]> {
+  const rounds = ctx.quick ? 1 : 3;
+  const out: BenchRow[] = [];
+  for (const transport of ['libnftables', 'nft'] as const) {
+    const dp = await buildDataplane({ sources: 30, leaseTtlSeconds: TTL_S, agentArgs: ['--nft-transport', transport] });
+    const gaps: number[] = [];
+    try {
+      await dp.waitSettled({ timeoutMs: 45_000 });
+      for (let i = 0; i < rounds; i++) {
+        const victim = dp.nodes[i % dp.nodes.length]!;
+        const t0 = Date.now();
+        const a = dp.agents.get(victim)!;
+        await dp.stopAgent(victim, 'SIGTERM', 15_000);
+        await new Promise((r) => setTimeout(r, 300));
+        const moved = handoffGaps(
+          a,
+          [...dp.agents].filter(([id]) => id !== victim).map(([, x]) => x),
+          t0,
+        );
+        gaps.push(...moved);
+        ctx.log(`dataplane: graceful move through ${transport}, round ${i + 1}/${rounds}: ${moved.length} buckets`);
+        dp.startAgent(victim);
+        await dp.waitSettled({ timeoutMs: 45_000 });
+      }
+    } finally {
+      await dp.destroy();
+    }
+    if (gaps.length === 0) continue;
+    const g = summarize(gaps);
+    out.push({
+      group: 'dataplane',
+      name: `graceful move (SIGTERM drain), nftables through ${transport}: old owner's kernel remove → new owner's kernel add`,
+      unit: 'ms',
+      value: g.p99,
+      ...g,
+      ...(transport === 'libnftables' ? { target: { op: '<=' as const, value: 15 } } : {}),
+      note: 'from log timestamps (1 ms resolution); one etcd commit per move (the handoff txn); 3 nodes, 16 buckets',
+    });
   }
   return out;
 }
