@@ -61,10 +61,6 @@ export class Agent extends EventEmitter {
   private readonly keepaliveClients: Etcd3[];
   private backend!: Backend;
 
-  /** The backend as it describes itself (after start: which kernel path it chose, for the start line). */
-  describeBackend(): BackendDescription | null {
-    return this.backend?.describe() ?? null;
-  }
   private fence!: FenceTimer;
   private kernel!: KernelGate;
   private watch!: ClusterWatch;
@@ -145,6 +141,11 @@ export class Agent extends EventEmitter {
 
   get currentPhase(): AgentPhase {
     return this.phase;
+  }
+
+  /** The backend as it describes itself (after start: which kernel path it chose, for the start line). */
+  describeBackend(): BackendDescription | null {
+    return this.backend?.describe() ?? null;
   }
 
   /** Start everything; resolves once the first lease is held (retries until etcd answers or stop()). */

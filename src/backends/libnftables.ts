@@ -92,8 +92,8 @@ export class LibnftablesTransport implements NftTransport {
     if (!this.usable) throw new BackendError('transient', 'libnftables context closed or hung');
     const started = performance.now();
     const { lib, ctx } = this;
-    let out = '';
-    let err = '';
+    let stdout = '';
+    let stderr = '';
     const flags = lib.getFlags(ctx);
     lib.setFlags(ctx, mode.json ? flags | OUTPUT_JSON : flags & ~OUTPUT_JSON);
     lib.setDryRun(ctx, mode.check);
@@ -117,11 +117,11 @@ export class LibnftablesTransport implements NftTransport {
       // Read (and so rewind) both buffers after every finished command, failed or not: the next starts empty.
       if (!this.hung) {
         lib.setDryRun(ctx, false);
-        out = lib.outputBuffer(ctx) ?? '';
-        err = lib.errorBuffer(ctx) ?? '';
+        stdout = lib.outputBuffer(ctx) ?? '';
+        stderr = lib.errorBuffer(ctx) ?? '';
       }
     }
-    return { exitCode: rc === 0 ? 0 : 1, stdout: out, stderr: err, durationMs: performance.now() - started };
+    return { exitCode: rc === 0 ? 0 : 1, stdout, stderr, durationMs: performance.now() - started };
   }
 
   close(): void {

@@ -19,8 +19,8 @@ import type { InvariantReport, OwnershipSample, Violation } from './types.js';
 //   that *started after* the change was observed (a `round` fact) must not show it: `heldAfterRelease`. This needs
 //   no time allowance (the real release precedes the real claim change, which precedes its observation), so it
 //   is exact to the backend read period. A node may take the bucket again while the round runs (a re-hash
-//   releases and re-acquires at once): a claim of it seen by the round's end (+ claimLagMs) excuses it, and
-//   kernel ⊆ claims covers that stretch instead.
+//   releases and re-acquires at once): its claim of it seen by the round's end (+ claimLagMs), before any other
+//   node's, excuses it, and kernel ⊆ claims covers that stretch instead.
 
 export type Source = OwnershipSample['source'];
 

@@ -9,7 +9,7 @@ import { keysFor } from '../../src/etcd/keys.js';
 import { startLocalEtcd, type LocalEtcd } from '../../src/etcd/localEtcd.js';
 import { loadClusterState, watchCluster, type ClusterState } from '../../src/etcd/store.js';
 import { startTcpProxy, type TcpProxy } from '../../src/localcluster/tcpProxy.js';
-import { startObserver } from '../../src/invariant/observer.js';
+import { startObserver, type FullObserver } from '../../src/invariant/observer.js';
 
 let etcd: LocalEtcd;
 let proxy: TcpProxy;
@@ -82,6 +82,30 @@ async function settle(
   return s;
 }
 
+/** An observer of its own cluster (through the flapping proxy, or straight to etcd), a direct client and a lease. */
+async function observerBed(
+  name: string,
+  o: { viaProxy: boolean; unownedBoundMs?: number; claimLagMs?: number },
+): Promise<{
+  keys: ReturnType<typeof keysFor>;
+  direct: ReturnType<typeof createEtcdClient>;
+  lease: string;
+  obs: FullObserver;
+}> {
+  const cluster = `${name}${process.pid}`;
+  const direct = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
+  const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
+  const obs = await startObserver({
+    endpoints: o.viaProxy ? [`http://127.0.0.1:${proxy.port}`] : etcd.endpoints,
+    cluster,
+    backendDirs: {},
+    unownedBoundMs: o.unownedBoundMs ?? 60_000,
+    backendFromRecord: true,
+    ...(o.claimLagMs !== undefined ? { claimLagMs: o.claimLagMs } : {}),
+  });
+  return { keys: keysFor(cluster), direct, lease, obs };
+}
+
 describe('watchCluster across reconnects', () => {
   it('misses no event while its connection flaps (every ~30 ms) during a stream of writes', async () => {
     const keys = keysFor(`watch${process.pid}`);
@@ -137,18 +161,7 @@ describe('watchCluster across reconnects', () => {
   it('the observer checks a kernel read in the order it was taken, not the order it came back', async () => {
     // chaos-netns seed 5 (CI): a read of n1's set started, n1 handed the bucket to n4, the read came back showing
     // n1. Fed in arrival order, n1's holding began after its claim had gone: heldNeverClaimed.
-    const cluster = `obsorder${process.pid}`;
-    const keys = keysFor(cluster);
-    const direct = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
-    const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
-    const obs = await startObserver({
-      endpoints: etcd.endpoints,
-      cluster,
-      backendDirs: {},
-      unownedBoundMs: 60_000,
-      backendFromRecord: true,
-      claimLagMs: 100,
-    });
+    const { keys, direct, lease, obs } = await observerBed('obsorder', { viaProxy: false, claimLagMs: 100 });
     const owner = async (want: string): Promise<void> => {
       for (let i = 0; i < 100 && claimsOf(obs.cluster())['10.0.0.1#1'] !== want; i++) await sleep(10);
       expect(claimsOf(obs.cluster())['10.0.0.1#1']).toBe(want);
@@ -176,18 +189,34 @@ describe('watchCluster across reconnects', () => {
     }
   }, 30_000);
 
+  it('the observer feeds a claim that lived one revision of a catch-up after its watch reconnected', async () => {
+    const { keys, direct, lease, obs } = await observerBed('obscatch', { viaProxy: true });
+    try {
+      const key = keys.claim('10.0.0.1', 1);
+      await direct.put(key).value('n0').lease(lease);
+      for (let i = 0; i < 100 && !claimsOf(obs.cluster())['10.0.0.1#1']; i++) await sleep(20);
+      // While the observer is cut off, n1 takes the claim and hands it to n4: the resumed watch brings both
+      // revisions in one response.
+      proxy.cut('reset');
+      await direct.put(key).value('n1').lease(lease);
+      await direct.put(key).value('n4').lease(lease);
+      proxy.heal();
+      for (let i = 0; i < 200 && claimsOf(obs.cluster())['10.0.0.1#1'] !== `n4@${lease}`; i++) await sleep(25);
+      expect(claimsOf(obs.cluster())['10.0.0.1#1']).toBe(`n4@${lease}`);
+      await obs.caughtUp();
+      const holders = obs
+        .facts()
+        .flatMap((f) => (f.type === 'sample' && f.source === 'claims' && f.bucket === 1 ? [f.holders.join()] : []));
+      expect(holders).toEqual(['n0', 'n1', 'n4']);
+    } finally {
+      proxy.heal();
+      await obs.stop();
+      direct.close();
+    }
+  }, 30_000);
+
   it("the invariant observer (the same watch) feeds its checker every claim's holder and lease", async () => {
-    const cluster = `obswatch${process.pid}`;
-    const keys = keysFor(cluster);
-    const direct = createEtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
-    const lease = await direct.lease(30, { autoKeepAlive: false }).grant();
-    const obs = await startObserver({
-      endpoints: [`http://127.0.0.1:${proxy.port}`],
-      cluster,
-      backendDirs: {},
-      unownedBoundMs: 10_000,
-      backendFromRecord: true,
-    });
+    const { keys, direct, lease, obs } = await observerBed('obswatch', { viaProxy: true, unownedBoundMs: 10_000 });
     // The last claims sample per bucket, as the checker got it.
     const fed = (): Record<string, string> => {
       const last = new Map<string, string>();
