@@ -290,6 +290,7 @@ export class Agent extends EventEmitter {
         ...(this.health.enabled ? { health: this.health.snapshot() } : {}),
         leaseTtlRequested: this.cfg.leaseTtlSeconds,
         leaseTtlGranted: this.session.grantedTtlSeconds,
+        ...multicastOf(this.backend.describe()),
       }),
     });
     this.health = new HealthMonitor({
@@ -664,6 +665,13 @@ export class Agent extends EventEmitter {
     this.phase = { phase: 'stopped' };
     this.emitEvent({ event: 'shutdown', phase: 'done' });
   }
+}
+
+/** The nftables backend's cluster MAC subscriptions, for the status key ("…; …" in its description). */
+function multicastOf(d: BackendDescription): { multicast?: string[] } {
+  const m = d.detail.multicast;
+  if (typeof m !== 'string' || m === 'off') return {};
+  return { multicast: m.split('; ').slice(0, 256) };
 }
 
 /** The backend as status shows it: its kind, and the nftables backend's kernel path ("nftables (libnftables)"). */

@@ -110,6 +110,13 @@ export class ClusteripBackend implements Backend {
   ensure(spec: ClusterSpec): Promise<void> {
     return this.serial.run(async () => {
       for (const v of spec.vips) checkVip(v, MAX_BUCKETS.clusterip);
+      const v6 = spec.vips.find((v) => !isIpv4(v.address));
+      if (v6) {
+        throw new BackendError(
+          'unsupported',
+          `VIP ${v6.address} is IPv6: the clusterip backend is IPv4 only (Linux never had an ip6 CLUSTERIP target); use the nftables backend`,
+        );
+      }
       checkDistinctVips(spec.vips);
       if (spec.vips.length > 0) {
         const k = kernelSupportsClusterip(this.kernelRelease);

@@ -6,7 +6,7 @@ import { BackendError } from '../errors.js';
 import type { ApplyOptions, Backend, BackendDescription, BucketChange, HeldBuckets } from './backend.js';
 import { execaRunner, tail, type Runner } from './run.js';
 import { Serial } from './serial.js';
-import { checkBucket, checkDistinctVips, checkHoldMs, checkIpv4, checkVip } from './validate.js';
+import { checkBucket, checkDistinctVips, checkHoldMs, checkVipAddress, checkVip } from './validate.js';
 
 export interface ExecBackendOptions {
   /** argv of the operator's command; run directly, never through a shell. */
@@ -100,7 +100,7 @@ export class ExecBackend implements Backend {
           ? undefined
           : checkHoldMs(opts.holdForMs);
       for (const c of changes) {
-        checkIpv4(c.vip);
+        checkVipAddress(c.vip);
         const total = this.vips?.get(c.vip)?.buckets ?? MAX_BUCKETS.exec;
         for (const b of [...c.add, ...c.remove]) checkBucket(b, total, c.vip);
       }
@@ -180,7 +180,7 @@ export class ExecBackend implements Backend {
         try {
           const doc = JSON.parse(text) as { held?: Record<string, number[]> };
           for (const [vip, buckets] of Object.entries(doc.held ?? {})) {
-            checkIpv4(vip);
+            checkVipAddress(vip);
             held.set(vip, new Set(buckets.map((b) => checkBucket(b, MAX_BUCKETS.exec, vip))));
           }
         } catch (err) {

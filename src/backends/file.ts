@@ -22,7 +22,7 @@ import {
 import { procCommand, procWriteInPlace } from './procFormat.js';
 import { Serial } from './serial.js';
 import { writeFaultsFromEnv, type WriteFaults } from './writeFaults.js';
-import { checkBucket, checkDistinctVips, checkHoldMs, checkIpv4, checkVip, isIpv4 } from './validate.js';
+import { checkBucket, checkDistinctVips, checkHoldMs, checkVipAddress, checkVip, isVipAddress } from './validate.js';
 
 export { readFileBackendDir, readFileBackendDirSync, parseFileBackendHeld } from './fileFormat.js';
 
@@ -58,7 +58,7 @@ export class FileBackend implements Backend {
       for (const v of spec.vips) checkVip(v, MAX_BUCKETS.file);
       checkDistinctVips(spec.vips);
       await mkdir(this.dir, { recursive: true });
-      const existing = new Set((await readdir(this.dir)).filter(isIpv4));
+      const existing = new Set((await readdir(this.dir)).filter(isVipAddress));
       for (const v of spec.vips) {
         if (!existing.has(v.address)) await this.writeEntries(v.address, new Map());
       }
@@ -151,7 +151,7 @@ export class FileBackend implements Backend {
   }
 
   private validateChange(change: BucketChange): { change: BucketChange; total: number } {
-    checkIpv4(change.vip);
+    checkVipAddress(change.vip);
     const vip = this.vips?.get(change.vip);
     if (!vip)
       throw new BackendError(

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { BackendError } from '../errors.js';
 import type { HeldBuckets } from './backend.js';
 import { formatProcHeld, parseProcHeld } from './procFormat.js';
-import { isIpv4 } from './validate.js';
+import { isVipAddress } from './validate.js';
 
 // The file backend's on-disk format, shared by the backend (writer) and the invariant observer (readers in
 // other processes). One file per VIP, `<dir>/<vip>`, always replaced by rename, so a reader sees either the old
@@ -76,7 +76,7 @@ function isMissing(err: unknown): boolean {
 
 /**
  * Every VIP file in `dir` with expiry applied. A missing directory holds nothing. Temp files (dot-prefixed)
- * and anything not named like an IPv4 address are ignored; a file removed while listing counts as absent.
+ * and anything not named like a VIP address are ignored; a file removed while listing counts as absent.
  */
 export async function readFileBackendDir(dir: string, nowMs: number): Promise<HeldBuckets> {
   let names: string[];
@@ -87,7 +87,7 @@ export async function readFileBackendDir(dir: string, nowMs: number): Promise<He
     throw err;
   }
   const out: HeldBuckets = new Map();
-  for (const name of names.filter(isIpv4).sort()) {
+  for (const name of names.filter(isVipAddress).sort()) {
     let text: string;
     try {
       text = await readFile(join(dir, name), 'utf8');
@@ -110,7 +110,7 @@ export function readFileBackendDirSync(dir: string, nowMs: number): HeldBuckets 
     throw err;
   }
   const out: HeldBuckets = new Map();
-  for (const name of names.filter(isIpv4).sort()) {
+  for (const name of names.filter(isVipAddress).sort()) {
     let text: string;
     try {
       text = readFileSync(join(dir, name), 'utf8');

@@ -40,6 +40,7 @@ export function createBackend(cfg: BackendConfig, ctx: BackendContext): Backend 
         table: cfg.table,
         nftPath: cfg.nftPath,
         arpMangle: cfg.arpMangle,
+        multicastSubscribe: cfg.multicastSubscribe,
         transport: cfg.transport,
         ...(ctx.netns ? { netns: ctx.netns } : {}),
       });

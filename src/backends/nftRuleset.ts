@@ -4,23 +4,41 @@ import type { BucketChange, HeldBuckets } from './backend.js';
 // Pure text of the nft batches the nftables backend sends (one `nft -f -` each, so each is atomic), and the
 // parser of `nft -j list table`. All values were validated (validate.ts) before they get here.
 //
-// Layout (DESIGN §7), table `ip <table>`:
-//   set owned_10_77_0_100 { typeof numgen inc mod N; flags timeout; }   owned buckets, elements carry timeouts
+// Layout (DESIGN §7), table `ip <table>` for IPv4 VIPs and `ip6 <table>` beside it for IPv6 ones:
+//   set owned_10_77_0_100 / owned6_2001_db8__100 { typeof numgen inc mod N; flags timeout; }   owned buckets
 //   chain pre        (prerouting, priority raw):    non-sticky VIPs; drop before conntrack sees the packet
 //   chain pre_sticky (prerouting, priority mangle): sticky VIPs; needs conntrack's verdict, so after it
-// and with arpMangle, table `arp <table>` chain out rewrites the sender MAC of ARP replies for each VIP.
+// With arpMangle, table `arp <table>` chain out rewrites the sender MAC of ARP replies for each IPv4 VIP, and
+// chain `out` of the ip6 table the target link-layer address of neighbour advertisements for each IPv6 VIP.
+//
+// Two tables rather than one `inet` table: an IPv4 cluster's table is exactly what earlier versions made, so an
+// upgrade (a hitless restart adopts the kernel state as it finds it) changes nothing there, and a node without
+// IPv6 VIPs has no ip6 table at all.
+
+export type NftFamily = 'ip' | 'ip6';
+
+export function familyOfVip(vip: string): NftFamily {
+  return vip.includes(':') ? 'ip6' : 'ip';
+}
 
 /** nft 1.0.6 cannot list a set typed `typeof jhash …` (segfault); numgen has the same 32-bit integer type. */
 const SET_TYPE = (buckets: number) => `typeof numgen inc mod ${buckets}`;
 
 export function setName(vip: string): string {
-  return `owned_${vip.replaceAll('.', '_')}`;
+  return familyOfVip(vip) === 'ip6' ? `owned6_${vip.replaceAll(':', '_')}` : `owned_${vip.replaceAll('.', '_')}`;
 }
 
 /** The VIP of an owned-set name, or null for other sets. */
 export function vipOfSet(name: string): string | null {
   const m = /^owned_(\d{1,3})_(\d{1,3})_(\d{1,3})_(\d{1,3})$/.exec(name);
-  return m ? `${m[1]}.${m[2]}.${m[3]}.${m[4]}` : null;
+  if (m) return `${m[1]}.${m[2]}.${m[3]}.${m[4]}`;
+  const m6 = /^owned6_([0-9a-f_]{2,39})$/.exec(name);
+  return m6 ? m6[1]!.replaceAll('_', ':') : null;
+}
+
+/** `<family> <table> <set>` of a VIP's owned set. */
+function setRef(table: string, vip: string): string {
+  return `${familyOfVip(vip)} ${table} ${setName(vip)}`;
 }
 
 function seedHex(seed: number): string {
@@ -29,26 +47,29 @@ function seedHex(seed: number): string {
 
 /**
  * The jhash input per hash mode. nft concatenations pad each field to 4 bytes, so the port modes hash
- * saddr(4) . sport(2)+pad(2) [. dport(2)+pad(2)] — the bucket numbers differ from CLUSTERIP's jhash_2words/3words
- * (as sourceip's do: DESIGN §8). `th` reads the first transport-header words whatever the protocol.
+ * saddr(4 or 16) . sport(2)+pad(2) [. dport(2)+pad(2)] — the bucket numbers differ from CLUSTERIP's
+ * jhash_2words/3words (as sourceip's do: DESIGN §8). `th` reads the first transport-header words whatever the
+ * protocol.
  */
-export function hashInput(mode: HashMode): string {
+export function hashInput(mode: HashMode, family: NftFamily = 'ip'): string {
+  const saddr = `${family} saddr`;
   switch (mode) {
     case 'sourceip':
-      return 'ip saddr';
+      return saddr;
     case 'sourceip-sourceport':
-      return 'ip saddr . th sport';
+      return `${saddr} . th sport`;
     case 'sourceip-sourceport-destport':
-      return 'ip saddr . th sport . th dport';
+      return `${saddr} . th sport . th dport`;
   }
 }
 
 export function hashExpr(vip: VipSpec): string {
-  return `jhash ${hashInput(vip.hashMode)} mod ${vip.buckets} seed ${seedHex(vip.seed)} offset 1`;
+  const input = hashInput(vip.hashMode, familyOfVip(vip.address));
+  return `jhash ${input} mod ${vip.buckets} seed ${seedHex(vip.seed)} offset 1`;
 }
 
 function match(vip: VipSpec): string {
-  return `ip daddr ${vip.address} iifname "${vip.interface}"`;
+  return `${familyOfVip(vip.address)} daddr ${vip.address} iifname "${vip.interface}"`;
 }
 
 /** The rules of one VIP, and the chain they go to. */
@@ -80,7 +101,44 @@ export function vipRules(vip: VipSpec): { chain: 'pre' | 'pre_sticky'; rules: st
  * that named it is gone, and a fresh process must write the same rule.
  */
 export function darkRule(address: string): string {
-  return `ip daddr ${address} drop`;
+  return `${familyOfVip(address)} daddr ${address} drop`;
+}
+
+function hexBytes(bytes: readonly number[]): string {
+  return `0x${bytes.map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+function macBytes(mac: string): number[] {
+  return mac.split(':').map((h) => parseInt(h, 16));
+}
+
+/**
+ * The neighbour discovery rewrites for an IPv6 VIP, as arp mangling is for IPv4: the link-layer address option of
+ * the node's own advertisements for the VIP (target link-layer address), and of its solicitations sent from the VIP
+ * (source link-layer address: a node resolving a client it answers solicits from the reply's source, the VIP, and
+ * the client would learn the node's own MAC for the VIP from it — IPv6 has no arp_announce), becomes the cluster
+ * MAC. nft updates no checksum for a raw payload write (1.0.6 measured: the client counted Icmp6InCsumErrors), so
+ * each rule also writes a compensating 16-bit word into the message's reserved bits (RFC 4861 §4.3, §4.4: senders
+ * zero them, receivers ignore them): the ones-complement sum of the message, and with it the checksum, stays what
+ * it was. The rules match the node's own MAC, the value the compensation was computed for, so a message they do
+ * not expect passes untouched. Bit offsets from the ICMPv6 header: reserved low word 48, target 64, option
+ * type/length 192, its MAC 208 (the same in both messages).
+ */
+export function ndMangleRules(
+  vip: string,
+  targetBytes: readonly number[],
+  ifaceMac: string,
+  clusterMac: string,
+): string[] {
+  const from = macBytes(ifaceMac);
+  const to = macBytes(clusterMac);
+  const words = (b: number[]) => b[0]! * 256 + b[1]! + b[2]! * 256 + b[3]! + b[4]! * 256 + b[5]!;
+  const compensation = (((words(from) - words(to)) % 0xffff) + 0xffff) % 0xffff;
+  const rewrite = `@th,48,16 0 @th,208,48 set ${hexBytes(to)} @th,48,16 set ${compensation}`;
+  return [
+    `icmpv6 type nd-neighbor-advert @th,64,128 ${hexBytes(targetBytes)} @th,192,64 ${hexBytes([2, 1, ...from])} ${rewrite} comment "na ${vip}"`,
+    `ip6 saddr ${vip} icmpv6 type nd-neighbor-solicit @th,192,64 ${hexBytes([1, 1, ...from])} ${rewrite} comment "ns ${vip}"`,
+  ];
 }
 
 export interface EnsureInput {
@@ -89,35 +147,66 @@ export interface EnsureInput {
   /** Owned sets that exist now (from the listing); the ones of VIPs no longer in the spec are emptied (dark). */
   existingSets: readonly string[];
   arpMangle: boolean;
+  /** Per IPv6 VIP with arpMangle: the 16 address bytes and the MAC of its interface (see ndMangleRule). */
+  nd?: ReadonlyMap<string, { target: readonly number[]; ifaceMac: string }>;
 }
 
-/** The whole table in one idempotent batch; owned sets keep their elements. */
+/** Whether the batch for `i` has an ip6 table: an IPv6 VIP, or the dark set of one that left the spec. */
+export function needsIp6(vips: readonly VipSpec[], existingSets: readonly string[]): boolean {
+  return vips.some((v) => familyOfVip(v.address) === 'ip6') || existingSets.some((s) => s.startsWith('owned6_'));
+}
+
+/** The whole table (tables: one per family in use) in one idempotent batch; owned sets keep their elements. */
 export function ensureBatch(i: EnsureInput): string {
-  const t = `ip ${i.table}`;
-  const lines = [
-    `add table ${t}`,
-    `add chain ${t} pre { type filter hook prerouting priority raw; policy accept; }`,
-    `add chain ${t} pre_sticky { type filter hook prerouting priority mangle; policy accept; }`,
-    // Flush and refill in the same transaction: packets see the old rules or the new ones, never none.
-    `flush chain ${t} pre`,
-    `flush chain ${t} pre_sticky`,
-  ];
-  for (const v of i.vips) lines.push(`add set ${t} ${setName(v.address)} { ${SET_TYPE(v.buckets)}; flags timeout; }`);
+  const lines: string[] = [];
   const wanted = new Set(i.vips.map((v) => setName(v.address)));
+  const dark = [...new Set(i.existingSets)].filter((s) => !wanted.has(s) && vipOfSet(s)).sort();
+  const families: NftFamily[] = needsIp6(i.vips, i.existingSets) ? ['ip', 'ip6'] : ['ip'];
+  for (const f of families) {
+    const t = `${f} ${i.table}`;
+    lines.push(
+      `add table ${t}`,
+      `add chain ${t} pre { type filter hook prerouting priority raw; policy accept; }`,
+      `add chain ${t} pre_sticky { type filter hook prerouting priority mangle; policy accept; }`,
+      // Flush and refill in the same transaction: packets see the old rules or the new ones, never none.
+      `flush chain ${t} pre`,
+      `flush chain ${t} pre_sticky`,
+    );
+  }
+  for (const v of i.vips)
+    lines.push(
+      `add set ${familyOfVip(v.address)} ${i.table} ${setName(v.address)} { ${SET_TYPE(v.buckets)}; flags timeout; }`,
+    );
   for (const v of i.vips) {
     const { chain, rules } = vipRules(v);
-    for (const r of rules) lines.push(`add rule ${t} ${chain} ${r}`);
+    for (const r of rules) lines.push(`add rule ${familyOfVip(v.address)} ${i.table} ${chain} ${r}`);
   }
   // VIPs the spec dropped stay dark: set emptied, every packet to them dropped (see darkRule).
-  const dark = [...new Set(i.existingSets)].filter((s) => !wanted.has(s) && vipOfSet(s)).sort();
-  for (const s of dark) lines.push(`flush set ${t} ${s}`, `add rule ${t} pre ${darkRule(vipOfSet(s)!)}`);
+  for (const s of dark) {
+    const vip = vipOfSet(s)!;
+    lines.push(`flush set ${setRef(i.table, vip)}`, `add rule ${familyOfVip(vip)} ${i.table} pre ${darkRule(vip)}`);
+  }
   const a = `arp ${i.table}`;
   // add-then-delete makes the delete idempotent (nft 1.0.6 has no `destroy`).
   lines.push(`add table ${a}`, `delete table ${a}`);
-  if (i.arpMangle && i.vips.length > 0) {
+  const v4 = i.vips.filter((v) => familyOfVip(v.address) === 'ip');
+  if (i.arpMangle && v4.length > 0) {
     lines.push(`add table ${a}`, `add chain ${a} out { type filter hook output priority filter; policy accept; }`);
-    for (const v of i.vips) {
+    for (const v of v4) {
       lines.push(`add rule ${a} out arp operation reply arp saddr ip ${v.address} arp saddr ether set ${v.clusterMac}`);
+    }
+  }
+  if (families.includes('ip6')) {
+    const t6 = `ip6 ${i.table}`;
+    lines.push(
+      `add chain ${t6} out { type filter hook output priority filter; policy accept; }`,
+      `flush chain ${t6} out`,
+    );
+    for (const v of i.vips) {
+      const nd = i.nd?.get(v.address);
+      if (!i.arpMangle || !nd) continue;
+      for (const r of ndMangleRules(v.address, nd.target, nd.ifaceMac, v.clusterMac))
+        lines.push(`add rule ${t6} out ${r}`);
     }
   }
   return lines.join('\n') + '\n';
@@ -149,7 +238,7 @@ export function applyBatch(
 ): string {
   const lines: string[] = [];
   for (const c of changes) {
-    const s = `ip ${table} ${setName(c.vip)}`;
+    const s = setRef(table, c.vip);
     if (c.remove.length > 0)
       lines.push(`add element ${s} ${elems(c.remove)}`, `delete element ${s} ${elems(c.remove)}`);
     if (c.add.length > 0) {
@@ -179,15 +268,16 @@ export function refreshBatch(
     const sorted = [...buckets].sort((a, b) => a - b);
     // The elements were just listed, so the delete cannot fail on an absent one (unless it expires in between:
     // then the batch fails as a whole and the agent retries; nothing is revived).
-    if (renewal === 'replace') lines.push(`delete element ip ${table} ${setName(vip)} ${elems(sorted)}`);
-    lines.push(`add element ip ${table} ${setName(vip)} ${elems(sorted, holdForMs)}`);
+    if (renewal === 'replace') lines.push(`delete element ${setRef(table, vip)} ${elems(sorted)}`);
+    lines.push(`add element ${setRef(table, vip)} ${elems(sorted, holdForMs)}`);
   }
   return lines.length === 0 ? '' : lines.join('\n') + '\n';
 }
 
 /** Empty every owned set at once (the rules stay: without them every node would accept every bucket). */
 export function clearBatch(table: string, sets: readonly string[]): string {
-  const lines = sets.filter((s) => vipOfSet(s)).map((s) => `flush set ip ${table} ${s}`);
+  const vips = sets.map(vipOfSet).filter((v): v is string => v !== null);
+  const lines = vips.map((v) => `flush set ${setRef(table, v)}`);
   return lines.length === 0 ? '' : lines.join('\n') + '\n';
 }
 
@@ -196,7 +286,7 @@ export interface TableListing {
   sets: Map<string, Set<number>>;
 }
 
-/** Parses `nft -j list table ip <table>`; throws on a shape it does not know. */
+/** Parses `nft -j list table <family> <table>`; throws on a shape it does not know. */
 export function parseTableListing(json: string): TableListing {
   const doc = JSON.parse(json) as { nftables?: unknown };
   if (!Array.isArray(doc.nftables)) throw new Error('no "nftables" array');

@@ -13,7 +13,9 @@ import {
   checkNftVersion,
   clearBatch,
   ensureBatch,
+  familyOfVip,
   heldFromListing,
+  needsIp6,
   parseTableListing,
   probeBatch,
   refreshBatch,
@@ -28,15 +30,22 @@ import { tail, type Runner } from './run.js';
 import { openLibnftables } from './libnftables.js';
 import { ProcessTransport, type NftResult, type NftTransport } from './nftTransport.js';
 import { Serial } from './serial.js';
-import { checkBucket, checkDistinctVips, checkHoldMs, checkIpv4, checkNftName, checkVip } from './validate.js';
+import { linkIo, MulticastSubscriptions, type LinkIo, type Subscription } from './multicastMac.js';
+import { ipv6Bytes } from '../hash/ipv6.js';
+import { arpAnnouncement, sendAnnouncements, unsolicitedNa } from './announce.js';
+import { checkBucket, checkDistinctVips, checkHoldMs, checkVipAddress, checkNftName, checkVip } from './validate.js';
 
 export interface NftablesBackendOptions {
   /** Table name in families ip (and arp with arpMangle). Default 'clusterip_ha'. */
   table?: string;
   /** Default 'nft'. */
   nftPath?: string;
-  /** Install the ARP mangling table (replies for each VIP carry the cluster MAC). */
+  /** Install the ARP (IPv4) and neighbour advertisement (IPv6) rewrites: replies for each VIP carry the cluster MAC. */
   arpMangle?: boolean;
+  /** Keep each VIP's cluster MAC on its interface's multicast list (see multicastMac.ts). Default false. */
+  multicastSubscribe?: boolean;
+  /** Injected for unit tests: the interface side (multicast lists, interface MACs). */
+  links?: LinkIo;
   /** Run nft inside this network namespace (`ip netns exec NS nft …`); for tests and benchmarks. */
   netns?: string;
   /**
@@ -67,6 +76,15 @@ export class NftablesBackend implements Backend {
   readonly table: string;
   private readonly nftPath: string;
   private readonly arpMangle: boolean;
+  private readonly links: LinkIo;
+  /** null: not asked to subscribe. */
+  private readonly mcast: MulticastSubscriptions | null;
+  /** The subscriptions were dropped by clear(); the next add takes them again first. */
+  private mcastReleased = false;
+  /** Per VIP, the announcement of its cluster MAC this process sent ("<iface> <mac> sent" or why not). */
+  private readonly announced = new Map<string, string>();
+  /** Whether an ip6 table may exist (undefined: not known yet, so listings look). */
+  private ip6: boolean | undefined;
   private readonly netns: string | undefined;
   private readonly timeoutMs: number;
   private readonly run: Runner | undefined;
@@ -90,6 +108,14 @@ export class NftablesBackend implements Backend {
     this.arpMangle = opts.arpMangle ?? false;
     this.netns = opts.netns;
     this.timeoutMs = opts.commandTimeoutMs ?? 5000;
+    this.links =
+      opts.links ??
+      linkIo({
+        timeoutMs: this.timeoutMs,
+        ...(opts.netns ? { netns: opts.netns } : {}),
+        ...(opts.run ? { run: opts.run } : {}),
+      });
+    this.mcast = opts.multicastSubscribe ? new MulticastSubscriptions(this.links) : null;
     this.run = opts.run;
     this.choice = opts.transport ?? 'auto';
     this.renewal = opts.renewal;
@@ -108,7 +134,11 @@ export class NftablesBackend implements Backend {
   }
 
   read(): Promise<HeldBuckets> {
-    return this.call(() => this.readNow());
+    return this.call(async () => {
+      // The periodic resync reads: a subscription that vanished (an interface re-created) is taken again here.
+      if (this.mcast && this.spec && !this.mcastReleased) await this.mcast.check();
+      return this.readNow();
+    });
   }
 
   apply(changes: BucketChange[], opts: ApplyOptions = {}): Promise<void> {
@@ -121,6 +151,11 @@ export class NftablesBackend implements Backend {
           : checkHoldMs(opts.holdForMs);
       for (const c of changes) this.validateChange(c);
       if (hold !== undefined) this.renewal ??= await this.probeRenewal();
+      if (this.mcast && this.mcastReleased && changes.some((c) => c.add.length > 0)) {
+        // After a clear: frames first, then the buckets (an owned bucket the NIC filters out is a black hole).
+        await this.mcast.ensure(this.subscriptions(this.spec!));
+        this.mcastReleased = false;
+      }
       const batch = applyBatch(
         this.table,
         changes,
@@ -205,6 +240,11 @@ export class NftablesBackend implements Backend {
       const left = [...after].filter(([, b]) => b.size > 0);
       if (left.length > 0)
         throw new BackendError('transient', `nft table ${this.table}: buckets still held after clear`);
+      // Nothing held, nothing to receive; a failed unsubscribe is recorded for status, not a failed clear.
+      if (this.mcast) {
+        await this.mcast.release();
+        this.mcastReleased = true;
+      }
     });
   }
 
@@ -218,6 +258,12 @@ export class NftablesBackend implements Backend {
         transport: this.transport?.kind ?? 'unopened',
         ...(this.fallback ? { transportFallback: this.fallback } : {}),
         arpMangle: this.arpMangle,
+        ...(this.announced.size > 0 ? { announced: [...this.announced.values()].join('; ') } : {}),
+        multicast: this.mcast
+          ? this.mcastReleased
+            ? 'released (cleared)'
+            : this.mcast.describe().join('; ') || 'none'
+          : 'off',
         timeoutRenewal: this.renewal ?? 'unprobed',
         ...(this.netns ? { netns: this.netns } : {}),
       },
@@ -241,7 +287,7 @@ export class NftablesBackend implements Backend {
   }
 
   private validateChange(c: BucketChange): void {
-    checkIpv4(c.vip);
+    checkVipAddress(c.vip);
     const vip = this.vips?.get(c.vip);
     if (!vip)
       throw new BackendError(
@@ -255,17 +301,70 @@ export class NftablesBackend implements Backend {
 
   private async ensureNow(spec: ClusterSpec): Promise<void> {
     const listing = await this.list();
+    const existingSets = [...(listing?.sets.keys() ?? [])];
     await this.batch(
       ensureBatch({
         table: this.table,
         vips: spec.vips,
-        existingSets: [...(listing?.sets.keys() ?? [])],
+        existingSets,
         arpMangle: this.arpMangle,
+        nd: await this.ndInputs(spec),
       }),
       'ensure',
     );
+    this.ip6 = needsIp6(spec.vips, existingSets);
     this.spec = spec;
     this.vips = new Map(spec.vips.map((v) => [v.address, v]));
+    // After the rules: the frames that now arrive meet the drop rule of buckets this node does not own.
+    if (this.mcast) {
+      await this.mcast.ensure(this.subscriptions(spec));
+      this.mcastReleased = false;
+    }
+    if (this.arpMangle) await this.announce(spec);
+  }
+
+  /**
+   * Once per VIP (and cluster MAC, and interface) and process: a gratuitous ARP reply or an unsolicited neighbour
+   * advertisement carrying the cluster MAC, so clients and routers with an entry for the VIP from before (another
+   * owner, an earlier MAC) switch now rather than when it ages out. Best effort: nothing here fails the ensure.
+   */
+  private async announce(spec: ClusterSpec): Promise<void> {
+    for (const v of spec.vips) {
+      const what = `${v.interface} ${v.clusterMac}`;
+      if (this.announced.get(v.address)?.startsWith(`${what} sent`)) continue;
+      if (this.netns) {
+        this.announced.set(v.address, `${what} not sent (the agent runs outside namespace ${this.netns})`);
+        continue;
+      }
+      const ifaceMac = await this.links.linkAddress(v.interface);
+      if (ifaceMac === null) continue;
+      const input = { vip: v.address, clusterMac: v.clusterMac, ifaceMac };
+      const frame = familyOfVip(v.address) === 'ip6' ? unsolicitedNa(input) : arpAnnouncement(input);
+      // Twice, as keepalived does by default: one lost frame should not leave a client on the old MAC.
+      const r = await sendAnnouncements(v.interface, [frame, frame]);
+      this.announced.set(v.address, 'error' in r ? `${what} not sent (${r.error})` : `${what} sent`);
+    }
+  }
+
+  private subscriptions(spec: ClusterSpec): Subscription[] {
+    return spec.vips.map((v) => ({ iface: v.interface, mac: v.clusterMac }));
+  }
+
+  /** What the neighbour advertisement rewrite of each IPv6 VIP needs: its bytes and its interface's own MAC. */
+  private async ndInputs(spec: ClusterSpec): Promise<Map<string, { target: number[]; ifaceMac: string }>> {
+    const out = new Map<string, { target: number[]; ifaceMac: string }>();
+    if (!this.arpMangle) return out;
+    for (const v of spec.vips) {
+      if (familyOfVip(v.address) !== 'ip6') continue;
+      const mac = await this.links.linkAddress(v.interface);
+      if (mac === null)
+        throw new BackendError(
+          'unsupported',
+          `interface ${v.interface} of VIP ${v.address} does not exist (arpMangle rewrites its advertisements)`,
+        );
+      out.set(v.address, { target: [...ipv6Bytes(v.address)], ifaceMac: mac });
+    }
+    return out;
   }
 
   private async readNow(): Promise<HeldBuckets> {
@@ -313,10 +412,18 @@ export class NftablesBackend implements Backend {
     }
   }
 
-  /** `nft -j list table ip <table>`; null when the table does not exist. */
+  /** The owned sets of both tables (ip6 only where one may exist); null when neither exists. */
   private async list(): Promise<TableListing | null> {
+    const v4 = await this.listFamily('ip');
+    const v6 = this.ip6 === false ? null : await this.listFamily('ip6');
+    if (!v4 && !v6) return null;
+    return { sets: new Map([...(v4?.sets ?? []), ...(v6?.sets ?? [])]) };
+  }
+
+  /** `nft -j list table <family> <table>`; null when the table does not exist. */
+  private async listFamily(family: 'ip' | 'ip6'): Promise<TableListing | null> {
     this.lastCall.lists++;
-    const r = await (await this.open()).json(['list', 'table', 'ip', this.table]);
+    const r = await (await this.open()).json(['list', 'table', family, this.table]);
     if (r.exitCode !== 0) {
       if (/No such file or directory/.test(r.stderr)) return null;
       throw this.failure('list', r);
@@ -324,7 +431,9 @@ export class NftablesBackend implements Backend {
     try {
       return parseTableListing(r.stdout);
     } catch (err) {
-      throw new BackendError('bug', `nft -j list table ip ${this.table}: ${(err as Error).message}`, { cause: err });
+      throw new BackendError('bug', `nft -j list table ${family} ${this.table}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 

@@ -1,5 +1,6 @@
 import { BackendError } from '../errors.js';
 import type { VipSpec } from '../config/types.js';
+import { canonicalIpv6 } from '../config/address.js';
 
 // Every value that reaches nft, iptables or a file name passes through here first. The config layer validates
 // too, but backends are also built from etcd data and by tests, so they re-check: a value that would change
@@ -22,6 +23,16 @@ export function isIpv4(value: string): boolean {
 
 export function checkIpv4(value: string): string {
   if (typeof value !== 'string' || !IPV4.test(value)) invalid('IPv4 address', value);
+  return value;
+}
+
+/** A VIP address as the spec stores it: IPv4, or IPv6 in canonical form (hex digits and colons only). */
+export function isVipAddress(value: string): boolean {
+  return IPV4.test(value) || (/^[0-9a-f:]{2,39}$/.test(value) && canonicalIpv6(value) === value);
+}
+
+export function checkVipAddress(value: string): string {
+  if (typeof value !== 'string' || !isVipAddress(value)) invalid('VIP address (IPv4, or IPv6 in RFC 5952 form)', value);
   return value;
 }
 
@@ -73,7 +84,7 @@ export function checkHoldMs(value: number): number {
 
 /** Checks every field of a VIP that a backend turns into kernel configuration. */
 export function checkVip(vip: VipSpec, maxBuckets: number): VipSpec {
-  checkIpv4(vip.address);
+  checkVipAddress(vip.address);
   checkInterface(vip.interface);
   checkBucketCount(vip.buckets, maxBuckets);
   checkSeed(vip.seed);

@@ -23,6 +23,7 @@ export type AnomalyKind =
   | 'unhealthy' // a live node drained by its service checks or maintenance file
   | 'healthPanic' // too few healthy nodes: failing ones keep serving (panic threshold, minHealthyNodes)
   | 'nodeDown' // a known member (members/<id>) without a live lease: capacity is lost
+  | 'multicastFailed' // a node could not put a cluster MAC on its interface's multicast list: a real NIC drops the VIP
   | 'badValue'; // a value under the prefix failed validation and is ignored
 
 /** error: unhealthy (`--check` exit 3); degraded: serving with less capacity (exit 4); warning: informational. */
@@ -53,6 +54,7 @@ export const ANOMALY_GRACE_MS: Record<AnomalyKind, number> = {
   unhealthy: 0,
   healthPanic: 0,
   nodeDown: 0,
+  multicastFailed: 5_000,
   badValue: 0,
 };
 
@@ -94,6 +96,8 @@ export interface NodeStatus {
   /** Lease TTL (s) the node asked for, and the one etcd granted; null when it does not publish them. */
   leaseTtlRequested: number | null;
   leaseTtlGranted: number | null;
+  /** nftables: its cluster MAC subscriptions and their state; null when it does not subscribe. */
+  multicast: string[] | null;
   /** Buckets it holds claims for, over every VIP. */
   claims: number;
   leader: boolean;
@@ -207,6 +211,7 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
       lastAckAt: s?.lastAckAt ?? null,
       leaseTtlRequested: s?.leaseTtlRequested ?? null,
       leaseTtlGranted: s?.leaseTtlGranted ?? null,
+      multicast: s?.multicast ?? null,
       claims: claimCount.get(id) ?? 0,
       leader: state.leader === id,
       health: n?.value.health ?? null,
@@ -261,6 +266,14 @@ export function buildStatus({ cluster, state, leaseTtls }: StatusInput): StatusR
         detail: `${n.id} ${n.panicKept ? 'fails its checks but is kept serving' : 'is drained'} (${n.health})${down.length > 0 ? `: ${down.join('; ')}` : ''}`,
       });
     }
+    const failedMcast = (n.alive ? (n.multicast ?? []) : []).filter((m) => / failed( |$)/.test(m));
+    if (failedMcast.length > 0)
+      add({
+        kind: 'multicastFailed',
+        severity: 'error',
+        node: n.id,
+        detail: `${n.id}: ${failedMcast.join('; ')}`,
+      });
     if (n.draining && n.claims > 0) {
       add({
         kind: 'drainPending',

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { ConfigError, type InputIssue } from '../errors.js';
 import { expected, mkIssue, sortIssues, toInputIssues, type Locator } from './issues.js';
+import { NOT_AN_ADDRESS, canonicalVip, familyOf, vipAddressProblem } from './address.js';
 import { deriveClusterMac, normalizeMac } from './mac.js';
 import {
   BACKEND_KINDS,
@@ -33,16 +33,17 @@ export function isValidInterfaceName(name: string): boolean {
   return name.length > 0 && Buffer.byteLength(name) < 16 && name !== '.' && name !== '..' && !/[/:\s]/.test(name);
 }
 
-/** A unicast IPv4 host address: not 0.0.0.0/8, not multicast, reserved or broadcast (224.0.0.0 and up). */
-function isUsableVip(a: string): boolean {
-  if (!isIPv4(a)) return false;
-  const first = Number(a.split('.')[0]);
-  return first !== 0 && first < 224;
-}
-
-const addressSchema = z
-  .string({ error: expected('an IPv4 address like 10.77.0.100') })
-  .refine(isUsableVip, { error: expected('a unicast IPv4 address like 10.77.0.100') });
+const addressWhat = 'a unicast IPv4 or IPv6 address like 10.77.0.100 or 2001:db8::100';
+const addressSchema = z.string({ error: expected(addressWhat) }).transform((v, ctx): string => {
+  const problem = vipAddressProblem(v);
+  if (problem !== null) {
+    const why = problem === NOT_AN_ADDRESS ? '' : ` (${problem})`;
+    ctx.addIssue({ code: 'custom', message: `${expected(addressWhat)({ input: v })}${why}` });
+    return z.NEVER;
+  }
+  // IPv6 VIPs are compared, stored and named in one text form.
+  return canonicalVip(v);
+});
 
 const interfaceSchema = z.string({ error: expected('an interface name like eth0') }).refine(isValidInterfaceName, {
   error: expected('an interface name: 1 to 15 characters, no "/", ":" or spaces'),
@@ -165,11 +166,13 @@ function crossFieldIssues(raw: unknown, loc: Locator, opts: ClusterSpecOptions):
   vips.forEach((v, i) => {
     if (typeof v !== 'object' || v === null) return;
     const vip = v as Record<string, unknown>;
-    if (typeof vip.address === 'string' && isUsableVip(vip.address)) {
-      const first = firstIndexOf.get(vip.address);
+    const address = typeof vip.address === 'string' && vipAddressProblem(vip.address) === null ? vip.address : null;
+    if (address !== null) {
+      const canon = canonicalVip(address);
+      const first = firstIndexOf.get(canon);
       if (first !== undefined) {
-        out.push(mkIssue(loc, ['vips', i, 'address'], `${vip.address} is already used by vips[${first}]`));
-      } else firstIndexOf.set(vip.address, i);
+        out.push(mkIssue(loc, ['vips', i, 'address'], `${address} is already used by vips[${first}]`));
+      } else firstIndexOf.set(canon, i);
     }
     if (!backend) return;
     const max = MAX_BUCKETS[backend];
@@ -183,6 +186,15 @@ function crossFieldIssues(raw: unknown, loc: Locator, opts: ClusterSpecOptions):
           ),
         );
       }
+    }
+    if (backend === 'clusterip' && address !== null && familyOf(address) === 'ipv6') {
+      out.push(
+        mkIssue(
+          loc,
+          ['vips', i, 'address'],
+          `${address} is an IPv6 VIP: the clusterip backend is IPv4 only (the kernel has no ip6 CLUSTERIP target); use the nftables backend`,
+        ),
+      );
     }
     if (backend === 'clusterip' && vip.sticky === true) {
       out.push(

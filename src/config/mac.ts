@@ -1,10 +1,17 @@
-// The cluster MAC: every node answers ARP for the VIP with one multicast MAC so the switch floods the VIP's
-// frames to all of them. Derived like IPv4 multicast MACs (RFC 1112): 01:00:5e + the address's low 23 bits.
+import { ipv6Bytes } from '../hash/ipv6.js';
+
+// The cluster MAC: every node answers ARP (or neighbour discovery) for the VIP with one multicast MAC so the
+// switch floods the VIP's frames to all of them. Derived like multicast MACs are: for IPv4 (RFC 1112)
+// 01:00:5e + the address's low 23 bits, for IPv6 (RFC 2464) 33:33 + its low 32 bits.
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
-/** 10.77.0.100 → 01:00:5e:4d:00:64. The caller validates the address first. */
+/** 10.77.0.100 → 01:00:5e:4d:00:64, 2001:db8::1:100 → 33:33:00:01:01:00. The caller validates the address. */
 export function deriveClusterMac(address: string): string {
+  if (address.includes(':')) {
+    const low = [...ipv6Bytes(address).slice(12)];
+    return ['33', '33', ...low.map((n) => n.toString(16).padStart(2, '0'))].join(':');
+  }
   const o = address.split('.').map((p) => Number(p));
   if (o.length !== 4 || o.some((n) => !Number.isInteger(n) || n < 0 || n > 255)) {
     throw new RangeError(`not an IPv4 address: ${JSON.stringify(address)}`);

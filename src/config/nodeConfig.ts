@@ -365,6 +365,7 @@ function build(r: ReadonlyMap<NodeOptionKey, Resolved>): NodeConfig {
         table: v('nftTable'),
         nftPath: v('nftPath'),
         arpMangle: v('nftArpMangle'),
+        multicastSubscribe: v('nftMulticastSubscribe'),
         transport: v('nftTransport'),
       };
       break;

@@ -57,6 +57,7 @@ export type NodeOptionKey =
   | 'nftTable'
   | 'nftPath'
   | 'nftArpMangle'
+  | 'nftMulticastSubscribe'
   | 'nftTransport'
   | 'clusteripProcDir'
   | 'clusteripManageRule'
@@ -356,7 +357,20 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     default: () => false,
     defaultText: 'false',
     description:
-      'nftables backend: rewrite ARP replies for the VIP to the cluster MAC (else use a static neighbour entry on the router).',
+      "nftables backend: rewrite the nodes' ARP replies (IPv4) and neighbour advertisements (IPv6) for the VIP to the cluster MAC (else use a static neighbour entry on the router), and announce the cluster MAC when a VIP is set up.",
+  },
+  {
+    key: 'nftMulticastSubscribe',
+    flag: 'nft-multicast-subscribe',
+    valueName: 'BOOL',
+    yaml: ['backend', 'multicastSubscribe'],
+    type: 'boolean',
+    schema: boolSchema,
+    backend: 'nftables',
+    default: () => true,
+    defaultText: 'true',
+    description:
+      "nftables backend: add each VIP's cluster MAC to its interface's multicast list (`ip maddr add`) while the VIP is set up; real NICs and macvlans drop the VIP's frames without it. The interface must exist.",
   },
   {
     key: 'clusteripProcDir',

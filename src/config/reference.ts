@@ -104,12 +104,12 @@ function specTable(): string {
   return [
     '| field | required | meaning |',
     '|---|---|---|',
-    '| `vips[].address` | yes | Unicast IPv4 address of the VIP; unique in the spec. |',
+    '| `vips[].address` | yes | Unicast IPv4 or IPv6 address of the VIP (IPv6: global or unique-local, stored in RFC 5952 form; nftables, file and exec backends only); unique in the spec. |',
     '| `vips[].interface` | yes | Interface it is served on: 1–15 characters, no `/`, `:` or spaces (Linux IFNAMSIZ rules). |',
     `| \`vips[].buckets\` | yes | Bucket count N (buckets 1..N); the most per backend: ${max}. |`,
     `| \`vips[].hashMode\` | no, \`sourceip\` | ${HASH_MODES.map((m) => `\`${m}\``).join(', ')}. What the nftables backend hashes for each: ${HASH_MODES.map((m) => `\`${m}\` → \`jhash ${hashInput(m)}\``).join('; ')} (other bucket numbers than CLUSTERIP's for the same client; \`whois\` knows both). |`,
     '| `vips[].seed` | yes | 32-bit hash seed: an integer or a `0x…` hex string. Explicit, so every node hashes alike. |',
-    '| `vips[].clusterMac` | no, derived | Multicast MAC; default `01:00:5e` + the low 23 bits of the address (10.77.0.100 → 01:00:5e:4d:00:64). |',
+    '| `vips[].clusterMac` | no, derived | Multicast MAC; default `01:00:5e` + the low 23 bits of an IPv4 address (10.77.0.100 → 01:00:5e:4d:00:64), `33:33` + the low 32 bits of an IPv6 one (2001:db8::100 → 33:33:00:00:01:00). |',
     '| `vips[].sticky` | no, `false` | Keep established TCP on the old owner when a bucket moves (not with the clusterip backend). |',
     '| `rebalance.joinMovesPerInterval` | no, `1` | Buckets of live nodes moved per interval after a join; 0 = never. |',
     '| `rebalance.intervalMs` | no, `1000` | The interval, in milliseconds (10..3600000). |',
@@ -165,8 +165,7 @@ ${NODE_EXAMPLE}\`\`\`
 ${specTable()}
 
 Checks across fields: VIP addresses are unique; when the backend is known (\`clusterip-ha apply --backend\`,
-and every agent when it reads the spec) the bucket count must fit it, \`sticky\` needs nftables, and the
-nftables backend needs \`hashMode: sourceip\`.
+and every agent when it reads the spec) the bucket count must fit it, \`sticky\` needs nftables, and IPv6 VIPs cannot use the clusterip backend.
 
 \`\`\`yaml
 ${SPEC_EXAMPLE}\`\`\`

@@ -19,7 +19,7 @@ export const MAX_BUCKETS: Record<BackendKind, number> = {
 };
 
 export interface VipSpec {
-  /** Dotted-quad IPv4 address; also the VIP's identity in etcd keys and backends. */
+  /** IPv4 dotted quad or IPv6 in RFC 5952 form; also the VIP's identity in etcd keys and backends. */
   address: string;
   /** Interface the VIP is served on (CLUSTERIP `-i`, nftables `iifname`). */
   interface: string;
@@ -52,7 +52,14 @@ export interface ClusterSpec {
 
 export type BackendConfig =
   | { kind: 'file'; dir: string }
-  | { kind: 'nftables'; table: string; nftPath: string; arpMangle: boolean; transport: NftTransportChoice }
+  | {
+      kind: 'nftables';
+      table: string;
+      nftPath: string;
+      arpMangle: boolean;
+      multicastSubscribe: boolean;
+      transport: NftTransportChoice;
+    }
   | { kind: 'clusterip'; procDir: string; manageRule: boolean; iptablesPath: string }
   | { kind: 'exec'; command: string[]; timeoutMs: number };
 

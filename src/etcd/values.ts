@@ -98,6 +98,8 @@ export const statusValueSchema = z.strictObject({
   /** The lease TTL the node asked for and the one etcd granted (etcd raises a TTL below its minimum). */
   leaseTtlRequested: z.number().int().positive().optional(),
   leaseTtlGranted: z.number().int().positive().optional(),
+  /** nftables: the cluster MAC subscriptions, "eth0 01:00:5e:4d:00:64 subscribed" each (absent: not asked). */
+  multicast: z.array(z.string().max(300)).max(256).optional(),
   updatedAt: z.string().max(40),
 });
 export type StatusValue = z.infer<typeof statusValueSchema>;

@@ -6,7 +6,15 @@ import { nftablesBucketFor } from './nftables.js';
 
 export { jhash, jhash1word, jhash2words, jhash3words, reciprocalScale, JHASH_INITVAL } from './jhash.js';
 export { clusteripBucket, clusteripHash, rawPortWord, type ClusteripPacket } from './clusterip.js';
-export { nftablesBucket, nftablesBucketFor, nftablesHash, nftablesKey, NFT_HASH_INPUT } from './nftables.js';
+export {
+  nftablesBucket,
+  nftablesBucketFor,
+  nftablesHash,
+  nftablesKey,
+  saddrBytes,
+  NFT_HASH_INPUT,
+} from './nftables.js';
+export { ipv6Bytes } from './ipv6.js';
 export { ipv4ToU32, u32ToIpv4, ipv4Bytes, type Ipv4 } from './ipv4.js';
 export { hashIdentity, sameHashIdentity, type IdentityStamp } from './identity.js';
 
@@ -18,6 +26,8 @@ export type HashBackend = 'clusterip' | 'nftables';
  * backends put the same packet in different buckets.
  */
 export function bucketOf(vip: VipSpec, backend: HashBackend, packet: ClusteripPacket): number {
+  if (backend === 'clusterip' && typeof packet.saddr === 'string' && packet.saddr.includes(':'))
+    throw new RangeError(`CLUSTERIP hashes IPv4 clients only, not ${packet.saddr}`);
   return backend === 'clusterip'
     ? clusteripBucket(vip.hashMode, packet, vip.buckets, vip.seed)
     : nftablesBucketFor(vip.hashMode, packet, vip.buckets, vip.seed, 1);

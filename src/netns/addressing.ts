@@ -22,6 +22,21 @@ export function nodeClientAddress(i: number): string {
   return `10.77.${Math.floor(i / 50) + 200}.${(i % 50) + 11}`;
 }
 
+/** IPv6 on the client network: fd77::/64 (nodes fd77::2:<i+11>, client fd77::2, sources fd77::1:<i+1>). */
+export const CLIENT_NET6_PREFIX = 64;
+export const CLIENT_PRIMARY6 = 'fd77::2';
+export const DEFAULT_VIP6 = 'fd77::100';
+
+export function nodeClientAddress6(i: number): string {
+  if (i < 0 || i >= MAX_NODES) throw new RangeError(`node index ${i} out of range`);
+  return `fd77::2:${(i + 11).toString(16)}`;
+}
+
+export function sourceAddress6(i: number): string {
+  if (i < 0 || i >= MAX_SOURCES) throw new RangeError(`source index ${i} out of range`);
+  return `fd77::1:${(i + 1).toString(16)}`;
+}
+
 /** Node i (0-based) on the control network. */
 export function nodeControlAddress(i: number): string {
   if (i < 0 || i >= 240) throw new RangeError(`node index ${i} out of range for the control network`);
@@ -39,6 +54,8 @@ export interface NamespaceNames {
   switchNs: string;
   clientNs: string;
   etcdNs: string;
+  /** Where the lower veths of macvlan nodes live (see topology.ts). */
+  underlayNs: string;
   node(name: string): string;
 }
 
@@ -50,6 +67,7 @@ export function namespaceNames(pid: number, seq: number): NamespaceNames {
     switchNs: `${prefix}sw`,
     clientNs: `${prefix}client`,
     etcdNs: `${prefix}etcd`,
+    underlayNs: `${prefix}under`,
     node: (name) => `${prefix}node-${name}`,
   };
 }

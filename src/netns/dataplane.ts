@@ -9,7 +9,7 @@ import { createEtcdClient } from '../etcd/client.js';
 import { keysFor, parseKey, type Keys } from '../etcd/keys.js';
 import { writeSpec } from '../etcd/spec.js';
 import { assignValueSchema, decodeClaim, decodeJson } from '../etcd/values.js';
-import { nftablesBucket } from '../hash/index.js';
+import { nftablesBucketFor } from '../hash/index.js';
 import { spawnAgent, type AgentExit, type AgentProcess } from '../localcluster/agentProcess.js';
 import { ETCD_CLIENT_PORT, SERVER_TCP_PORT, SERVER_UDP_PORT } from './addressing.js';
 import { startEtcdInNs, type NsEtcd } from './etcdNs.js';
@@ -54,6 +54,10 @@ export interface DataplaneOptions {
   logDir?: string;
   /** Bound on the whole setup (not counting settle); default 60 s. */
   timeoutMs?: number;
+  /** Node interfaces (see TopologyOptions.link); default veth. */
+  link?: 'veth' | 'macvlan';
+  /** The client's neighbour entries (see TopologyOptions.resolution); default static. */
+  resolution?: 'static' | 'learned';
 }
 
 export interface SettleOptions {
@@ -80,6 +84,9 @@ export interface Dataplane {
   readonly spec: ClusterSpec;
   /** The probed VIP. */
   readonly vip: VipSpec;
+  /** The spec's IPv6 VIP (the first after `vip`), probed by probe6 from sources6; null when it has none. */
+  readonly vip6: VipSpec | null;
+  readonly sources6: string[];
   readonly keys: Keys;
   /** etcd for the harness (root namespace, loopback relay). */
   readonly etcdEndpoint: string;
@@ -92,6 +99,9 @@ export interface Dataplane {
   probe(opts?: ProbeOptions): Promise<ProbeResult>;
   /** Continuous probing on the prober's own clock (see Prober.stream). */
   probeStream(opts: StreamOptions, onReport: (r: StreamReport) => void): { stop(): void };
+  /** The same for the IPv6 VIP (throws without one). */
+  probe6(opts?: ProbeOptions): Promise<ProbeResult>;
+  probeStream6(opts: StreamOptions, onReport: (r: StreamReport) => void): { stop(): void };
   cutControl(node: string, mode?: ControlCutMode): Promise<void>;
   healControl(node: string): Promise<void>;
   nsOf(node: string): string;
@@ -103,9 +113,9 @@ export interface Dataplane {
   stopServer(node: string): Promise<void>;
   /** Start the node's server again (after stopServer). */
   startServer(node: string): Promise<void>;
-  bucketOfSource(source: string): number;
+  bucketOfSource(source: string, of?: VipSpec): number;
   /** source → owner predicted from the claims in etcd and the nftables hash (unclaimed buckets absent). */
-  expectedOwners(claims?: Map<number, string>): Promise<Map<string, string>>;
+  expectedOwners(claims?: Map<number, string>, of?: VipSpec): Promise<Map<string, string>>;
   readOwnership(): Promise<Ownership>;
   /** Wait until assignment == claims == kernel for every bucket, every bucket owned. Returns the ownership. */
   waitSettled(opts?: SettleOptions): Promise<Ownership>;
@@ -143,6 +153,10 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
   const vip = spec.vips[0];
   if (!vip) throw new NetnsError('the spec has no VIP');
   if (vip.interface !== 'eth0') throw new NetnsError(`the probed VIP must be on eth0 (got ${vip.interface})`);
+  if (vip.address.includes(':')) throw new NetnsError('the first VIP must be IPv4 (an IPv6 one may follow)');
+  const vip6 = spec.vips.find((v) => v.address.includes(':')) ?? null;
+  if (vip6 && vip6.interface !== 'eth0') throw new NetnsError(`the IPv6 VIP must be on eth0 (got ${vip6.interface})`);
+  const served = [vip, ...(vip6 ? [vip6] : [])];
   const nodes = opts.nodes ?? ['n1', 'n2', 'n3'];
   const cluster = opts.cluster ?? `dp${process.pid}`;
   const keys = keysFor(cluster);
@@ -159,6 +173,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
   let topology: Topology | undefined;
   let nsEtcd: NsEtcd | undefined;
   let prober: Prober | undefined;
+  let prober6: Prober | undefined;
   let etcd: Etcd3 | undefined;
 
   let destroyed: Promise<number> | undefined;
@@ -174,7 +189,7 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
           await a.waitExit(5000).catch(() => undefined);
         }),
       );
-      await Promise.all([...servers.map((s) => s.stop()), prober?.stop()]);
+      await Promise.all([...servers.map((s) => s.stop()), prober?.stop(), prober6?.stop()]);
       etcd?.close();
       await nsEtcd?.stop();
       await topology?.destroy();
@@ -191,6 +206,9 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       sources: opts.sources ?? 90,
       vip: vip.address,
       clusterMac: vip.clusterMac,
+      ...(vip6 ? { vip6: vip6.address, clusterMac6: vip6.clusterMac } : {}),
+      ...(opts.link ? { link: opts.link } : {}),
+      ...(opts.resolution ? { resolution: opts.resolution } : {}),
       timeoutMs: left(),
     });
     const topo = topology;
@@ -203,15 +221,17 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     etcd = createEtcdClient({ endpoints: [nsEtcd.harnessEndpoint], requestTimeoutMs: 5000 });
     await writeSpec(etcd, keys, spec, { expectModRevision: 'absent' });
     const started = await Promise.all(
-      topo.nodes.map((n) =>
-        startNodeServer({
-          ns: n.ns,
-          node: n.name,
-          vip: vip.address,
-          udpPort: SERVER_UDP_PORT,
-          tcpPort: SERVER_TCP_PORT,
-          readyTimeoutMs: left(),
-        }),
+      topo.nodes.flatMap((n) =>
+        served.map((v) =>
+          startNodeServer({
+            ns: n.ns,
+            node: n.name,
+            vip: v.address,
+            udpPort: SERVER_UDP_PORT,
+            tcpPort: SERVER_TCP_PORT,
+            readyTimeoutMs: left(),
+          }),
+        ),
       ),
     );
     servers.push(...started);
@@ -223,6 +243,16 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       tcpPort: SERVER_TCP_PORT,
       readyTimeoutMs: left(),
     });
+    if (vip6) {
+      prober6 = await startProber({
+        ns: topo.clientNs,
+        sources: topo.sources6,
+        vip: vip6.address,
+        udpPort: SERVER_UDP_PORT,
+        tcpPort: SERVER_TCP_PORT,
+        readyTimeoutMs: left(),
+      });
+    }
   } catch (err) {
     await destroy();
     throw err;
@@ -232,6 +262,11 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
   const etcdNs = nsEtcd;
   const client = etcd;
   const probeProc = prober;
+  const probe6Proc = prober6;
+  const need6 = (): Prober => {
+    if (!probe6Proc) throw new NetnsError('the spec has no IPv6 VIP');
+    return probe6Proc;
+  };
 
   const startAgent = (node: string): AgentProcess => {
     const prev = agents.get(node);
@@ -258,10 +293,11 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     return a;
   };
 
-  const bucketOfSource = (source: string): number => nftablesBucket(source, vip.buckets, vip.seed, 1);
+  const bucketOfSource = (source: string, of: VipSpec = vip): number =>
+    nftablesBucketFor(of.hashMode, { saddr: source }, of.buckets, of.seed, 1);
 
-  const readClaims = async (): Promise<Map<number, string>> => {
-    const kvs = await client.getAll().prefix(keys.claimsOf(vip.address)).strings();
+  const readClaims = async (of: VipSpec = vip): Promise<Map<number, string>> => {
+    const kvs = await client.getAll().prefix(keys.claimsOf(of.address)).strings();
     const out = new Map<number, string>();
     for (const [k, v] of Object.entries(kvs)) {
       const pk = parseKey(keys, k);
@@ -295,6 +331,8 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     cluster,
     spec,
     vip,
+    vip6,
+    sources6: topo.sources6,
     keys,
     etcdEndpoint: etcdNs.harnessEndpoint,
     controlEndpoint: etcdNs.controlEndpoint,
@@ -304,6 +342,8 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
     setupMs: 0,
     probe: (p) => probeProc.probe(p),
     probeStream: (o, f) => probeProc.stream(o, f),
+    probe6: (p) => need6().probe(p),
+    probeStream6: (o, f) => need6().stream(o, f),
     cutControl: (n, mode) => topo.cutControl(n, mode),
     healControl: (n) => topo.healControl(n),
     nsOf: (n) => topo.nsOf(n),
@@ -315,29 +355,31 @@ export async function buildDataplane(opts: DataplaneOptions = {}): Promise<Datap
       return a.waitExit(timeoutMs);
     },
     async stopServer(node) {
-      const i = servers.findIndex((x) => x.node === node);
-      if (i < 0) throw new NetnsError(`no server on ${node}`);
-      await servers[i]!.stop();
-      servers.splice(i, 1);
+      const mine = servers.filter((x) => x.node === node);
+      if (mine.length === 0) throw new NetnsError(`no server on ${node}`);
+      await Promise.all(mine.map((x) => x.stop()));
+      for (const x of mine) servers.splice(servers.indexOf(x), 1);
     },
     async startServer(node) {
       if (servers.some((x) => x.node === node && !x.exited())) throw new NetnsError(`server on ${node} is running`);
-      servers.push(
-        await startNodeServer({
-          ns: topo.nsOf(node),
-          node,
-          vip: vip.address,
-          udpPort: SERVER_UDP_PORT,
-          tcpPort: SERVER_TCP_PORT,
-        }),
-      );
+      for (const v of served) {
+        servers.push(
+          await startNodeServer({
+            ns: topo.nsOf(node),
+            node,
+            vip: v.address,
+            udpPort: SERVER_UDP_PORT,
+            tcpPort: SERVER_TCP_PORT,
+          }),
+        );
+      }
     },
     bucketOfSource,
-    async expectedOwners(claims) {
-      const c = claims ?? (await readClaims());
+    async expectedOwners(claims, of = vip) {
+      const c = claims ?? (await readClaims(of));
       const out = new Map<string, string>();
-      for (const s of topo.sources) {
-        const owner = c.get(bucketOfSource(s));
+      for (const s of of === vip ? topo.sources : topo.sources6) {
+        const owner = c.get(bucketOfSource(s, of));
         if (owner !== undefined) out.set(s, owner);
       }
       return out;

@@ -2,15 +2,16 @@ import { nsRun } from './run.js';
 
 // Reads a node's owned set straight from its kernel, independently of the backend's own parser, so the tests
 // check the backend against the kernel rather than against itself. The set name follows the nftables backend's
-// layout (`owned_<vip with dots as underscores>`, src/backends/nftRuleset.ts).
+// layout (`owned_<vip with dots as underscores>` in table ip, `owned6_<colons as underscores>` in table ip6,
+// src/backends/nftRuleset.ts).
 
 export function ownedSetName(vip: string): string {
-  return `owned_${vip.replaceAll('.', '_')}`;
+  return vip.includes(':') ? `owned6_${vip.replaceAll(':', '_')}` : `owned_${vip.replaceAll('.', '_')}`;
 }
 
 /** Buckets in the set (the kernel lists only unexpired elements); [] when the table or set does not exist. */
 export async function readOwnedSet(ns: string, table: string, vip: string): Promise<number[]> {
-  const r = await nsRun(ns, 'nft', ['-j', 'list', 'set', 'ip', table, ownedSetName(vip)], {
+  const r = await nsRun(ns, 'nft', ['-j', 'list', 'set', vip.includes(':') ? 'ip6' : 'ip', table, ownedSetName(vip)], {
     allowFail: true,
     timeoutMs: 5000,
   });

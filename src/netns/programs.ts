@@ -13,7 +13,7 @@ export const SERVER_PROGRAM = String.raw`
 const dgram = require('node:dgram');
 const net = require('node:net');
 const cfg = JSON.parse(process.argv[process.argv.length - 1]);
-const udp = dgram.createSocket('udp4');
+const udp = dgram.createSocket(cfg.address.includes(':') ? 'udp6' : 'udp4');
 udp.on('message', (msg, rinfo) => {
   const text = msg.toString('utf8');
   if (!text.startsWith('P ')) return;
@@ -74,7 +74,7 @@ let late = [];
 let bound = 0;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 for (let i = 0; i < n; i++) {
-  const s = dgram.createSocket('udp4');
+  const s = dgram.createSocket(cfg.vip.includes(':') ? 'udp6' : 'udp4');
   s.on('error', (e) => { out({ fatal: 'udp ' + cfg.sources[i] + ': ' + e.message }); process.exit(2); });
   s.on('message', (msg) => {
     const parts = msg.toString('utf8').trim().split(' ');

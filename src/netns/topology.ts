@@ -1,16 +1,20 @@
 import { readdir } from 'node:fs/promises';
 import {
+  CLIENT_NET6_PREFIX,
   CLIENT_NET_PREFIX,
   CLIENT_PRIMARY,
+  CLIENT_PRIMARY6,
   CONTROL_NET_PREFIX,
   DEFAULT_VIP,
   ETCD_CONTROL_ADDRESS,
   checkNodeName,
   namespaceNames,
   nodeClientAddress,
+  nodeClientAddress6,
   nodeControlAddress,
   ownerPidOf,
   sourceAddress,
+  sourceAddress6,
   type NamespaceNames,
 } from './addressing.js';
 import { NetnsError, ipBatch, nsRun, run } from './run.js';
@@ -23,6 +27,13 @@ import { deriveClusterMac } from '../config/mac.js';
 //   node ns:   eth0 on br0 (own address + the VIP), ctl0 on br1 (reaches etcd)
 //   client ns: eth0 on br0, a primary address plus one /32 per probe source; VIP → cluster MAC static neighbour
 //   etcd ns:   eth0 on br1
+//
+// With `link: 'macvlan'` a node's eth0 is a macvlan instead, as in VMs and containers: its lower veth sits in an
+// underlay namespace of its own (a lower device in the node's namespace would hand the node every frame itself
+// and hide the macvlan's multicast filter), so frames to the cluster MAC reach the node only if the MAC is on
+// eth0's multicast list. With `resolution: 'learned'` the client has no static entries and resolves the VIPs by
+// ARP and neighbour discovery. With `vip6`, IPv6 beside IPv4 (fd77::/64, no duplicate address detection: every
+// node carries the VIP).
 //
 // Every link is created from inside the switch namespace with its peer placed straight into the other
 // namespace, so the root namespace never sees an interface. Each namespace gets its ARP sysctls set explicitly
@@ -47,6 +58,13 @@ export interface TopologyOptions {
   vip?: string;
   /** Default: derived from the VIP like the config does. */
   clusterMac?: string;
+  /** An IPv6 VIP beside the IPv4 one, with as many IPv6 sources. */
+  vip6?: string;
+  clusterMac6?: string;
+  /** Node interfaces: veths on the bridge (default), or macvlans over underlay veths (filters multicast). */
+  link?: 'veth' | 'macvlan';
+  /** The client's neighbour entries for the VIPs: static (default) or learned by ARP / neighbour discovery. */
+  resolution?: 'static' | 'learned';
   /** Create the etcd namespace on the control network (default true). */
   etcdNs?: boolean;
   /** Bound on the whole setup; default 30 s. */
@@ -70,6 +88,10 @@ export interface Topology {
   readonly vip: string;
   readonly clusterMac: string;
   readonly sources: string[];
+  /** With vip6: the IPv6 VIP and its sources (null / [] without). */
+  readonly vip6: string | null;
+  readonly sources6: string[];
+  readonly link: 'veth' | 'macvlan';
   readonly setupMs: number;
   nsOf(node: string): string;
   node(name: string): TopologyNode;
@@ -92,6 +114,10 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
   const names = namespaceNames(process.pid, ++seq);
   const withEtcd = opts.etcdNs ?? true;
   const timeoutMs = opts.timeoutMs ?? 30_000;
+  const link = opts.link ?? 'veth';
+  const vip6 = opts.vip6 ?? null;
+  const clusterMac6 = vip6 ? (opts.clusterMac6 ?? deriveClusterMac(vip6)) : null;
+  const staticNeigh = (opts.resolution ?? 'static') === 'static';
 
   const nodes: TopologyNode[] = nodeNames.map((name, i) => ({
     name,
@@ -101,7 +127,14 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
     controlPort: `c-${name}`,
   }));
   const sources = Array.from({ length: nSources }, (_, i) => sourceAddress(i));
-  const allNs = [names.switchNs, names.clientNs, ...(withEtcd ? [names.etcdNs] : []), ...nodes.map((n) => n.ns)];
+  const sources6 = vip6 ? Array.from({ length: nSources }, (_, i) => sourceAddress6(i)) : [];
+  const allNs = [
+    names.switchNs,
+    ...(link === 'macvlan' ? [names.underlayNs] : []),
+    names.clientNs,
+    ...(withEtcd ? [names.etcdNs] : []),
+    ...nodes.map((n) => n.ns),
+  ];
   const created: string[] = [];
 
   let destroyed = false;
@@ -138,6 +171,7 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
               `net.ipv4.conf.${c}.arp_ignore=1`,
               `net.ipv4.conf.${c}.arp_announce=2`,
               `net.ipv4.conf.${c}.rp_filter=0`,
+              `net.ipv6.conf.${c}.accept_dad=0`,
             ]),
           ],
           { timeoutMs: left() },
@@ -159,21 +193,44 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
     }
     for (const n of nodes) {
       sw.push(
-        `link add p-${n.name} type veth peer name eth0 netns ${n.ns}`,
+        link === 'macvlan'
+          ? `link add p-${n.name} type veth peer name u-${n.name} netns ${names.underlayNs}`
+          : `link add p-${n.name} type veth peer name eth0 netns ${n.ns}`,
         `link set p-${n.name} master br0 up`,
         `link add ${n.controlPort} type veth peer name ctl0 netns ${n.ns}`,
         `link set ${n.controlPort} master br1 up`,
       );
     }
     await ipBatch(names.switchNs, sw, { timeoutMs: left() });
+    if (link === 'macvlan') {
+      // Created in the underlay, on its lower veth, and placed straight into the node's namespace as eth0.
+      await ipBatch(
+        names.underlayNs,
+        [
+          'link set lo up',
+          ...nodes.flatMap((n) => [
+            `link set u-${n.name} up`,
+            `link add link u-${n.name} name eth0 netns ${n.ns} type macvlan mode bridge`,
+          ]),
+        ],
+        { timeoutMs: left() },
+      );
+    }
 
     const client = [
       'link set lo up',
       `addr add ${CLIENT_PRIMARY}/${CLIENT_NET_PREFIX} dev eth0`,
       ...sources.map((s) => `addr add ${s}/32 dev eth0`),
+      ...(vip6
+        ? [
+            `addr add ${CLIENT_PRIMARY6}/${CLIENT_NET6_PREFIX} dev eth0 nodad`,
+            ...sources6.map((s) => `addr add ${s}/128 dev eth0 nodad`),
+          ]
+        : []),
       'link set eth0 up',
       // The client reaches the VIP through the cluster MAC (DESIGN §7): the bridge floods it to every node.
-      `neigh replace ${vip} lladdr ${clusterMac} dev eth0 nud permanent`,
+      ...(staticNeigh ? [`neigh replace ${vip} lladdr ${clusterMac} dev eth0 nud permanent`] : []),
+      ...(staticNeigh && vip6 ? [`neigh replace ${vip6} lladdr ${clusterMac6} dev eth0 nud permanent`] : []),
     ];
     const batches: Promise<void>[] = [ipBatch(names.clientNs, client, { timeoutMs: left() })];
     if (withEtcd) {
@@ -193,6 +250,12 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
             'link set lo up',
             `addr add ${n.address}/${CLIENT_NET_PREFIX} dev eth0`,
             `addr add ${vip}/32 dev eth0`,
+            ...(vip6
+              ? [
+                  `addr add ${nodeClientAddress6(nodes.indexOf(n))}/${CLIENT_NET6_PREFIX} dev eth0 nodad`,
+                  `addr add ${vip6}/128 dev eth0 nodad`,
+                ]
+              : []),
             'link set eth0 up',
             `addr add ${n.controlAddress}/${CONTROL_NET_PREFIX} dev ctl0`,
             'link set ctl0 up',
@@ -225,6 +288,9 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
     vip,
     clusterMac,
     sources,
+    vip6,
+    sources6,
+    link,
     setupMs: performance.now() - started,
     nsOf: (name) => nodeOf(name).ns,
     node: nodeOf,

@@ -1,9 +1,7 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canonicalVip } from '../../src/config/address.js';
+import { hashInput } from '../../src/backends/nftRuleset.js';
+import { createHashBed, listSet as listSetIn, valOf, type HashBed } from '../helpers/hashBed.js';
 import { nftablesBucket, nftablesBucketFor, NFT_HASH_INPUT, u32ToIpv4 } from '../../src/hash/index.js';
 import type { HashMode } from '../../src/config/types.js';
 import { netnsCapability, requireCapability } from '../helpers/privileged.js';
@@ -17,7 +15,6 @@ import { netnsCapability, requireCapability } from '../helpers/privileged.js';
 //   - the port modes' concatenations (`jhash ip saddr . th sport [. th dport]`), recording the ports seen.
 // Every recorded bucket must equal nftablesBucket(). Nothing leaves the two namespaces the test creates.
 
-const sh = promisify(execFile);
 const PREFIX = `cipha-hash-${process.pid}-`;
 const CLIENT = `${PREFIX}c`;
 const SERVER = `${PREFIX}s`;
@@ -27,18 +24,6 @@ const TABLE = 'cipha_hash';
 const SOURCES = 300;
 
 const enabled = requireCapability('nft hash', netnsCapability());
-
-async function run(cmd: string, args: string[], input?: string, timeoutMs = 30_000): Promise<string> {
-  const child = sh(cmd, args, { timeout: timeoutMs, maxBuffer: 64 << 20 });
-  if (input !== undefined) {
-    child.child.stdin!.end(input);
-  }
-  const { stdout } = await child;
-  return stdout;
-}
-
-const inNs = (ns: string, cmd: string[], input?: string): Promise<string> =>
-  run('ip', ['netns', 'exec', ns, ...cmd], input);
 
 /** 300 distinct unicast sources spread over the address space (deterministic), plus a few corner cases. */
 function sourceAddresses(): string[] {
@@ -119,31 +104,10 @@ function ruleset(): string {
   return lines.join('\n') + '\n';
 }
 
-// Runs inside the client namespace: one datagram per source, at most 32 sockets open at once.
-const SENDER = `
-import dgram from 'node:dgram';
-const [dst, ...sources] = process.argv.slice(2);
-const sendFrom = (arg) => new Promise((resolve) => {
-  const [src, dport] = arg.split(':');
-  const s = dgram.createSocket('udp4');
-  const done = (err) => { s.close(); resolve(err ? arg + ': ' + err.message : null); };
-  s.once('error', done);
-  s.bind({ address: src, port: 0 }, () => s.send('x', Number(dport), dst, done));
-});
-const errors = [];
-for (let i = 0; i < sources.length; i += 32) {
-  for (const e of await Promise.all(sources.slice(i, i + 32).map(sendFrom))) if (e) errors.push(e);
-}
-if (errors.length) { console.error(errors.join('\\n')); process.exit(1); }
-`;
-
 type Elem = string | { concat: [string, number | string] } | { elem: { val: unknown } };
 
 async function listSet(name: string): Promise<Elem[]> {
-  const json = JSON.parse(await inNs(SERVER, ['nft', '-j', 'list', 'set', 'ip', TABLE, name])) as {
-    nftables: { set?: { elem?: Elem[] } }[];
-  };
-  return json.nftables.find((x) => x.set)?.set?.elem ?? [];
+  return (await listSetIn(SERVER, 'ip', TABLE, name)) as Elem[];
 }
 
 async function addressSet(name: string): Promise<Set<string>> {
@@ -183,67 +147,26 @@ async function portTuples(name: string): Promise<{ saddr: string; sport: number;
   });
 }
 
-async function teardown(): Promise<void> {
-  for (const ns of [CLIENT, SERVER]) {
-    await run('ip', ['netns', 'del', ns], undefined, 10_000).catch(() => undefined);
-  }
-}
-
 describe.runIf(enabled)('nftables jhash in a real kernel equals nftablesBucket()', () => {
   const sources = sourceAddresses();
-  const dir = mkdtempSync(join(tmpdir(), 'cipha-hash-'));
+  let bed: HashBed | undefined;
 
   beforeAll(async () => {
-    try {
-      await run('ip', ['netns', 'add', CLIENT]);
-      await run('ip', ['netns', 'add', SERVER]);
-      // Both ends are created from inside the server namespace: the root namespace never sees the link.
-      await run('ip', [
-        '-n',
-        SERVER,
-        'link',
-        'add',
-        'eth0',
-        'address',
-        SERVER_MAC,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        'eth0',
-        'netns',
-        CLIENT,
-      ]);
-      const serverCmds = [`address add ${SERVER_IP}/24 dev eth0`, 'link set lo up', 'link set eth0 up'];
-      const clientCmds = [
-        'address add 10.200.0.2/24 dev eth0',
-        'link set lo up',
-        'link set eth0 up',
-        `neighbour replace ${SERVER_IP} lladdr ${SERVER_MAC} dev eth0 nud permanent`,
-        ...sources.map((a) => `address add ${a}/32 dev eth0`),
-      ];
-      await run('ip', ['-n', SERVER, '-batch', '-'], serverCmds.join('\n') + '\n');
-      await run('ip', ['-n', CLIENT, '-batch', '-'], clientCmds.join('\n') + '\n');
-      await inNs(SERVER, ['nft', '-f', '-'], ruleset());
-      writeFileSync(join(dir, 'send.mjs'), SENDER);
-      // Send; re-send to sources the server has not recorded yet (bounded: 3 rounds).
-      let missing = sources;
-      for (let round = 0; round < 3 && missing.length > 0; round++) {
-        const args = missing.map((a) => `${a}:${dportOf(a)}`);
-        await inNs(CLIENT, [process.execPath, join(dir, 'send.mjs'), SERVER_IP, ...args]);
-        await new Promise((r) => setTimeout(r, 200));
-        const seen = await markSet(MARK_CASES[0]!.name);
-        missing = missing.filter((a) => !seen.has(a));
-      }
-    } catch (err) {
-      await teardown();
-      throw err;
-    }
+    bed = await createHashBed({
+      client: CLIENT,
+      server: SERVER,
+      serverIp: SERVER_IP,
+      serverMac: SERVER_MAC,
+      clientAddress: '10.200.0.2/24',
+      sources,
+      ruleset: ruleset(),
+      dportOf,
+      seen: async () => new Set((await markSet(MARK_CASES[0]!.name)).keys()),
+    });
   }, 120_000);
 
   afterAll(async () => {
-    await teardown();
-    rmSync(dir, { recursive: true, force: true });
+    await bed?.teardown();
   });
 
   for (const c of MARK_CASES) {
@@ -290,6 +213,129 @@ describe.runIf(enabled)('nftables jhash in a real kernel equals nftablesBucket()
     const accepted = await addressSet('accepted');
     const owned = new Set(OWNED.owned);
     const expected = sources.filter((a) => owned.has(nftablesBucket(a, OWNED.buckets, OWNED.seed)));
+    expect(expected.length).toBeGreaterThan(50);
+    expect(expected.length).toBeLessThan(sources.length - 50);
+    expect([...accepted].sort()).toEqual(expected.sort());
+  });
+});
+
+// IPv6 clients (issue 14): the same against `jhash ip6 saddr [. th sport [. th dport]]` and the backend's rule shape
+// on `ip6 saddr`, in a second pair of namespaces.
+const SERVER6 = `${PREFIX}s6`;
+const SERVER6_IP = 'fd00:200::1';
+const TABLE6 = 'cipha_hash6';
+
+/** 300 distinct global and unique-local unicast sources (deterministic), written in canonical form. */
+function sourceAddresses6(): string[] {
+  const out = new Set<string>(['2001:db8::1', 'fd77::1:1', '2a00:1450:4001:80b::200e', '3fff:ffff:ffff:ffff::ffff']);
+  let s = 0x2545f491;
+  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 16;
+  while (out.size < SOURCES) {
+    const w = Array.from({ length: 8 }, next);
+    w[0] = out.size % 5 === 0 ? 0xfd00 | (w[0]! & 0xff) : 0x2000 | (w[0]! & 0x1fff);
+    if (out.size % 7 === 0) w[3] = w[4] = w[5] = 0; // some compressed forms too
+    out.add(canonicalVip(w.map((x) => x.toString(16)).join(':')));
+  }
+  return [...out];
+}
+
+const CASES6: { name: string; mode: HashMode; buckets: number; seed: number }[] = [
+  { name: 'a', mode: 'sourceip', buckets: 2, seed: 0 },
+  { name: 'b', mode: 'sourceip', buckets: 7, seed: 0x5eed1234 },
+  { name: 'c', mode: 'sourceip', buckets: 16, seed: 0xdeadbeef },
+  { name: 'd', mode: 'sourceip', buckets: 100, seed: 1 },
+  { name: 'e', mode: 'sourceip', buckets: 4096, seed: 0xffffffff },
+  { name: 'f', mode: 'sourceip-sourceport', buckets: 16, seed: 0x5eed1234 },
+  { name: 'g', mode: 'sourceip-sourceport-destport', buckets: 4096, seed: 3 },
+];
+const OWNED6 = { buckets: 16, seed: 0x5eed1234, owned: [2, 3, 7, 11, 12, 16] };
+
+function ruleset6(): string {
+  const lines = [`table ip6 ${TABLE6} {`];
+  for (const c of CASES6)
+    lines.push(`  set ${c.name} { type ipv6_addr . inet_service . inet_service . mark; flags dynamic; size 65535; }`);
+  lines.push(`  set owned { typeof numgen inc mod ${OWNED6.buckets}; elements = { ${OWNED6.owned.join(', ')} } }`);
+  lines.push('  set accepted { type ipv6_addr; flags dynamic; size 65535; }');
+  lines.push('  chain pre {', '    type filter hook prerouting priority raw; policy accept;');
+  lines.push(`    ip6 daddr != ${SERVER6_IP} return`, '    meta l4proto != udp return');
+  for (const c of CASES6) {
+    lines.push(
+      `    meta mark set jhash ${hashInput(c.mode, 'ip6')} mod ${c.buckets} seed ${hex(c.seed)} offset 1 add @${c.name} { ip6 saddr . udp sport . udp dport . meta mark }`,
+    );
+  }
+  lines.push(`    jhash ip6 saddr mod ${OWNED6.buckets} seed ${hex(OWNED6.seed)} offset 1 != @owned drop`);
+  lines.push('    add @accepted { ip6 saddr }', '  }', '}');
+  return lines.join('\n') + '\n';
+}
+
+function dportOf6(addr: string): number {
+  return 1024 + ([...addr].reduce((h, c) => Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0, 2166136261) % 60000);
+}
+
+interface Tuple {
+  saddr: string;
+  sport: number;
+  dport: number;
+  mark: number;
+}
+
+interface Tuple {
+  saddr: string;
+  sport: number;
+  dport: number;
+  mark: number;
+}
+
+async function tuples6(name: string): Promise<Tuple[]> {
+  return (await listSetIn(SERVER6, 'ip6', TABLE6, name)).map((e) => {
+    const [saddr, sport, dport, mark] = (valOf(e) as { concat: unknown[] }).concat;
+    return { saddr: canonicalVip(String(saddr)), sport: Number(sport), dport: Number(dport), mark: Number(mark) };
+  });
+}
+
+describe.runIf(enabled)('nftables jhash of ip6 saddr in a real kernel equals whois', () => {
+  const sources = sourceAddresses6();
+  let bed: HashBed | undefined;
+
+  beforeAll(async () => {
+    bed = await createHashBed({
+      client: `${PREFIX}c6`,
+      server: SERVER6,
+      serverIp: SERVER6_IP,
+      serverMac: SERVER_MAC,
+      clientAddress: 'fd00:200::2/64',
+      sources,
+      ruleset: ruleset6(),
+      dportOf: dportOf6,
+      seen: async () => new Set((await tuples6(CASES6[0]!.name)).map((t) => t.saddr)),
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await bed?.teardown();
+  });
+
+  for (const c of CASES6) {
+    it(`jhash ${hashInput(c.mode, 'ip6')} mod ${c.buckets} seed ${hex(c.seed)} offset 1`, async () => {
+      const got = await tuples6(c.name);
+      expect(new Set(got.map((t) => t.saddr))).toEqual(new Set(sources));
+      for (const t of got) expect(t.dport).toBe(dportOf6(t.saddr));
+      const wrong = got.filter((t) => t.mark !== nftablesBucketFor(c.mode, t, c.buckets, c.seed));
+      expect(
+        wrong.map((t) => `${t.saddr}: kernel ${t.mark}, ours ${nftablesBucketFor(c.mode, t, c.buckets, c.seed)}`),
+      ).toEqual([]);
+      expect(new Set(got.map((t) => t.mark)).size).toBeGreaterThanOrEqual(0.8 * Math.min(c.buckets, sources.length));
+    });
+  }
+
+  it('the backend rule shape `jhash ip6 saddr … != @owned drop` lets through exactly the owned buckets', async () => {
+    const accepted = new Set(
+      (await listSetIn(SERVER6, 'ip6', TABLE6, 'accepted')).map((e) => canonicalVip(String(valOf(e)))),
+    );
+    const owned = new Set(OWNED6.owned);
+    const expected = sources.filter((a) =>
+      owned.has(nftablesBucketFor('sourceip', { saddr: a }, OWNED6.buckets, OWNED6.seed)),
+    );
     expect(expected.length).toBeGreaterThan(50);
     expect(expected.length).toBeLessThan(sources.length - 50);
     expect([...accepted].sort()).toEqual(expected.sort());

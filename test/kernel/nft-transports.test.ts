@@ -27,11 +27,12 @@ childProcess.ChildProcess.prototype.spawn = function (...a) { spawned++; return 
 const vip = (address, over = {}) => ({ address, interface: 'eth0', buckets: 16, hashMode: 'sourceip', seed: 0x5eed1234,
   clusterMac: '01:00:5e:4d:00:64', sticky: false, ...over });
 const spec = (...vips) => ({ vips, rebalance: { joinMovesPerInterval: 1, intervalMs: 1000 } });
-const V1 = '10.77.0.100', V2 = '10.77.0.101';
+const V1 = '10.77.0.100', V2 = '10.77.0.101', V6 = 'fd77::100';
 const show = (h) => Object.fromEntries([...h].map(([v, s]) => [v, [...s].sort((a, b) => a - b)]).sort());
 // The table as nft prints it, without the times that differ from run to run.
-const table = () => { try { return execFileSync('nft', ['list', 'table', 'ip', T], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+const list = (family, name) => { try { return execFileSync('nft', ['list', 'table', family, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
   .replace(/ (timeout|expires) [0-9hms.]+/g, ''); } catch { return 'absent'; } };
+const table = () => list('ip', T) + list('ip6', T + '6');
 const out = [];
 const step = async (name, fn) => {
   const before = spawned;
@@ -63,8 +64,19 @@ await step('read cleared', () => b.read());
 await step('again', () => b.apply([{ vip: V1, add: [6, 7], remove: [] }], { holdForMs: 60000 }));
 const fresh = new NftablesBackend({ table: T, transport });
 await step('fence path: a fresh instance clears', () => fresh.clear());
+// IPv6 beside IPv4: a table ip6 of the same name, the same operations.
+const b6 = new NftablesBackend({ table: T + '6', transport });
+await step('v6 ensure', () => b6.ensure(spec(vip(V1), vip(V6, { clusterMac: '33:33:00:00:01:00' }))));
+await step('v6 add', () => b6.apply([{ vip: V6, add: [1, 9], remove: [] }, { vip: V1, add: [3], remove: [] }], { holdForMs: 60000 }));
+await step('v6 move', () => b6.apply([{ vip: V6, add: [2], remove: [9] }], { holdForMs: 60000 }));
+await step('v6 refresh only', () => b6.refresh(60000, { only: new Map([[V6, new Set([1, 2])]]) }));
+await step('v6 read', () => b6.read());
+await step('v6 leaves (dark)', () => b6.ensure(spec(vip(V1))));
+await step('v6 read dark', () => b6.read());
+await step('v6 clear', () => b6.clear());
 const used = b.describe().detail.transport;
-await b.close(); await fresh.close();
+await b.close(); await fresh.close(); await b6.close();
+for (const [f, t] of [['ip', T + '6'], ['ip6', T + '6']]) execFileSync('nft', ['delete', 'table', f, t]);
 execFileSync('nft', ['delete', 'table', 'ip', T]);
 try { execFileSync('nft', ['delete', 'table', 'arp', T], { stdio: 'ignore' }); } catch {}
 console.log(JSON.stringify({ transport: used, steps: out, spawned }));
@@ -131,12 +143,18 @@ describe.runIf(run)('nftables backend: libnftables in process and nft processes 
     const procSteps = new Map(proc.steps.map((s) => [s.name, s]));
     expect(procSteps.get('refresh, all there')!.calls).toEqual({ batches: 1, lists: 1 });
     expect(byName.get('fence path: a fresh instance clears')!.table).not.toMatch(/elements = /);
+    expect(held('v6 read')).toEqual({ '10.77.0.100': [3], 'fd77::100': [1, 2] });
+    expect(byName.get('v6 ensure')!.table).toMatch(
+      /ip6 daddr fd77::100 iifname "eth0" jhash ip6 saddr mod 16 seed 0x5eed1234 offset 1 != @owned6_fd77__100 drop/,
+    );
+    expect(byName.get('v6 leaves (dark)')!.table).toMatch(/ip6 daddr fd77::100 drop/);
+    expect(held('v6 read dark')).toEqual({ '10.77.0.100': [3] });
     expect(byName.get('ensure')!.table).toMatch(/jhash ip saddr mod 16 seed 0x5eed1234/);
     expect(byName.get('rehash')!.table).toMatch(/jhash ip saddr . th sport mod 16 seed 0x7 /);
     // The scenario's own listings run through spawnSync, which is not counted: the backend's calls are. A library
     // backend spawns nft only when it opens: the probe (the fence worker's binary, netlink) and, at set-up, the
     // version check; never for a change, a read or a refresh.
-    const opening: Record<string, number> = { ensure: 2, 'fence path: a fresh instance clears': 1 };
+    const opening: Record<string, number> = { ensure: 2, 'fence path: a fresh instance clears': 1, 'v6 ensure': 2 };
     for (const s of lib.steps)
       expect({ step: s.name, spawned: s.spawnedInStep }).toEqual({ step: s.name, spawned: opening[s.name] ?? 0 });
     for (const s of proc.steps.filter((x) => x.name === 'add' || x.name === 'refresh'))

@@ -182,7 +182,7 @@ unknownTop: 1
       'spec.yaml:10: vips[1].seed: expected a 32-bit seed: an integer 0..4294967295 or a hex string "0x…" of 1 to 8 digits, got "0xzz"',
       "spec.yaml:11: vips[1].clusterMac: 02:00:00:00:00:01 is not a multicast MAC (the first octet must be odd, e.g. 01:00:5e:…); every node must receive the VIP's frames",
       'spec.yaml:12: vips[1].bogus: unknown field; expected one of address, interface, buckets, hashMode, seed, clusterMac, sticky',
-      'spec.yaml:13: vips[2].address: expected a unicast IPv4 address like 10.77.0.100, got "10.77.0.300"',
+      'spec.yaml:13: vips[2].address: expected a unicast IPv4 or IPv6 address like 10.77.0.100 or 2001:db8::100, got "10.77.0.300"',
       'spec.yaml:13: vips[2].seed: required: a 32-bit seed: an integer 0..4294967295 or a hex string "0x…" of 1 to 8 digits (an explicit seed keeps every node\'s hash the same)',
       'spec.yaml:15: vips[2].buckets: expected an integer 1..4096, got 0',
       'spec.yaml:17: rebalance.joinMovesPerInterval: expected an integer 0..4096 (0 = never move buckets of live nodes), got -1',

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import { isIPv4 } from 'node:net';
+import { isIP } from 'node:net';
+import { canonicalVip, familyOf } from '../../config/address.js';
 import { HASH_MODES, type HashMode, type VipSpec } from '../../config/index.js';
 import { bucketOf, type HashBackend } from '../../hash/index.js';
 import { loadClusterState, type ClusterState } from '../../etcd/store.js';
@@ -28,7 +29,7 @@ const port = (name: string) => (v: string) => {
 export function registerWhois(program: Command, io: CliIo): void {
   const cmd = program
     .command('whois')
-    .argument('<client-ip>', 'the client address (IPv4)')
+    .argument('<client-ip>', 'the client address (IPv4 or IPv6)')
     .description("which bucket the kernel's hash gives a client, and which node owns it now")
     .option('--sport <port>', 'client source port (hash modes with ports)', port('--sport'))
     .option('--dport <port>', 'destination port (sourceip-sourceport-destport)', port('--dport'))
@@ -59,11 +60,14 @@ Both backends hash what the VIP's hash mode names (ports too), but with differen
 Examples:
   clusterip-ha whois 192.0.2.10
   clusterip-ha whois 192.0.2.10 --sport 51000 --vip 10.77.0.100 --json
+  clusterip-ha whois 2001:db8:1::10 --vip 2001:db8::100
   clusterip-ha whois 192.0.2.10 --buckets 16 --seed 0x5eed1234 --backend nftables --json   # offline: {"bucket":N}`,
     );
   addConnectionOptions(cmd);
-  cmd.action(async (client: string, opts: Record<string, unknown>) => {
-    if (!isIPv4(client)) throw new UsageError(`"${client}" is not an IPv4 address`);
+  cmd.action(async (given: string, opts: Record<string, unknown>) => {
+    if (isIP(given) === 0) throw new UsageError(`"${given}" is not an IPv4 or IPv6 address`);
+    const client = canonicalVip(given);
+    if (typeof opts.vip === 'string') opts.vip = canonicalVip(opts.vip);
     const packet = {
       saddr: client,
       ...(opts.sport !== undefined ? { sport: opts.sport as number } : {}),
@@ -155,8 +159,15 @@ export function whoisOnline(
     );
   }
   const hashedAs = backendFlag ?? liveHash(state);
-  if (onlyVip) checkPorts(vips[0]!.hashMode, packet);
+  const family = familyOf(client);
+  if (onlyVip) {
+    if (familyOf(vips[0]!.address) !== family)
+      throw new UsageError(`VIP ${onlyVip} is ${familyOf(onlyVip)}; the client ${client} is ${family}`);
+    checkPorts(vips[0]!.hashMode, packet);
+  }
   const usable = vips.filter((v) => {
+    // A client reaches the VIPs of its own address family only.
+    if (familyOf(v.address) !== family) return false;
     const m = missingPort(v.hashMode, packet);
     if (m) skipped.push(`${v.address}: ${m}`);
     return m === undefined;
