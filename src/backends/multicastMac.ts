@@ -86,7 +86,7 @@ function maddrShowToDevMcast(text: string): string {
   for (const line of text.split('\n')) {
     const dev = /^\d+:\s+(\S+)/.exec(line);
     if (dev) iface = dev[1]!;
-    const link = /^\s+link\s+([0-9a-f:]{17})(\s+static)?/.exec(line);
+    const link = /^\s+link\s+([0-9a-f:]{17})(?:\s+users\s+\d+)?(\s+static)?/.exec(line);
     if (link && iface) lines.push(`0 ${iface} 1 ${link[2] ? 1 : 0} ${link[1]!.replaceAll(':', '')}`);
   }
   return lines.join('\n');

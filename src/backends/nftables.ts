@@ -151,30 +151,37 @@ export class NftablesBackend implements Backend {
           : checkHoldMs(opts.holdForMs);
       for (const c of changes) this.validateChange(c);
       if (hold !== undefined) this.renewal ??= await this.probeRenewal();
-      if (this.mcast && this.mcastReleased && changes.some((c) => c.add.length > 0)) {
-        // After a clear: frames first, then the buckets (an owned bucket the NIC filters out is a black hole).
-        await this.mcast.ensure(this.subscriptions(this.spec!));
-        this.mcastReleased = false;
+      // After a clear: frames first, then the buckets (an owned bucket the NIC filters out is a black hole). If the
+      // subscription fails, the adds wait for a retry; the removes go ahead: nothing may hold up a release.
+      let unsubscribed: unknown = null;
+      if (this.mcast && this.mcastReleased && this.spec && changes.some((c) => c.add.length > 0)) {
+        try {
+          await this.subscribe(this.spec);
+        } catch (err) {
+          unsubscribed = err;
+        }
       }
+      const todo = unsubscribed ? changes.filter((c) => c.remove.length > 0).map((c) => ({ ...c, add: [] })) : changes;
       const batch = applyBatch(
         this.table,
-        changes,
-        hold === undefined ? undefined : remaining(hold, calledAt),
+        todo,
+        hold === undefined || unsubscribed ? undefined : remaining(hold, calledAt),
         this.renewal,
       );
-      if (batch === '') return;
-      try {
-        await this.batch(batch, 'apply');
-      } catch (err) {
-        // The table or a set vanished (someone flushed the ruleset): rebuild it from the last spec, retry once.
-        if (!(err instanceof MissingObjectError) || !this.spec) throw err;
-        await this.ensureNow(this.spec);
-        await this.batch(batch, 'apply');
+      if (batch !== '') {
+        try {
+          await this.batch(batch, 'apply');
+        } catch (err) {
+          // The table or a set vanished (someone flushed the ruleset): rebuild it from the last spec, retry once.
+          if (!(err instanceof MissingObjectError) || !this.spec) throw err;
+          await this.ensureRules(this.spec);
+          await this.batch(batch, 'apply');
+        }
       }
-      if (changes.some((c) => c.remove.length > 0)) {
+      if (todo.some((c) => c.remove.length > 0)) {
         // Confirm removes by reading back: the claim protocol deletes the claim only after the kernel let go.
         const held = await this.readNow();
-        for (const c of changes) {
+        for (const c of todo) {
           const still = c.remove.filter((b) => held.get(c.vip)?.has(b));
           if (still.length > 0) {
             throw new BackendError(
@@ -184,6 +191,7 @@ export class NftablesBackend implements Backend {
           }
         }
       }
+      if (unsubscribed) throw unsubscribed;
     });
   }
 
@@ -300,6 +308,19 @@ export class NftablesBackend implements Backend {
   }
 
   private async ensureNow(spec: ClusterSpec): Promise<void> {
+    await this.ensureRules(spec);
+    // After the rules: the frames that now arrive meet the drop rule of buckets this node does not own.
+    if (this.mcast) await this.subscribe(spec);
+    if (this.arpMangle) await this.announce(spec);
+  }
+
+  private async subscribe(spec: ClusterSpec): Promise<void> {
+    await this.mcast!.ensure(this.subscriptions(spec));
+    this.mcastReleased = false;
+  }
+
+  /** Tables, sets and rules for the spec, in one batch. */
+  private async ensureRules(spec: ClusterSpec): Promise<void> {
     const listing = await this.list();
     const existingSets = [...(listing?.sets.keys() ?? [])];
     await this.batch(
@@ -315,12 +336,6 @@ export class NftablesBackend implements Backend {
     this.ip6 = needsIp6(spec.vips, existingSets);
     this.spec = spec;
     this.vips = new Map(spec.vips.map((v) => [v.address, v]));
-    // After the rules: the frames that now arrive meet the drop rule of buckets this node does not own.
-    if (this.mcast) {
-      await this.mcast.ensure(this.subscriptions(spec));
-      this.mcastReleased = false;
-    }
-    if (this.arpMangle) await this.announce(spec);
   }
 
   /**

@@ -41,7 +41,7 @@ describe('clusterip-ha without etcd', () => {
     [['drain'], /missing required argument 'node'/],
     [['apply'], /required option '-f, --file <file>' not specified/],
     [['status', '--timeout', 'soon'], /not a positive number of milliseconds/],
-    [['whois', 'not-an-ip', '--buckets', '4', '--seed', '1'], /"not-an-ip" is not an IPv4 address/],
+    [['whois', 'not-an-ip', '--buckets', '4', '--seed', '1'], /"not-an-ip" is not an IPv4 or IPv6 address/],
     [['whois', '10.0.0.1', '--buckets', '4'], /needs both --buckets and --seed/],
     [['status', '--watch', '--check'], /cannot be combined/],
     [['chaos', '--duration', '5', '--faults', '3'], /--duration or --faults, not both/],

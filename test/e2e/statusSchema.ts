@@ -67,6 +67,7 @@ const node = z.strictObject({
   lastAckAt: z.string().nullable(),
   leaseTtlRequested: z.number().int().nullable(),
   leaseTtlGranted: z.number().int().nullable(),
+  multicast: z.array(z.string()).nullable(),
   claims: z.number().int().nonnegative(),
   leader: z.boolean(),
   health: z.string().nullable(),

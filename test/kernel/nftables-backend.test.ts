@@ -352,6 +352,49 @@ describe.runIf(run)('nftables backend on the real kernel (network namespace)', (
     expect(seen().size).toBe(0);
   });
 
+  it('the cluster MAC: on the interface after set-up, dropped on clear, taken again before the next add', async () => {
+    sh('ip', ['-n', NODE, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1']);
+    const maddr = () => sh('ip', ['-n', NODE, 'maddr', 'show', 'dev', 'd0']);
+    const b = new NftablesBackend({ netns: NODE, table: 'cipha_t11', multicastSubscribe: true });
+    try {
+      await b.ensure(
+        spec(vip(V1, { interface: 'd0' }), vip('fd77::100', { interface: 'd0', clusterMac: '33:33:00:00:01:00' })),
+      );
+      expect(maddr()).toMatch(/link {2}01:00:5e:4d:00:64( users \d+)? static/);
+      expect(maddr()).toMatch(/link {2}33:33:00:00:01:00( users \d+)? static/);
+      expect(b.describe().detail.multicast).toBe('d0 01:00:5e:4d:00:64 subscribed; d0 33:33:00:00:01:00 subscribed');
+      // Removed behind its back: the next read (the agent's resync) takes it again.
+      sh('ip', ['-n', NODE, 'maddr', 'del', '01:00:5e:4d:00:64', 'dev', 'd0']);
+      await b.read();
+      expect(maddr()).toContain('01:00:5e:4d:00:64');
+      await b.apply([{ vip: V1, add: [1, 2], remove: [] }], { holdForMs: 60_000 });
+      await b.clear();
+      expect(maddr()).not.toContain('01:00:5e:4d:00:64');
+      expect(b.describe().detail.multicast).toBe('released (cleared)');
+      await b.apply([{ vip: V1, add: [3], remove: [] }], { holdForMs: 60_000 });
+      expect(maddr()).toContain('01:00:5e:4d:00:64');
+      expect((await b.read()).get(V1)).toEqual(new Set([3]));
+      // The interface goes away while the node is cleared: the adds wait (no bucket the NIC would never deliver),
+      // the removes still go through.
+      await b.clear();
+      sh('ip', ['-n', NODE, 'link', 'del', 'd0']);
+      nsNft(['add', 'element', 'ip', 'cipha_t11', 'owned_10_77_0_100', '{ 3 }']); // held, to be released
+      const err = await errorOf(b.apply([{ vip: V1, add: [4], remove: [3] }], { holdForMs: 60_000 }));
+      expect(err.message).toMatch(/interface d0 does not exist/);
+      expect((await b.read()).get(V1) ?? new Set()).toEqual(new Set());
+    } finally {
+      await b.close();
+      sh('ip', [
+        'netns',
+        'exec',
+        NODE,
+        'sh',
+        '-c',
+        'ip link del d0 2>/dev/null; nft delete table ip cipha_t11; nft delete table ip6 cipha_t11; true',
+      ]);
+    }
+  });
+
   it('a VIP removed from the spec stays dark on real packets, also through a restart (DESIGN §12)', async () => {
     const b = new NftablesBackend({ netns: NODE, table: 'cipha_t11' });
     nsNft(

@@ -179,7 +179,7 @@ describe('deploy/', () => {
     for (const e of kv.get('Environment') ?? []) expect(REAL_ENV.has(e.split('=')[0]!)).toBe(true);
   });
 
-  it('the DaemonSet runs on the host network with NET_ADMIN only and probes the health endpoints', () => {
+  it('the DaemonSet runs on the host network with NET_ADMIN and NET_RAW only and probes the health endpoints', () => {
     const docs = read('deploy/kubernetes/daemonset.yaml')
       .split(/^---$/m)
       .map((d) => parse(d) as Record<string, unknown>);
@@ -201,7 +201,7 @@ describe('deploy/', () => {
     const pod = ds.spec.template.spec;
     expect(pod.hostNetwork).toBe(true);
     const c = pod.containers[0]!;
-    expect(c.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN'] });
+    expect(c.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
     expect(c.livenessProbe.httpGet.path).toBe('/healthz');
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');
     for (const e of c.env) expect(REAL_ENV.has(e.name), e.name).toBe(true);
