@@ -93,31 +93,31 @@ function maddrShowToDevMcast(text: string): string {
 }
 
 /**
- * Keeps the cluster MACs of the installed VIPs subscribed. `ensure` subscribes what is missing and fails when an
- * interface does not exist or refuses (the node must not take buckets it would never receive); `check` re-adds
- * what vanished (an interface that was re-created, an operator's `ip maddr del`); `release` drops what this
- * process added.
+ * Keeps the cluster MACs of the installed VIPs subscribed. `ensure` subscribes what is missing, then drops what no
+ * VIP wants any more (in that order: a changed MAC or interface never leaves a gap); `check` re-adds what vanished
+ * (a re-created interface, an operator's `ip maddr del`); `release` drops what this process added, and only that
+ * (an operator's own entry stays). Nothing here throws: a subscription that cannot be made is recorded as failed
+ * and shown in status (`multicastFailed`) and retried at every check, while the node keeps serving every other VIP
+ * — one VIP on a missing interface must not take a node, or, as the spec is shared, every node out.
  */
 export class MulticastSubscriptions {
   private wanted: Subscription[] = [];
   private readonly states = new Map<string, SubscriptionState>();
+  /** Entries this process added: the only ones it deletes. */
+  private readonly added = new Set<string>();
 
   constructor(private readonly io: LinkIo) {}
 
   async ensure(wanted: readonly Subscription[]): Promise<void> {
     const gone = this.wanted.filter((w) => !wanted.some((x) => key(x) === key(w)));
     this.wanted = [...wanted];
-    for (const s of gone) await this.drop(s);
-    for (const w of wanted) {
-      if ((await this.io.linkAddress(w.iface)) === null)
-        throw new BackendError('unsupported', `interface ${w.iface} does not exist (the VIP's frames arrive there)`);
-    }
     await this.check();
-    const failed = [...this.states].filter(([, s]) => s.state === 'failed');
-    if (failed.length > 0) {
-      const [k, s] = failed[0]!;
-      throw new BackendError('transient', `cannot subscribe ${k}: ${(s as { reason: string }).reason}`);
-    }
+    for (const s of gone) await this.drop(s);
+  }
+
+  /** True when some wanted subscription could not be made. */
+  get failing(): boolean {
+    return this.wanted.some((w) => this.states.get(key(w))?.state === 'failed');
   }
 
   /** Subscribes what is missing; records the outcome per subscription (for status), throws nothing. */
@@ -132,38 +132,51 @@ export class MulticastSubscriptions {
     }
     const missing = new Set(missingSubscriptions(this.wanted, present).map(key));
     for (const w of this.wanted) {
+      const was = this.states.get(key(w))?.state;
+      // An interface without a receive filter stays so: asking again would spawn `ip` at every check.
+      if (was === 'notNeeded') continue;
       if (!missing.has(key(w))) {
-        if (this.states.get(key(w))?.state !== 'notNeeded') this.states.set(key(w), { state: 'subscribed' });
+        this.states.set(key(w), { state: 'subscribed' });
+        continue;
+      }
+      if ((await this.io.linkAddress(w.iface)) === null) {
+        this.states.set(key(w), { state: 'failed', reason: `interface ${w.iface} does not exist` });
         continue;
       }
       const r = await this.io.maddr('add', w);
-      if (r.exitCode === 0) this.states.set(key(w), { state: 'subscribed' });
+      if (r.exitCode === 0) {
+        this.states.set(key(w), { state: 'subscribed' });
+        this.added.add(key(w));
+      }
       // SIOCADDMULTI answers EINVAL for a device without a receive filter (lo): it receives every frame anyway.
       else if (/Invalid argument/.test(r.stderr))
         this.states.set(key(w), { state: 'notNeeded', reason: 'the interface has no multicast filter' });
       else
-        this.states.set(key(w), { state: 'failed', reason: `ip maddr add: ${tail(r.stderr || r.spawnError || '')}` });
+        this.states.set(key(w), {
+          state: 'failed',
+          reason: `ip maddr add: ${tail(r.stderr || r.spawnError || '', 160)}`,
+        });
     }
   }
 
-  /** Drops every subscription (clear, close of a cleared node); failures are recorded, not thrown. */
+  /** Drops what this process subscribed (clear); failures are ignored: the drop rule keeps the VIP's frames out. */
   async release(): Promise<void> {
     for (const s of this.wanted) await this.drop(s);
     this.wanted = [];
   }
 
-  /** For status: "eth0 01:00:5e:4d:00:64 subscribed", one per wanted subscription. */
+  /** For status: "eth0 01:00:5e:4d:00:64 subscribed", one per wanted subscription, each at most 250 characters. */
   describe(): string[] {
     return this.wanted.map((w) => {
       const s = this.states.get(key(w));
-      return `${key(w)} ${s ? s.state + ('reason' in s ? ` (${s.reason})` : '') : 'unchecked'}`;
+      const text = `${key(w)} ${s ? s.state + ('reason' in s ? ` (${s.reason})` : '') : 'unchecked'}`;
+      return text.replaceAll('; ', ', ').slice(0, 250);
     });
   }
 
   private async drop(s: Subscription): Promise<void> {
-    const state = this.states.get(key(s));
     this.states.delete(key(s));
-    if (state?.state !== 'subscribed') return;
+    if (!this.added.delete(key(s))) return;
     await this.io.maddr('del', s).catch(() => undefined);
   }
 }

@@ -72,19 +72,33 @@ function match(vip: VipSpec): string {
   return `${familyOfVip(vip.address)} daddr ${vip.address} iifname "${vip.interface}"`;
 }
 
+/**
+ * Neighbour discovery and Packet Too Big addressed to an IPv6 VIP are accepted on every node, before the hash: a node
+ * solicits the next hop of a reply from the VIP (the reply's source), so the advertisement comes back to the VIP from
+ * the router's or the client's address, which hashes to whichever node owns that address's bucket, not to the node
+ * that asked (and in the port modes the hash reads ICMPv6 type and checksum as ports). Dropped, the node never
+ * resolves its next hop and its replies die; Packet Too Big is what IPv6 path MTU rests on. Every node answering a
+ * solicitation for the VIP is harmless: all answer with the cluster MAC.
+ */
+const ND_ACCEPT = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, packet-too-big } accept';
+
 /** The rules of one VIP, and the chain they go to. */
 export function vipRules(vip: VipSpec): { chain: 'pre' | 'pre_sticky'; rules: string[] } {
   const m = match(vip);
   const owned = `@${setName(vip.address)}`;
   // Without pkttype host, TCP drops the packet addressed to the multicast cluster MAC (UDP does not care).
   const setHost = `${m} meta pkttype multicast meta pkttype set host`;
+  const v6 = familyOfVip(vip.address) === 'ip6';
   if (!vip.sticky) {
-    return { chain: 'pre', rules: [`${m} ${hashExpr(vip)} != ${owned} drop`, setHost] };
+    // IPv4's order is the one earlier versions wrote (an upgrade rewrites the same rules).
+    if (!v6) return { chain: 'pre', rules: [`${m} ${hashExpr(vip)} != ${owned} drop`, setHost] };
+    return { chain: 'pre', rules: [setHost, `${m} ${ND_ACCEPT}`, `${m} ${hashExpr(vip)} != ${owned} drop`] };
   }
   return {
     chain: 'pre_sticky',
     rules: [
       setHost,
+      ...(v6 ? [`${m} ${ND_ACCEPT}`] : []),
       // Connections this node already tracks stay here even after their bucket moved away.
       `${m} meta l4proto tcp ct state established,related accept`,
       // A mid-stream packet of a connection another node tracks: never answer it (the RST would kill it there).

@@ -83,6 +83,8 @@ export class NftablesBackend implements Backend {
   private mcastReleased = false;
   /** Per VIP, the announcement of its cluster MAC this process sent ("<iface> <mac> sent" or why not). */
   private readonly announced = new Map<string, string>();
+  /** Per IPv6 VIP with arpMangle: the interface MAC its rewrite matches (null: the interface was missing). */
+  private readonly ndMacs = new Map<string, string | null>();
   /** Whether an ip6 table may exist (undefined: not known yet, so listings look). */
   private ip6: boolean | undefined;
   private readonly netns: string | undefined;
@@ -111,7 +113,8 @@ export class NftablesBackend implements Backend {
     this.links =
       opts.links ??
       linkIo({
-        timeoutMs: this.timeoutMs,
+        // `ip` runs inside the backend's serial queue: a hung one must not hold queued removes for long.
+        timeoutMs: Math.min(this.timeoutMs, 2000),
         ...(opts.netns ? { netns: opts.netns } : {}),
         ...(opts.run ? { run: opts.run } : {}),
       });
@@ -137,6 +140,8 @@ export class NftablesBackend implements Backend {
     return this.call(async () => {
       // The periodic resync reads: a subscription that vanished (an interface re-created) is taken again here.
       if (this.mcast && this.spec && !this.mcastReleased) await this.mcast.check();
+      // The neighbour discovery rewrite matches the interface's own MAC: a re-created interface has a new one.
+      if (this.spec && (await this.ndChanged(this.spec))) await this.ensureRules(this.spec);
       return this.readNow();
     });
   }
@@ -151,21 +156,15 @@ export class NftablesBackend implements Backend {
           : checkHoldMs(opts.holdForMs);
       for (const c of changes) this.validateChange(c);
       if (hold !== undefined) this.renewal ??= await this.probeRenewal();
-      // After a clear: frames first, then the buckets (an owned bucket the NIC filters out is a black hole). If the
-      // subscription fails, the adds wait for a retry; the removes go ahead: nothing may hold up a release.
-      let unsubscribed: unknown = null;
       if (this.mcast && this.mcastReleased && this.spec && changes.some((c) => c.add.length > 0)) {
-        try {
-          await this.subscribe(this.spec);
-        } catch (err) {
-          unsubscribed = err;
-        }
+        // After a clear: frames first, then the buckets (a failure is recorded and shown, see multicastMac.ts).
+        await this.subscribe(this.spec);
       }
-      const todo = unsubscribed ? changes.filter((c) => c.remove.length > 0).map((c) => ({ ...c, add: [] })) : changes;
+      const todo = changes;
       const batch = applyBatch(
         this.table,
         todo,
-        hold === undefined || unsubscribed ? undefined : remaining(hold, calledAt),
+        hold === undefined ? undefined : remaining(hold, calledAt),
         this.renewal,
       );
       if (batch !== '') {
@@ -191,7 +190,6 @@ export class NftablesBackend implements Backend {
           }
         }
       }
-      if (unsubscribed) throw unsubscribed;
     });
   }
 
@@ -239,10 +237,8 @@ export class NftablesBackend implements Backend {
       }
       if (!flushed) {
         const listing = await this.list();
-        if (!listing) return;
-        const batch = clearBatch(this.table, [...listing.sets.keys()]);
-        if (batch === '') return;
-        await this.batch(batch, 'clear');
+        const batch = listing ? clearBatch(this.table, [...listing.sets.keys()]) : '';
+        if (batch !== '') await this.batch(batch, 'clear');
       }
       const after = heldFromListing((await this.list()) ?? { sets: new Map() });
       const left = [...after].filter(([, b]) => b.size > 0);
@@ -368,18 +364,25 @@ export class NftablesBackend implements Backend {
   /** What the neighbour advertisement rewrite of each IPv6 VIP needs: its bytes and its interface's own MAC. */
   private async ndInputs(spec: ClusterSpec): Promise<Map<string, { target: number[]; ifaceMac: string }>> {
     const out = new Map<string, { target: number[]; ifaceMac: string }>();
+    this.ndMacs.clear();
     if (!this.arpMangle) return out;
     for (const v of spec.vips) {
       if (familyOfVip(v.address) !== 'ip6') continue;
+      // An interface that does not exist yet gets its rewrite once it appears (ndChanged, at the next read).
       const mac = await this.links.linkAddress(v.interface);
-      if (mac === null)
-        throw new BackendError(
-          'unsupported',
-          `interface ${v.interface} of VIP ${v.address} does not exist (arpMangle rewrites its advertisements)`,
-        );
-      out.set(v.address, { target: [...ipv6Bytes(v.address)], ifaceMac: mac });
+      this.ndMacs.set(v.address, mac);
+      if (mac !== null) out.set(v.address, { target: [...ipv6Bytes(v.address)], ifaceMac: mac });
     }
     return out;
+  }
+
+  /** Whether an IPv6 VIP's interface MAC differs from the one its rewrite was written for. */
+  private async ndChanged(spec: ClusterSpec): Promise<boolean> {
+    for (const [vip, mac] of this.ndMacs) {
+      const v = spec.vips.find((x) => x.address === vip);
+      if (v && (await this.links.linkAddress(v.interface)) !== mac) return true;
+    }
+    return false;
   }
 
   private async readNow(): Promise<HeldBuckets> {
@@ -429,10 +432,23 @@ export class NftablesBackend implements Backend {
 
   /** The owned sets of both tables (ip6 only where one may exist); null when neither exists. */
   private async list(): Promise<TableListing | null> {
+    // A fresh instance (the fence path) asks once which tables exist rather than listing an ip6 table blind.
+    if (this.ip6 === undefined) this.ip6 = await this.hasIp6Table();
     const v4 = await this.listFamily('ip');
     const v6 = this.ip6 === false ? null : await this.listFamily('ip6');
     if (!v4 && !v6) return null;
     return { sets: new Map([...(v4?.sets ?? []), ...(v6?.sets ?? [])]) };
+  }
+
+  private async hasIp6Table(): Promise<boolean> {
+    this.lastCall.lists++;
+    const r = await (await this.open()).json(['list', 'tables', 'ip6']);
+    if (r.exitCode !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return false;
+      throw this.failure('list', r);
+    }
+    const doc = JSON.parse(r.stdout) as { nftables?: { table?: { name?: string } }[] };
+    return (doc.nftables ?? []).some((x) => x.table?.name === this.table);
   }
 
   /** `nft -j list table <family> <table>`; null when the table does not exist. */

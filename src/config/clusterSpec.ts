@@ -174,6 +174,20 @@ function crossFieldIssues(raw: unknown, loc: Locator, opts: ClusterSpecOptions):
         out.push(mkIssue(loc, ['vips', i, 'address'], `${address} is already used by vips[${first}]`));
       } else firstIndexOf.set(canon, i);
     }
+    if (address !== null && familyOf(address) === 'ipv6') {
+      const mac =
+        typeof vip.clusterMac === 'string' ? normalizeMac(vip.clusterMac) : deriveClusterMac(canonicalVip(address));
+      // 33:33:00:00:00:01 is the all-nodes MAC (ff02::1): every IPv6 host on the segment would take the VIP's frames.
+      if (mac === '33:33:00:00:00:01') {
+        out.push(
+          mkIssue(
+            loc,
+            ['vips', i, typeof vip.clusterMac === 'string' ? 'clusterMac' : 'address'],
+            `the cluster MAC would be 33:33:00:00:00:01, the all-nodes MAC: set vips[${i}].clusterMac to another 33:33:… MAC`,
+          ),
+        );
+      }
+    }
     if (!backend) return;
     const max = MAX_BUCKETS[backend];
     if (typeof vip.buckets === 'number' && Number.isInteger(vip.buckets) && vip.buckets > max) {

@@ -370,7 +370,7 @@ export const NODE_OPTIONS: readonly NodeOption[] = [
     default: () => true,
     defaultText: 'true',
     description:
-      "nftables backend: add each VIP's cluster MAC to its interface's multicast list (`ip maddr add`) while the VIP is set up; real NICs and macvlans drop the VIP's frames without it. The interface must exist.",
+      "nftables backend: add each VIP's cluster MAC to its interface's multicast list (`ip maddr add`) while the VIP is set up; real NICs and macvlans drop the VIP's frames without it. One that cannot be made shows in status (multicastFailed) and is retried.",
   },
   {
     key: 'clusteripProcDir',

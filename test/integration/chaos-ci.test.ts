@@ -5,7 +5,7 @@ import { FAILOVER_KINDS } from '../../src/chaos/schedule.js';
 
 // The CI chaos run (issue 6 item 4): two short runs of 5 real agent processes against a real etcd with a seeded
 // random fault schedule, one with a fixed seed and one with a fresh seed printed here so a failure reproduces with
-// `clusterip-ha chaos --duration 20 --seed <seed>`. Needs `npm run build` (agents run dist/cli/main.js).
+// `clusterip-ha chaos --duration 15 --seed <seed>`. Needs `npm run build` (agents run dist/cli/main.js).
 
 const RANDOM_SEED = process.env.CLUSTERIP_HA_CHAOS_SEED
   ? Number(process.env.CLUSTERIP_HA_CHAOS_SEED)
@@ -16,7 +16,7 @@ async function chaosRun(seed: number, extra: Partial<ChaosOptions> = {}) {
   const { exitCode, report, text } = await runChaos({
     seed,
     agents: 5,
-    durationSeconds: 20,
+    durationSeconds: 15,
     etcdMembers: 1,
     ...extra,
     log: (l) => lines.push(l),
@@ -40,7 +40,7 @@ describe('chaos (CI)', () => {
 
   it(`random seed ${RANDOM_SEED}: no violation, converged after the last fault`, async () => {
     console.log(
-      `chaos CI random seed: ${RANDOM_SEED} (reproduce: clusterip-ha chaos --duration 20 --seed ${RANDOM_SEED})`,
+      `chaos CI random seed: ${RANDOM_SEED} (reproduce: clusterip-ha chaos --duration 15 --seed ${RANDOM_SEED})`,
     );
     const { exitCode, report } = await chaosRun(RANDOM_SEED);
     expect(report.violations).toEqual([]);
@@ -50,7 +50,7 @@ describe('chaos (CI)', () => {
 
   it('a short run of the operator and backend faults: spec changes, clones, failing and stalling writes', async () => {
     const { exitCode, report } = await chaosRun(2, {
-      durationSeconds: 18,
+      durationSeconds: 14,
       only: ['specChange', 'duplicateId', 'backendFault'],
       meanGapMs: 600,
     });

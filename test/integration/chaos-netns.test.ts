@@ -13,7 +13,7 @@ describe.runIf(run)('chaos on the nftables dataplane (netns)', () => {
     const { exitCode, report, text } = await runChaos({
       seed: 5,
       agents: 4,
-      durationSeconds: 25,
+      durationSeconds: 20,
       dataplane: 'netns',
       log: () => undefined,
       progress: () => undefined,

@@ -100,7 +100,9 @@ describe.skipIf(!enabled)('netns dataplane on macvlans: cluster MAC subscription
     for (const mac of [V4.clusterMac, V6.clusterMac]) {
       await run('ip', ['-n', n1.ns, 'maddr', 'add', mac, 'dev', 'eth0'], { timeoutMs: 5000 });
     }
-    expect(await answered(), 'answers with it').toEqual([60, 60]);
+    const withIt = await answered();
+    // 3 rounds of 20 sources per family; a probe lost on a loaded machine is not the point here.
+    for (const n of withIt) expect(n, 'answers with it (of 60)').toBeGreaterThanOrEqual(57);
   });
 
   it('serves both families with learned neighbours: one answer per source, SIGKILL and drain without a double', async () => {
@@ -141,6 +143,19 @@ describe.skipIf(!enabled)('netns dataplane on macvlans: cluster MAC subscription
     expect(await neighbour(client, VIP4), 'learned by ARP').toContain(V4.clusterMac);
     expect(await neighbour(client, VIP6), 'learned by neighbour discovery').toContain(V6.clusterMac);
     expect(new Set(expect4.values()).size, 'every node serves IPv4 sources').toBe(3);
+    expect(new Set(expect6.values()).size, 'every node serves IPv6 sources').toBe(3);
+    // TCP too (it needs pkttype host on the multicast-addressed frames, IPv6 as IPv4).
+    for (const [what, probe, owners] of [
+      ['IPv4', d.probe, expect4],
+      ['IPv6', d.probe6, expect6],
+    ] as const) {
+      const r = await probe({ windowMs: 50, udp: false, tcp: true, tcpTimeoutMs: 2000 });
+      const wrong = r.answers.filter((a) => a.tcp !== owners.get(a.source));
+      expect(
+        wrong.map((a) => `${a.source}: ${a.tcp ?? a.tcpError}`),
+        `${what} TCP`,
+      ).toEqual([]);
+    }
 
     // Status shows the subscriptions; one removed behind the agent's back comes back at its resync.
     const status = async () => {

@@ -31,6 +31,7 @@ import type { VipSpec } from '../../src/config/types.js';
 import { BackendError, ConfigError } from '../../src/errors.js';
 import { bucketOf, ipv6Bytes, nftablesKey } from '../../src/hash/index.js';
 import { whoisOnline } from '../../src/cli/commands/whois.js';
+import { unsolicitedNa } from '../../src/backends/announce.js';
 import type { ClusterState } from '../../src/etcd/store.js';
 
 // IPv6 VIPs (issue 14): spec, names, nft text, hash keys and whois; and the cluster MAC subscriptions' pure parts.
@@ -101,6 +102,9 @@ describe('IPv6 addresses', () => {
         'spec.yaml',
       );
     expect(dup).toThrow(/spec.yaml:3: vips\[1\].address: 2001:DB8:0::100 is already used by vips\[0\]/);
+    const allNodes = () =>
+      parseClusterSpecYaml('vips:\n  - {address: "2001:db8::1", interface: eth0, buckets: 8, seed: 1}\n', 'spec.yaml');
+    expect(allNodes).toThrow(/vips\[0\].address: the cluster MAC would be 33:33:00:00:00:01, the all-nodes MAC/);
     const ll = () =>
       parseClusterSpecYaml('vips:\n  - {address: "fe80::1", interface: eth0, buckets: 8, seed: 1}\n', 'spec.yaml');
     expect(ll).toThrow(/link-local/);
@@ -128,10 +132,17 @@ describe('nft text for IPv6 VIPs', () => {
   });
 
   it('hashes ip6 saddr in the ip6 table; refreshes, applies and clears there', () => {
-    expect(vipRules(v6).rules[0]).toBe(
+    expect(vipRules(v6).rules).toEqual([
+      'ip6 daddr 2001:db8::100 iifname "eth0" meta pkttype multicast meta pkttype set host',
+      // Neighbour discovery and Packet Too Big reach every node, whatever the hash says (see ND_ACCEPT).
+      'ip6 daddr 2001:db8::100 iifname "eth0" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, packet-too-big } accept',
       'ip6 daddr 2001:db8::100 iifname "eth0" jhash ip6 saddr mod 16 seed 0x5eed1234 offset 1 != @owned6_2001_db8__100 drop',
+    ]);
+    expect(vipRules({ ...v6, sticky: true }).rules[1]).toContain('packet-too-big } accept');
+    expect(vipRules(v4).rules[0], 'IPv4 keeps the rules it had').toBe(
+      'ip daddr 10.77.0.100 iifname "eth0" jhash ip saddr mod 16 seed 0x5eed1234 offset 1 != @owned_10_77_0_100 drop',
     );
-    const ports = vipRules({ ...v6, hashMode: 'sourceip-sourceport' }).rules[0]!;
+    const ports = vipRules({ ...v6, hashMode: 'sourceip-sourceport' }).rules[2]!;
     expect(ports).toContain('jhash ip6 saddr . th sport mod 16');
     const batch = ensureBatch({ table: 't', vips: [v4, v6], existingSets: [], arpMangle: false });
     expect(batch).toContain('add table ip t\n');
@@ -178,6 +189,26 @@ describe('nft text for IPv6 VIPs', () => {
         expect(Math.abs((words(from) - words(to) - comp) % 0xffff)).toBe(0);
         expect(rule).toContain(`@th,192,64 0x0201${from.replaceAll(':', '')}`);
         expect(rule).toContain(`@th,208,48 set 0x${to.replaceAll(':', '')}`);
+      }),
+    );
+    // End to end: a real advertisement carrying the node's MAC, rewritten as the rule does, still verifies.
+    fc.assert(
+      fc.property(mac, mac, (from, to) => {
+        const frame = unsolicitedNa({ vip: v6.address, clusterMac: from, ifaceMac: '02:00:00:00:00:01' });
+        const icmp = frame.subarray(54);
+        const [rule] = ndMangleRules(v6.address, [...ipv6Bytes(v6.address)], from, to);
+        const comp = Number(/@th,48,16 set (\d+)/.exec(rule!)![1]);
+        icmp.set(
+          to.split(':').map((h) => parseInt(h, 16)),
+          26,
+        );
+        icmp[6] = comp >>> 8;
+        icmp[7] = comp & 0xff;
+        const bytes = [...frame.subarray(22, 54), 0, 0, 0, icmp.length, 0, 0, 0, 58, ...icmp];
+        let sum = 0;
+        for (let k = 0; k < bytes.length; k += 2) sum += (bytes[k]! << 8) | bytes[k + 1]!;
+        while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+        expect(sum).toBe(0xffff);
       }),
     );
     const batch = ensureBatch({
@@ -283,31 +314,47 @@ describe('cluster MAC subscriptions', () => {
         return { exitCode: 0, stdout: '', stderr: '', timedOut: false, durationMs: 1 };
       },
     };
-    return { io, calls, list };
+    return { io, calls, list, links: opts.links };
   }
 
-  it('subscribes at ensure, re-subscribes what vanished, releases, and refuses a missing interface', async () => {
+  it('subscribes at ensure, re-subscribes what vanished, adds before it drops, releases only its own', async () => {
     const f = fakeLinks({ links: { eth0: '02:00:00:00:00:01', lo: '00:00:00:00:00:00' }, refuse: 'lo' });
+    f.list.add('eth0 33:33:00:00:02:00'); // an operator's entry from before
     const m = new MulticastSubscriptions(f.io);
     await m.ensure([{ iface: 'eth0', mac: '01:00:5e:4d:00:64' }]);
     expect(m.describe()).toEqual(['eth0 01:00:5e:4d:00:64 subscribed']);
     await m.check();
     expect(f.calls).toEqual(['add eth0 01:00:5e:4d:00:64']);
-    f.list.clear(); // an operator's ip maddr del, or a re-created interface
+    f.list.delete('eth0 01:00:5e:4d:00:64'); // an operator's ip maddr del, or a re-created interface
     await m.check();
     expect(f.calls.at(-1)).toBe('add eth0 01:00:5e:4d:00:64');
+    // A new MAC: the new one is on the list before the old one goes.
     await m.ensure([
       { iface: 'eth0', mac: '33:33:00:00:01:00' },
       { iface: 'lo', mac: '33:33:00:00:01:00' },
+      { iface: 'eth0', mac: '33:33:00:00:02:00' },
     ]);
-    expect(f.calls).toContain('del eth0 01:00:5e:4d:00:64');
+    expect(f.calls.slice(-3)).toEqual([
+      'add eth0 33:33:00:00:01:00',
+      'add lo 33:33:00:00:01:00',
+      'del eth0 01:00:5e:4d:00:64',
+    ]);
     expect(m.describe()).toEqual([
       'eth0 33:33:00:00:01:00 subscribed',
       'lo 33:33:00:00:01:00 notNeeded (the interface has no multicast filter)',
+      'eth0 33:33:00:00:02:00 subscribed',
     ]);
+    const before = f.calls.length;
+    await m.check();
+    expect(f.calls.length, 'nothing to do at a check in steady state (lo is not asked again)').toBe(before);
     await m.release();
-    expect(f.list.size).toBe(0);
-    const missing = m.ensure([{ iface: 'eth9', mac: '01:00:5e:4d:00:64' }]);
-    await expect(missing).rejects.toThrow(/interface eth9 does not exist/);
+    expect([...f.list], "the operator's entry stays").toEqual(['eth0 33:33:00:00:02:00']);
+    // A missing interface fails that subscription only, visibly, and is taken once the interface appears.
+    await m.ensure([{ iface: 'eth9', mac: '01:00:5e:4d:00:64' }]);
+    expect(m.failing).toBe(true);
+    expect(m.describe()).toEqual(['eth9 01:00:5e:4d:00:64 failed (interface eth9 does not exist)']);
+    f.links.eth9 = '02:00:00:00:00:09';
+    await m.check();
+    expect(m.describe()).toEqual(['eth9 01:00:5e:4d:00:64 subscribed']);
   });
 });
