@@ -1,3 +1,4 @@
+import { familyOf } from '../config/address.js';
 import type { HashMode, VipSpec } from '../config/types.js';
 import type { BucketChange, HeldBuckets } from './backend.js';
 
@@ -18,7 +19,7 @@ import type { BucketChange, HeldBuckets } from './backend.js';
 export type NftFamily = 'ip' | 'ip6';
 
 export function familyOfVip(vip: string): NftFamily {
-  return vip.includes(':') ? 'ip6' : 'ip';
+  return familyOf(vip) === 'ipv6' ? 'ip6' : 'ip';
 }
 
 /** nft 1.0.6 cannot list a set typed `typeof jhash …` (segfault); numgen has the same 32-bit integer type. */

@@ -160,10 +160,9 @@ export class NftablesBackend implements Backend {
         // After a clear: frames first, then the buckets (a failure is recorded and shown, see multicastMac.ts).
         await this.subscribe(this.spec);
       }
-      const todo = changes;
       const batch = applyBatch(
         this.table,
-        todo,
+        changes,
         hold === undefined ? undefined : remaining(hold, calledAt),
         this.renewal,
       );
@@ -177,10 +176,10 @@ export class NftablesBackend implements Backend {
           await this.batch(batch, 'apply');
         }
       }
-      if (todo.some((c) => c.remove.length > 0)) {
+      if (changes.some((c) => c.remove.length > 0)) {
         // Confirm removes by reading back: the claim protocol deletes the claim only after the kernel let go.
         const held = await this.readNow();
-        for (const c of todo) {
+        for (const c of changes) {
           const still = c.remove.filter((b) => held.get(c.vip)?.has(b));
           if (still.length > 0) {
             throw new BackendError(

@@ -214,6 +214,38 @@ describe.skipIf(!enabled)('netns dataplane on macvlans: cluster MAC subscription
     expect(await neighbour(d.topology.clientNs, VIP4)).toMatch(new RegExp(`${V4.clusterMac} PERMANENT`));
     expect(await neighbour(d.topology.clientNs, VIP6)).toMatch(new RegExp(`${V6.clusterMac} PERMANENT`));
   });
+
+  it('IPv6 with the ports hashed: a node resolves the clients it answers (neighbour discovery passes the hash)', async () => {
+    if (!existsSync(agentMainPath())) throw new Error(`${agentMainPath()} missing: run \`npm run build\` first`);
+    // The client's advertisement answering a node's solicitation is addressed to the VIP; hashed with "ports" (ICMPv6
+    // type and checksum), it lands on an arbitrary node, and dropped there the node that asked never answers.
+    const spec = validateClusterSpec(
+      {
+        vips: [
+          { address: VIP4, interface: 'eth0', buckets: 16, hashMode: 'sourceip', seed: 0x5eed1234 },
+          { address: VIP6, interface: 'eth0', buckets: 16, hashMode: 'sourceip-sourceport', seed: 0x5eed1234 },
+        ],
+        rebalance: { joinMovesPerInterval: 4, intervalMs: 200 },
+      },
+      'macvlan ports spec',
+    );
+    dp = await buildDataplane({ spec, sources: 20, link: 'macvlan', resolution: 'static', leaseTtlSeconds: 1 });
+    const d = dp;
+    await d.waitSettled({ timeoutMs: 45_000 });
+    await waitKernelMatchesClaims(d, spec.vips[1]!, 30_000);
+    let unanswered: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await d.probe6({ windowMs: 150 });
+      expect(
+        r.answers.filter((a) => a.udp.length > 1).map((a) => a.source),
+        'double answers',
+      ).toEqual([]);
+      unanswered = r.answers.filter((a) => a.udp.length === 0).map((a) => a.source);
+      if (unanswered.length === 0) break;
+      await sleep(300);
+    }
+    expect(unanswered, 'IPv6 sources never answered').toEqual([]);
+  });
 });
 
 async function waitKernelMatchesClaims(d: Dataplane, vip: VipSpec, timeoutMs: number): Promise<void> {
